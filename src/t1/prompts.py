@@ -1,0 +1,54 @@
+"""How texts become token ids: the document format and the chat-formatted query prompt.
+
+Documents: ``instruction + "\\n" + text + <emb_token>`` in one pass. Queries: the backbone's chat
+template, user turn = instruction + query, assistant turn = reasoning, then ``<emb_token>``.
+Truncation always cuts the document or query text, never the instruction or the final token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_QUERY_INSTRUCTION = "Given a query, retrieve relevant passages that help answer the query"
+QUERY_TEMPLATE = "{instruction}\nQuery: {query}"
+DOCUMENT_TEMPLATE = "{instruction}\n"
+
+
+@dataclass
+class PromptBuilder:
+    tokenizer: object
+    emb_token_id: int
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def document(self, text: str, instruction: str | None, max_length: int) -> list[int]:
+        """Token ids of ``instruction + text + <emb_token>``, the text cut to fit `max_length`."""
+        prefix = self._ids(DOCUMENT_TEMPLATE.format(instruction=instruction)) if instruction else []
+        room = max_length - len(prefix) - 1
+        if room < 1:
+            raise ValueError(f"max_length={max_length} leaves no room for text after the instruction")
+        return prefix + self._ids(text)[:room] + [self.emb_token_id]
+
+    def query_prompt(self, query: str, instruction: str | None, max_length: int) -> list[int]:
+        """Chat-formatted prompt ending where the assistant starts reasoning; the query is cut
+        (token-wise) until the whole prompt fits `max_length`."""
+        query_ids = self._ids(query)
+        ids, keep = self._render(query, instruction), len(query_ids)
+        while len(ids) > max_length:  # decode/re-encode can shift a token at the cut: repeat
+            keep -= len(ids) - max_length
+            if keep < 1:
+                raise ValueError(f"max_length={max_length} leaves no room for the query")
+            ids = self._render(self.tokenizer.decode(query_ids[:keep]), instruction)
+        return ids
+
+    def _render(self, query: str, instruction: str | None) -> list[int]:
+        content = QUERY_TEMPLATE.format(instruction=instruction, query=query) if instruction else query
+        messages = [{"role": "user", "content": content}]
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self._ids(text)
+        return self._ids(content + "\n")
+
+    def reasoning(self, reasoning: str, max_tokens: int) -> list[int]:
+        return self._ids(reasoning)[:max_tokens]
