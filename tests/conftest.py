@@ -1,7 +1,13 @@
+import os
 import sys
 from pathlib import Path
 
-import pytest
+# Before anything imports huggingface_hub (it reads these once): tests never touch the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_model import build_tiny_model  # noqa: E402
@@ -24,7 +30,6 @@ def tiny_model(tiny_model_path):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("T1_CACHE", str(tmp_path / "t1-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def shared_data(*parts: str) -> Path:

@@ -91,6 +91,7 @@ class T1Model(torch.nn.Module):
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.config = config
+        self.name_or_path = config.backbone  # where this model was loaded from (set by from_pretrained)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.emb_token_id = self._ensure_emb_token()
@@ -127,6 +128,7 @@ class T1Model(torch.nn.Module):
                 raise T1Error(f"{name_or_path}: no such model folder")
             backbone, tokenizer = _load_causal_lm(resolve_backbone(name_or_path), dtype)
             model = cls(backbone, tokenizer, T1Config(backbone=name_or_path))
+        model.name_or_path = name_or_path
         for key, value in config_overrides.items():
             if not hasattr(model.config, key):
                 raise T1Error(f"unknown T1 setting {key!r}")
@@ -145,10 +147,10 @@ class T1Model(torch.nn.Module):
         from transformers import AddedToken
 
         token = self.config.emb_token
-        if token in self.tokenizer.get_vocab():
-            return self.tokenizer.convert_tokens_to_ids(token)
-        self.tokenizer.add_tokens([AddedToken(token, special=True, normalized=False)], special_tokens=True)
+        if token not in self.tokenizer.get_vocab():
+            self.tokenizer.add_tokens([AddedToken(token, special=True, normalized=False)], special_tokens=True)
         token_id = self.tokenizer.convert_tokens_to_ids(token)
+        # A saved tokenizer may know the token while a fresh base model lacks its row.
         embeddings = self.backbone.get_input_embeddings()
         if token_id >= embeddings.weight.shape[0]:
             old = embeddings.weight.shape[0]

@@ -1,0 +1,143 @@
+"""The `t1` command: index a corpus, search it, evaluate, train.
+
+User mistakes (`T1Error`) print one line and exit 2; Ctrl-C exits 130 and leaves resumable
+jobs resumable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from .errors import T1Error
+
+
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, default=None,
+                   help="T1 model folder, hub id, or 'smollm2-135m-instruct' (offline default)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def _load_model(args):
+    from .model import T1Model
+
+    return T1Model.from_pretrained(args.model, device=args.device)
+
+
+def cmd_index(args) -> int:
+    from .data import load_corpus
+    from .index import Index
+
+    documents = load_corpus(args.corpus)  # read (and validate) before loading the model
+    model = _load_model(args)
+    index = Index.build(model, documents, args.out, instruction=args.instruction, max_length=args.max_length,
+                        shard_size=args.shard_size, dtype=args.dtype, batch_size=args.batch_size)
+    print(f"indexed {len(index)} documents into {args.out} (dim {index.manifest['dim']}, {index.manifest['dtype']})")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .data import load_queries
+    from .index import Index
+
+    if args.queries_file:
+        queries = list(load_queries(args.queries_file).items())
+    else:
+        queries = [(f"q{i}", q) for i, q in enumerate(args.query, 1)]
+    if not queries:
+        raise T1Error("give a query, or --queries FILE")
+    for qid, q in queries:
+        if not q.strip():
+            raise T1Error(f"query {qid} is empty")
+    index = Index.open(args.index)
+    if args.model is None:
+        args.model = index.manifest["model"]["name"]
+    model = _load_model(args)
+    index = Index.open(args.index, model=model)
+    hits, reasoning = index.search_queries(
+        model, [q for _, q in queries], k=args.k, reasoning=args.reasoning,
+        max_new_tokens=args.max_new_tokens, instruction=args.instruction, show_progress_bar=len(queries) > 1,
+    )
+    if args.json:
+        out = [{"qid": qid, "query": q, "reasoning": r, "hits": [vars(h) for h in hs]}
+               for (qid, q), r, hs in zip(queries, reasoning, hits)]
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+    for (qid, q), r, hs in zip(queries, reasoning, hits):
+        print(f"query {qid}: {q}")
+        if r:
+            print(f"reasoning: {r.strip()}")
+        for rank, h in enumerate(hs, 1):
+            title = f"  {h.title}" if h.title else ""
+            print(f"{rank:>3}. {h.score:.4f}  {h.id}{title}")
+            snippet = " ".join(h.snippet.split())[:160]
+            if snippet:
+                print(f"     {snippet}")
+        print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="t1", description="T1: a retriever that reasons before it embeds.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="encode a corpus into an index folder (resumable)")
+    _add_model_args(p)
+    p.add_argument("--corpus", required=True, help="BEIR corpus.jsonl, or JSONL/CSV/parquet with id and text")
+    p.add_argument("--out", required=True, help="index folder")
+    p.add_argument("--instruction", default=None, help="document instruction (default: the model's)")
+    p.add_argument("--max-length", type=int, default=None, help="max tokens per document")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shard-size", type=int, default=8192)
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="reason about queries and search an index")
+    _add_model_args(p, required=False)
+    p.add_argument("--index", required=True, help="index folder built by `t1 index`")
+    p.add_argument("query", nargs="*", help="query text(s)")
+    p.add_argument("--queries", dest="queries_file", default=None, help="file of queries (JSONL/CSV/TXT)")
+    p.add_argument("-k", "--k", type=int, default=10)
+    p.add_argument("--reasoning", choices=["generate", "none"], default="generate")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--instruction", default=None, help="query instruction (default: the model's)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_search)
+
+    _register_plugins(sub)
+    return parser
+
+
+def _register_plugins(sub) -> None:
+    """Evaluation and training commands live with their packages."""
+    from .evaluation.commands import register as register_eval
+    from .training.commands import register as register_train
+
+    register_eval(sub)
+    register_train(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    try:
+        return args.func(args)
+    except T1Error as e:
+        print(f"t1: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("t1: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Exact maximum-inner-product top-k over embedding shards, with per-query exclusions.
+
+Shards are scanned in row chunks so memory stays bounded whatever the corpus size; a running
+top-k per query is merged chunk by chunk. Excluded documents (BRIGHT's `excluded_ids`) are removed
+from the candidates *before* the top-k cut, so they never push a relevant document out. faiss
+(`faiss.knn`, BLAS-backed) and numpy give the same ranking; faiss is used when installed.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+BACKENDS = ("auto", "numpy", "faiss")
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "faiss" if _faiss() is not None else "numpy"
+    if backend == "faiss" and _faiss() is None:
+        raise ValueError("backend 'faiss' needs faiss-cpu installed")
+    return backend
+
+
+def _chunk_topk(queries: np.ndarray, chunk: np.ndarray, k: int, excluded: Sequence[np.ndarray], backend: str):
+    """Top-k (scores, row positions within chunk) for each query, excluded rows removed."""
+    n = chunk.shape[0]
+    extra = max((len(e) for e in excluded), default=0)
+    kk = min(n, k + extra)
+    if backend == "faiss":
+        faiss = _faiss()
+        scores, rows = faiss.knn(queries, chunk, kk, metric=faiss.METRIC_INNER_PRODUCT)
+        for qi, ex in enumerate(excluded):
+            if len(ex):
+                scores[qi, np.isin(rows[qi], ex)] = -np.inf
+    else:
+        all_scores = queries @ chunk.T
+        for qi, ex in enumerate(excluded):
+            all_scores[qi, ex] = -np.inf
+        rows = np.argpartition(-all_scores, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (len(queries), 1))
+        scores = np.take_along_axis(all_scores, rows, axis=1)
+    return scores, rows.astype(np.int64)
+
+
+def exact_search(
+    queries: np.ndarray,
+    chunks: Iterable[tuple[int, np.ndarray]],
+    k: int,
+    excluded: Sequence[np.ndarray] | None = None,
+    backend: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search `chunks` of (global offset, embeddings [rows, dim]).
+
+    `excluded[q]` holds global row positions to drop for query q. Returns (scores, positions),
+    each [n_queries, k], best first; missing slots (fewer than k candidates) have position -1.
+    """
+    backend = resolve_backend(backend)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    nq = len(queries)
+    excluded = excluded if excluded is not None else [np.empty(0, np.int64)] * nq
+    best_scores = np.full((nq, k), -np.inf, dtype=np.float32)
+    best_pos = np.full((nq, k), -1, dtype=np.int64)
+    for offset, chunk in chunks:
+        chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+        local_ex = [e[(e >= offset) & (e < offset + len(chunk))] - offset for e in excluded]
+        scores, rows = _chunk_topk(queries, chunk, k, local_ex, backend)
+        rows = np.where(np.isfinite(scores) & (rows >= 0), rows + offset, -1)
+        scores = np.where(rows >= 0, scores, -np.inf)
+        cand_s = np.concatenate([best_scores, scores], axis=1)
+        cand_p = np.concatenate([best_pos, rows], axis=1)
+        # Sort by score desc, then position asc, so both backends break ties identically.
+        order = np.lexsort((np.where(cand_p < 0, np.iinfo(np.int64).max, cand_p), -cand_s), axis=1)[:, :k]
+        best_scores = np.take_along_axis(cand_s, order, axis=1)
+        best_pos = np.take_along_axis(cand_p, order, axis=1)
+    best_pos[~np.isfinite(best_scores)] = -1
+    return best_scores, best_pos
