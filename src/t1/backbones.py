@@ -44,9 +44,15 @@ def _convert_gguf(alias: str, target: Path) -> None:
     folder = _package_folder(module, pip_name)
     logger.info("converting %s/%s to safetensors in %s (once)", folder, gguf_file, target)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config  # the weights are de-quantised fp32 now
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
+    # The weights are de-quantised fp32 now, but the model still counts as "gguf-quantised" and
+    # refuses to save: copy them into a plain model built from the same config.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:

@@ -193,8 +193,12 @@ class T1Model(torch.nn.Module):
     # ---------------------------------------------------------------- embedding
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Hidden state at the last real token of each right-padded row (the <emb_token>).
-        Differentiable; training calls this directly."""
-        hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        Differentiable; training calls this directly.
+
+        No attention mask is passed to the decoder: with right padding, the causal mask alone
+        keeps every real token from seeing the pads that follow it, and leaving the mask out
+        lets SDPA take its fused causal path instead of materialising a padding mask."""
+        hidden = self.decoder(input_ids=input_ids).last_hidden_state
         last = attention_mask.sum(dim=1) - 1
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
 
