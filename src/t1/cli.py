@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
     try:
         return args.func(args)
     except T1Error as e:

@@ -1,0 +1,87 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from t1.cli import main
+
+CORPUS = [
+    {"_id": "d1", "title": "Leaves", "text": "cell protein gene plant"},
+    {"_id": "d2", "title": "Rivers", "text": "river water rock climate"},
+    {"_id": "d3", "title": "Primes", "text": "prime integer theorem proof"},
+]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in CORPUS))
+    return path
+
+
+def test_index_then_search_json(tiny_model_path, corpus, tmp_path, capsys):
+    out = tmp_path / "idx"
+    assert main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--out", str(out), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["search", "--index", str(out), "--device", "cpu", "--json", "-k", "2", "--max-new-tokens", "4",
+                 "water rock", "prime proof"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["query"] for r in results] == ["water rock", "prime proof"]
+    assert all(len(r["hits"]) == 2 and {h["id"] for h in r["hits"]} <= {"d1", "d2", "d3"} for r in results)
+    assert all(isinstance(r["reasoning"], str) for r in results)
+
+
+def test_search_text_output_and_queries_file(tiny_model_path, corpus, tmp_path, capsys):
+    out = tmp_path / "idx"
+    main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--out", str(out), "--device", "cpu"])
+    queries = tmp_path / "q.txt"
+    queries.write_text("plant cell\nriver\n")
+    capsys.readouterr()
+    assert main(["search", "--index", str(out), "--device", "cpu", "--queries", str(queries), "--reasoning", "none", "-k", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "query q1: plant cell" in text and "query q2: river" in text
+    assert text.count("  1. ") + text.count("1. ") >= 2 and "Leaves" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["index", "--model", "{model}", "--corpus", "{tmp}/missing.jsonl", "--out", "{tmp}/x"], "missing.jsonl: no such file"),
+    (["index", "--model", "{model}", "--corpus", "{bad}", "--out", "{tmp}/x"], "bad.jsonl:2: malformed JSON"),
+    (["index", "--model", "{tmp}/nope", "--corpus", "{corpus}", "--out", "{tmp}/x"], "no such model folder"),
+    (["search", "--index", "{tmp}", "q"], "not a t1 index"),
+])
+def test_user_errors_are_one_line(tiny_model_path, corpus, tmp_path, capsys, argv, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "a", "text": "x"}\n{oops\n')
+    fill = {"model": str(tiny_model_path), "tmp": str(tmp_path), "bad": str(bad), "corpus": str(corpus)}
+    assert main([a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("t1: error:") and message in err and "\n" not in err
+
+
+def test_empty_query_and_index_of_other_model(tiny_model_path, corpus, tmp_path, capsys):
+    out = tmp_path / "idx"
+    main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--out", str(out), "--device", "cpu"])
+    assert main(["search", "--index", str(out), "--device", "cpu", "  "]) == 2
+    assert "empty" in capsys.readouterr().err
+    from t1 import T1Model
+
+    other = T1Model.from_pretrained(str(tiny_model_path), device="cpu", document_instruction="Represent")
+    other.save_pretrained(tmp_path / "other")
+    assert main(["search", "--index", str(out), "--model", str(tmp_path / "other"), "--device", "cpu", "q"]) == 2
+    assert "different model" in capsys.readouterr().err
+
+
+def test_unwritable_output_keeps_nothing_broken(tiny_model_path, corpus, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--out", str(blocker / "idx"), "--device", "cpu"]) == 2
+    assert "cannot create output folder" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_console_script_exit_code_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "t1.cli", "search", "--index", str(tmp_path), "q"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "not a t1 index" in proc.stderr
