@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from t1.cli import main
 
@@ -66,7 +67,9 @@ def test_empty_query_and_index_of_other_model(tiny_model_path, corpus, tmp_path,
     assert "empty" in capsys.readouterr().err
     from t1 import T1Model
 
-    other = T1Model.from_pretrained(str(tiny_model_path), device="cpu", document_instruction="Represent")
+    other = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
+    with torch.no_grad():
+        other.backbone.get_input_embeddings().weight[3] += 0.1
     other.save_pretrained(tmp_path / "other")
     assert main(["search", "--index", str(out), "--model", str(tmp_path / "other"), "--device", "cpu", "q"]) == 2
     assert "different model" in capsys.readouterr().err

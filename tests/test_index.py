@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from t1 import Document, T1Error, T1Model
 from t1.index import Index
@@ -70,11 +71,14 @@ def test_resume_after_interrupt(tiny_model, tmp_path, monkeypatch):
 def test_other_model_or_settings_refused(tiny_model, tiny_model_path, tmp_path):
     Index.build(tiny_model, DOCS, tmp_path / "idx")
     other = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
-    other.config.document_instruction = "Represent"
+    with torch.no_grad():
+        other.backbone.get_input_embeddings().weight[7] += 0.1
     with pytest.raises(T1Error, match="different model"):
         Index.open(tmp_path / "idx", model=other)
-    with pytest.raises(T1Error, match="different"):
+    with pytest.raises(T1Error, match="different model"):
         Index.build(other, DOCS, tmp_path / "idx")
+    with pytest.raises(T1Error, match="different instruction"):
+        Index.build(tiny_model, DOCS, tmp_path / "idx", instruction="Represent")
     with pytest.raises(T1Error, match="instruction"):
         Index.open(tmp_path / "idx", instruction="something else")
     with pytest.raises(T1Error, match="different corpus_hash"):

@@ -116,7 +116,10 @@ def test_save_load_roundtrip_full(tiny_model, tmp_path):
     assert loaded.emb_token_id == tiny_model.emb_token_id
     np.testing.assert_allclose(loaded.encode_document(["solar energy"], instruction=""),
                                tiny_model.encode_document(["solar energy"], instruction=""), atol=1e-6)
-    assert loaded.fingerprint() != tiny_model.fingerprint()  # settings differ
+    assert loaded.fingerprint() == tiny_model.fingerprint()  # same weights, same document embedding
+    with torch.no_grad():
+        loaded.backbone.get_input_embeddings().weight[5] += 0.1
+    assert loaded.fingerprint() != tiny_model.fingerprint()
 
 
 def test_save_load_roundtrip_lora(tiny_model_path, tmp_path):

@@ -98,8 +98,8 @@ class Index:
         path = folder / MANIFEST
         if path.exists():
             old = json.loads(path.read_text())
-            if {k: old.get(k) for k in spec} != spec:
-                what = [k for k in spec if old.get(k) != spec[k]]
+            what = _differences(old, spec)
+            if what:
                 raise T1Error(f"{folder} holds an index built with a different {', '.join(what)}; "
                               "use another output folder or delete this one")
             if old.get("complete"):
@@ -214,6 +214,15 @@ class Index:
         Returns (hits per query, reasoning texts)."""
         encoded = model.encode_query(list(queries), **encode_kwargs)
         return self.search(encoded.embeddings, k=k, exclude=exclude, backend=backend), encoded.reasoning
+
+
+def _differences(old: dict, spec: dict) -> list[str]:
+    """Settings in which an existing manifest differs from a new build's. The model is
+    identified by its fingerprint, not by the path it was loaded from."""
+    def key(k, manifest):
+        return manifest.get(k, {}).get("fingerprint") if k == "model" else manifest.get(k)
+
+    return [k for k in spec if key(k, old) != key(k, spec)]
 
 
 def _check_writable(folder: Path) -> None:

@@ -179,9 +179,12 @@ class T1Model(torch.nn.Module):
         return self.backbone.config.get_text_config().hidden_size
 
     def fingerprint(self) -> str:
-        """A short hash of the weights (a strided sample of every tensor) and settings: two
-        models that embed differently get different fingerprints."""
-        h = hashlib.sha256(json.dumps(asdict(self.config), sort_keys=True).encode())
+        """A short hash of the weights (a strided sample of every tensor) and the settings that
+        shape a document embedding: two models that embed documents differently get different
+        fingerprints. Query-side settings and the document instruction and length (recorded by
+        an index on their own) are left out, so changing them keeps cached indexes valid."""
+        shaping = {k: getattr(self.config, k) for k in ("emb_token", "pooling", "normalize")}
+        h = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode())
         with torch.no_grad():
             for name, p in sorted(self.backbone.state_dict().items()):
                 flat = p.detach().reshape(-1)
