@@ -1,0 +1,125 @@
+"""The BRIGHT protocol, task by task, resumable.
+
+`OUT/run.json` records the settings; each task gets a run folder `OUT/<task>/` (see runs.py),
+and a task whose metrics.json exists is skipped, so an interrupted run re-started with the
+same command continues where it stopped. `OUT/summary.json` holds every finished task's
+metrics and their average, refreshed after each task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..atomic import write_json
+from ..errors import T1Error
+from .datasets import BRIGHT_HUB, BRIGHT_LONG_TASKS, BRIGHT_TASKS, load_bright_task, local_files
+from .metrics import format_headline
+from .runs import INFO_FILE, METRICS_FILE, read_json, run_evaluation
+from .retrievers import load_t1_model, make_retriever, parse_retriever
+
+T1_MODES = ("generate", "none")
+SUMMARY_FILE = "summary.json"
+_SETTINGS = ("retriever", "long", "reasoning", "k", "query_instruction", "document_instruction", "max_new_tokens")
+
+
+def resolve_tasks(tasks: list[str] | None, long: bool = False) -> list[str]:
+    """Canonical order; comma-separated names accepted; long mode only has 8 tasks."""
+    available = BRIGHT_LONG_TASKS if long else BRIGHT_TASKS
+    if not tasks:
+        return list(available)
+    names = [t.strip() for item in tasks for t in item.split(",") if t.strip()]
+    for t in names:
+        if t not in BRIGHT_TASKS:
+            raise T1Error(f"unknown BRIGHT task {t!r} (expected one of {', '.join(BRIGHT_TASKS)})")
+        if t not in available:
+            raise T1Error(f"BRIGHT task {t!r} has no long documents (long tasks: {', '.join(BRIGHT_LONG_TASKS)})")
+    return [t for t in BRIGHT_TASKS if t in names]
+
+
+def _check_local_files(source: str, tasks: list[str], long: bool, given: str | None) -> None:
+    """Fail before the first task, not after hours, when a local copy lacks a task's files."""
+    root = Path(source)
+    if not root.is_dir():
+        return
+    configs = ["examples", "long_documents" if long else "documents"] + ([f"{given}_reason"] if given else [])
+    missing = [f"{c}/{t}" for t in tasks for c in configs if not local_files(root, c, t)]
+    if missing:
+        raise T1Error(f"{root}: no files for {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} "
+                      f"(expected <config>/<task>.jsonl or .parquet; use --tasks to run a subset)")
+
+
+def summarize(out: str | Path) -> dict:
+    """Metrics of the finished tasks under `out` and their mean over those tasks."""
+    out = Path(out)
+    tasks = {t: read_json(out / t / METRICS_FILE) for t in BRIGHT_TASKS if (out / t / METRICS_FILE).exists()}
+    names = sorted(set.intersection(*(set(m) for m in tasks.values()))) if tasks else []
+    average = {n: sum(m[n] for m in tasks.values()) / len(tasks) for n in names}
+    return {"tasks": tasks, "average": average, "num_tasks": len(tasks)}
+
+
+def run_bright(
+    retriever: str,
+    out: str | Path,
+    source: str = BRIGHT_HUB,
+    tasks: list[str] | None = None,
+    long: bool = False,
+    reasoning: str | None = None,
+    k: int = 1000,
+    query_instruction: str | None = None,
+    document_instruction: str | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    k1: float = 0.9,
+    b: float = 0.4,
+    show_progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Evaluate `retriever` (bm25, st:MODEL, t1:MODEL) on BRIGHT. `reasoning` is a T1 mode
+    ("generate", the default for T1, or "none") or the name of a BRIGHT reasoning set such as
+    "gpt4" (config `gpt4_reason`). Returns `summarize(out)`."""
+    kind, model_name = parse_retriever(retriever)
+    tasks = resolve_tasks(tasks, long)
+    mode = reasoning if reasoning in T1_MODES else "generate"
+    given = reasoning if reasoning and reasoning not in T1_MODES else None
+    if kind != "t1" and reasoning == "generate":
+        raise T1Error(f"{retriever} cannot generate reasoning; use a T1 model or a BRIGHT reasoning set (e.g. gpt4)")
+
+    out = Path(out)
+    settings = {"kind": "bright", "retriever": retriever, "long": long,
+                "reasoning": given or (mode if kind == "t1" else None), "k": k,
+                "query_instruction": query_instruction, "document_instruction": document_instruction,
+                "max_new_tokens": max_new_tokens, "source": str(source)}
+    _check_local_files(source, [t for t in tasks if not (out / t / METRICS_FILE).exists()], long, given)
+    info_path = out / INFO_FILE
+    if info_path.exists():
+        old = read_json(info_path)
+        diff = [key for key in _SETTINGS if old.get(key) != settings[key]]
+        if diff:
+            raise T1Error(f"{out} holds a BRIGHT run with different {', '.join(diff)} "
+                          f"({', '.join(f'{d}={old.get(d)!r}' for d in diff)}); use another --out")
+        settings["tasks"] = [t for t in BRIGHT_TASKS if t in set(old.get("tasks", [])) | set(tasks)]
+    else:
+        settings["tasks"] = tasks
+    write_json(info_path, settings)
+
+    model = None
+    for task in tasks:
+        task_dir = out / task
+        if (task_dir / METRICS_FILE).exists():
+            log(f"{task}: done already ({format_headline(read_json(task_dir / METRICS_FILE), ('ndcg@10',))}), skipped")
+            continue
+        data = load_bright_task(source, task, long, given)
+        if kind == "t1" and model is None:
+            model = load_t1_model(model_name, device)
+        r = make_retriever(retriever, data.corpus, model=model, mode=mode,
+                           query_instruction=query_instruction if query_instruction is not None else data.query_instruction,
+                           document_instruction=document_instruction, max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, device=device, k1=k1, b=b, show_progress=show_progress)
+        evaluation = run_evaluation(data, r, task_dir, k=k, info={"task": task, "long": long, "reasoning_set": given})
+        log(f"{task}: {format_headline(evaluation.mean)} ({len(data.queries)} queries, {len(data.corpus)} docs)")
+        write_json(out / SUMMARY_FILE, summarize(out))
+    summary = summarize(out)
+    write_json(out / SUMMARY_FILE, summary)
+    return summary

@@ -1,0 +1,133 @@
+"""`t1 eval`, `t1 bright` and `t1 report`; `register(subparsers)` adds them to the t1 CLI."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..errors import T1Error
+
+RETRIEVER_HELP = "bm25, st:MODEL (e.g. st:all-minilm-l6-v2) or t1:MODEL (folder, hub id, smollm2-135m-instruct)"
+
+
+def _progress(args) -> bool | None:
+    return False if args.no_progress else None  # None: bars when stderr is a terminal
+
+
+def _add_retriever_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retriever", required=True, help=RETRIEVER_HELP)
+    p.add_argument("-k", "--k", type=int, default=1000, help="documents kept per query (default 1000)")
+    p.add_argument("--query-instruction", default=None,
+                   help="T1 query instruction (default: BRIGHT's task instruction, else the model's)")
+    p.add_argument("--doc-instruction", default=None, help="T1 document instruction (default: the model's)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="T1 reasoning length limit")
+    p.add_argument("--batch-size", type=int, default=None, help="query batch size (T1 default 8, st 64)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, BRIGHT's)")
+    p.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4, BRIGHT's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def cmd_eval(args) -> int:
+    from .datasets import is_bright_source, load_eval_data, load_reasoning_file
+    from .retrievers import make_retriever, parse_retriever
+    from .runs import INFO_FILE, describe, read_json, run_evaluation
+
+    kind, _ = parse_retriever(args.retriever)
+    reasoning, mode, reason_set = args.reasoning, "generate", None
+    if reasoning in ("generate", "none"):
+        mode = reasoning
+        if kind != "t1" and reasoning == "generate":
+            raise T1Error(f"{args.retriever} cannot generate reasoning; use a T1 model or --reasoning FILE")
+    elif reasoning and not Path(reasoning).is_file():
+        if not is_bright_source(args.dataset):
+            raise T1Error(f"--reasoning {reasoning!r}: not 'generate', 'none' or an existing file")
+        reason_set = reasoning  # a BRIGHT reasoning set, e.g. gpt4
+    data = load_eval_data(args.dataset, args.split, long=args.long, reasoning=reason_set)
+    if reasoning and reason_set is None and reasoning not in ("generate", "none"):
+        given = load_reasoning_file(reasoning)
+        lacking = [q for q in data.queries if q not in given]
+        if lacking:
+            raise T1Error(f"{reasoning}: no reasoning for query {lacking[0]!r}")
+        data.reasoning = {q: given[q] for q in data.queries}
+
+    start = time.perf_counter()
+    retriever = make_retriever(
+        args.retriever, data.corpus, mode=mode,
+        query_instruction=args.query_instruction if args.query_instruction is not None else data.query_instruction,
+        document_instruction=args.doc_instruction, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        device=args.device, k1=args.k1, b=args.b, show_progress=_progress(args))
+    load_s = round(time.perf_counter() - start, 2)
+    info = {"split": args.split, "reasoning": reasoning, "load_seconds": load_s}
+    evaluation = run_evaluation(data, retriever, args.out, k=args.k, info=info)
+    print(f"{data.name} · {retriever.name}: {describe(evaluation, read_json(Path(args.out) / INFO_FILE))}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _default_bright_out(args) -> str:
+    slug = args.retriever.replace(":", "-").replace("/", "_")
+    for part in (args.reasoning, "long" if args.long else None):
+        if part:
+            slug += f"-{part}"
+    return str(Path("runs") / "bright" / slug)
+
+
+def cmd_bright(args) -> int:
+    from .bright import run_bright
+    from .report import bright_table, load_runs
+
+    out = args.out or _default_bright_out(args)
+    print(f"BRIGHT run folder: {out}", file=sys.stderr)
+    summary = run_bright(
+        args.retriever, out, source=args.data, tasks=args.tasks, long=args.long, reasoning=args.reasoning,
+        k=args.k, query_instruction=args.query_instruction, document_instruction=args.doc_instruction,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
+        k1=args.k1, b=args.b, show_progress=_progress(args))
+    if summary["num_tasks"]:
+        print()
+        print(bright_table(load_runs([out])))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    metrics = tuple(m.strip().lower() for item in args.metrics for m in item.split(",") if m.strip())
+    text, md, png = write_report(args.runs, args.out, metrics)
+    print(text, end="")
+    print(f"\nwrote {md} and {png}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a retriever on a BEIR dataset or a BRIGHT task")
+    p.add_argument("--dataset", required=True,
+                   help="BEIR folder, BEIR hub id (BeIR/scifact), or BRIGHT (local folder or xlangai/BRIGHT)")
+    p.add_argument("--split", default="test", help="qrels split (BEIR), or the task (BRIGHT)")
+    _add_retriever_args(p)
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--reasoning", default=None,
+                   help="T1: generate (default) or none; any retriever: a JSONL file of given reasoning "
+                        "({id, reasoning}), or for BRIGHT a reasoning set such as gpt4")
+    p.add_argument("--long", action="store_true", help="BRIGHT: long documents")
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("bright", help="run the BRIGHT benchmark task by task (resumable)")
+    _add_retriever_args(p)
+    p.add_argument("--data", default="xlangai/BRIGHT", help="local BRIGHT folder, or the hub id (default)")
+    p.add_argument("--tasks", nargs="+", default=None, help="subset of tasks (default: all 12, or the 8 long ones)")
+    p.add_argument("--long", action="store_true", help="long documents (8 tasks)")
+    p.add_argument("--reasoning", default=None,
+                   help="T1: generate (default) or none; or a BRIGHT reasoning set, e.g. gpt4 (config gpt4_reason)")
+    p.add_argument("--out", default=None, help="run folder (default runs/bright/<retriever>)")
+    p.set_defaults(func=cmd_bright)
+
+    p = subparsers.add_parser("report", help="compare run folders: markdown table and PNG chart")
+    p.add_argument("runs", nargs="+", help="run folders (or folders of run folders)")
+    p.add_argument("--out", default="report", help="folder for report.md and report.png (default ./report)")
+    p.add_argument("--metrics", nargs="+", default=["ndcg@10", "recall@100"],
+                   help="metrics to tabulate (BRIGHT uses the first; default ndcg@10 recall@100)")
+    p.set_defaults(func=cmd_report)

