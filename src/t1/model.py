@@ -139,7 +139,13 @@ class T1Model(torch.nn.Module):
         """Save weights (or the LoRA adapter), tokenizer and T1 settings to `folder`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(folder)
+        kwargs = {}
+        if hasattr(self.backbone, "peft_config"):
+            # The <emb_token> row is saved by trainable_token_indices; loading re-adds the token to
+            # the base deterministically, so the whole resized embedding need not be copied.
+            token_rows = any(getattr(c, "trainable_token_indices", None) for c in self.backbone.peft_config.values())
+            kwargs["save_embedding_layers"] = not token_rows
+        self.backbone.save_pretrained(folder, **kwargs)
         self.tokenizer.save_pretrained(folder)
         self.config.save(folder)
 
@@ -201,7 +207,7 @@ class T1Model(torch.nn.Module):
         No attention mask is passed to the decoder: with right padding, the causal mask alone
         keeps every real token from seeing the pads that follow it, and leaving the mask out
         lets SDPA take its fused causal path instead of materialising a padding mask."""
-        hidden = self.decoder(input_ids=input_ids).last_hidden_state
+        hidden = self.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
         last = attention_mask.sum(dim=1) - 1
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
 
