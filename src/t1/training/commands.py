@@ -1,0 +1,121 @@
+"""Command-line entry points: `t1 train contrastive|sft` and `t1 data mine|reason`.
+
+Training runs the same way on one CPU and on many GPUs:
+
+    t1 train contrastive --config configs/stage1-smollm2-cpu.yaml max_steps=100 lora.r=8
+    torchrun --nproc_per_node 8 -m t1.training train contrastive --config configs/stage1-qwen3-4b-8gpu.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..errors import T1Error
+
+OVERRIDES_HELP = ("settings that replace the config's: key=value (a config key, lora.r=32, training.seed=1, "
+                  "or any TrainingArguments field such as learning_rate=1e-4); --key value works too")
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train T1 (contrastive, sft, grpo, or the whole curriculum)")
+    stages = train.add_subparsers(dest="stage", required=True)
+    for name, help_text in (("contrastive", "stage 1: InfoNCE with queries in mode `none`"),
+                            ("sft", "stage 2: λ·InfoNCE(query + reasoning) + (1−λ)·NLL(reasoning + <emb_token>)")):
+        p = stages.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", help="YAML config (see configs/)")
+        p.add_argument("overrides", nargs=argparse.REMAINDER, help=OVERRIDES_HELP)
+        p.set_defaults(func=_train)
+    from .grpo_commands import register_grpo
+
+    register_grpo(stages)
+
+    data = subparsers.add_parser("data", help="build training records")
+    tools = data.add_subparsers(dest="tool", required=True)
+    mine = tools.add_parser("mine", help="records with BM25 (+ dense) hard negatives from a BEIR folder")
+    mine.add_argument("beir_folder")
+    mine.add_argument("--split", default="train", help="qrels split (qrels/<split>.tsv), default train")
+    mine.add_argument("--output", "-o", required=True, help="JSONL file to write")
+    mine.add_argument("--negatives", type=int, default=7, help="hard negatives per query (default 7)")
+    mine.add_argument("--depth", type=int, default=50, help="draw negatives from the top DEPTH (default 50)")
+    mine.add_argument("--skip-top", type=int, default=0, help="never take the top SKIP_TOP (false negatives)")
+    mine.add_argument("--dense-model", help="also rank with this model: a T1 model, all-minilm-l6-v2, or a "
+                                            "sentence-transformers model")
+    mine.add_argument("--instruction", help="query instruction stored in each record")
+    mine.add_argument("--seed", type=int, default=0)
+    mine.set_defaults(func=_mine)
+
+    reason = tools.add_parser("reason", help="add reasoning traces (teacher file, or best-of-N self-generation)")
+    reason.add_argument("input", help="training records (JSONL)")
+    reason.add_argument("--output", "-o", required=True)
+    source = reason.add_mutually_exclusive_group(required=True)
+    source.add_argument("--teacher", help="JSONL with `reasoning` and `query_id`/`id` or `query`")
+    source.add_argument("--model", help="T1 model that writes its own traces (e.g. the stage-1 output)")
+    reason.add_argument("--samples", type=int, default=4, help="traces sampled per query (default 4)")
+    reason.add_argument("--temperature", type=float, default=0.8)
+    reason.add_argument("--top-p", type=float, default=0.95)
+    reason.add_argument("--max-new-tokens", type=int, default=256)
+    reason.add_argument("--max-rank", type=int, default=1,
+                        help="keep a trace only if the best positive ranks at most this high among the "
+                             "record's documents (default 1: above every negative)")
+    reason.add_argument("--batch-size", type=int, default=8, help="queries per generation batch")
+    reason.add_argument("--seed", type=int, default=0)
+    reason.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    reason.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    reason.set_defaults(func=_reason)
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .trainer import train
+
+    overrides = list(args.overrides or [])
+    config_path = args.config
+    if "--config" in overrides:  # REMAINDER swallows options given after the first override
+        i = overrides.index("--config")
+        if i + 1 >= len(overrides):
+            raise T1Error("--config needs a file")
+        config_path = overrides[i + 1]
+        del overrides[i: i + 2]
+    config = load_config(config_path, overrides)
+    folder = train(config, reasoning=args.stage == "sft")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"saved the trained model to {folder}")
+    return 0
+
+
+def _mine(args) -> int:
+    from ..atomic import write_jsonl
+    from .mining import mine_beir
+
+    records = mine_beir(args.beir_folder, args.split, negatives=args.negatives, depth=args.depth,
+                        skip_top=args.skip_top, dense_model=args.dense_model, instruction=args.instruction,
+                        seed=args.seed)
+    write_jsonl(args.output, records)
+    print(f"wrote {len(records)} records to {args.output}")
+    return 0
+
+
+def _reason(args) -> int:
+    from .reasoning_data import SamplingSettings, merge_teacher, self_generate
+    from .records import read_records, write_records
+
+    records = read_records(args.input)
+    if args.teacher:
+        merged, missing = merge_teacher(records, args.teacher)
+        write_records(args.output, merged)
+        note = f" ({missing} records without a teacher trace dropped)" if missing else ""
+        print(f"wrote {len(merged)} records to {args.output}{note}")
+        return 0
+    from ..model import T1Model
+
+    settings = SamplingSettings(samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+                                max_new_tokens=args.max_new_tokens, max_rank=args.max_rank,
+                                batch_size=args.batch_size, seed=args.seed)
+    if min(settings.samples, settings.max_new_tokens, settings.max_rank, settings.batch_size) < 1:
+        raise T1Error("--samples, --max-new-tokens, --max-rank and --batch-size must be >= 1")
+    model = T1Model.from_pretrained(args.model, device=args.device)
+    summary = self_generate(model, records, args.output, settings, restart=args.restart)
+    print(f"kept {summary['accepted']} of {summary['records']} records (best positive ranked <= "
+          f"{settings.max_rank}) in {args.output}")
+    return 0

@@ -1,0 +1,184 @@
+"""`t1 data reason`: add reasoning traces to training records for stage 2.
+
+Two sources. A teacher's file (JSONL rows with `reasoning` and `query_id`/`id` or `query`) is
+merged by query id, else by query text. Without a teacher, the model writes the traces itself:
+best-of-N sampling, each trace embedded at <emb_token> (generate-then-embed), ranked against the
+record's own documents (positives + hard negatives); the trace whose best positive ranks
+highest (ties: the widest margin over the best negative) is kept if that rank is at most
+`max_rank`, and the record is dropped otherwise (rejection sampling).
+
+Self-generation appends to the output as it goes and keeps a small progress file next to it,
+so an interrupted run resumes where it stopped; each batch is seeded by its position, so the
+resumed output equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..atomic import write_json
+from ..data import read_jsonl
+from ..errors import T1Error
+from ..reasoning import generate_then_embed
+from .records import Record
+
+logger = logging.getLogger(__name__)
+
+
+def merge_teacher(records: list[Record], teacher_path: str | Path) -> tuple[list[Record], int]:
+    """Records that have a teacher trace, with `reasoning` set; and how many had none."""
+    by_id, by_query = {}, {}
+    for lineno, row in read_jsonl(teacher_path):
+        where = f"{teacher_path}:{lineno}"
+        reasoning = row.get("reasoning")
+        if not isinstance(reasoning, str) or not reasoning.strip():
+            raise T1Error(f"{where}: field 'reasoning' must be a non-empty text")
+        qid = row.get("query_id", row.get("id"))
+        if qid is None and not isinstance(row.get("query"), str):
+            raise T1Error(f"{where}: needs 'query_id' (or 'id') or 'query' to match a record")
+        if qid is not None:
+            by_id[str(qid)] = reasoning
+        if isinstance(row.get("query"), str):
+            by_query[row["query"]] = reasoning
+    merged, missing = [], 0
+    for record in records:
+        qid = record.extra.get("query_id")
+        reasoning = by_id.get(str(qid)) if qid is not None else None
+        reasoning = reasoning if reasoning is not None else by_query.get(record.query)
+        if reasoning is None:
+            missing += 1
+            continue
+        record.reasoning = reasoning
+        merged.append(record)
+    if not merged:
+        raise T1Error(f"{teacher_path}: no trace matches any record (by query_id/id or query text)")
+    return merged, missing
+
+
+@dataclass
+class SamplingSettings:
+    samples: int = 4
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    max_rank: int = 1
+    batch_size: int = 8
+    seed: int = 0
+
+
+def score_traces(queries: torch.Tensor, documents: torch.Tensor, n_positive: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For trace embeddings [N, d] against one record's documents [P + M, d] (positives first):
+    rank of the best positive among the negatives (1 = above them all) and its cosine margin."""
+    scores = F.normalize(queries, dim=-1) @ F.normalize(documents, dim=-1).T
+    best_pos = scores[:, :n_positive].max(dim=1).values
+    negatives = scores[:, n_positive:]
+    if negatives.shape[1] == 0:
+        return torch.ones_like(best_pos, dtype=torch.long), torch.ones_like(best_pos)
+    rank = 1 + (negatives > best_pos[:, None]).sum(dim=1)
+    return rank, best_pos - negatives.max(dim=1).values
+
+
+class _Progress:
+    """Progress file: how many input records are done and how many output lines are valid."""
+
+    def __init__(self, output: Path, settings: dict, restart: bool):
+        self.path = output.with_name(output.name + ".progress.json")
+        self.output, self.settings = output, settings
+        self.done = self.accepted = 0
+        self.complete = False
+        if self.path.exists() and not restart:
+            state = json.loads(self.path.read_text())
+            if state.get("settings") != settings:
+                raise T1Error(f"{output}: an earlier run used other settings; pass --restart to start over")
+            self.done, self.accepted, self.complete = state["done"], state["accepted"], state.get("complete", False)
+            self._truncate()
+        elif output.exists() and not restart:
+            raise T1Error(f"{output} exists (and no progress file): pass --restart to overwrite it")
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text("")
+            self.save()
+
+    def _truncate(self) -> None:
+        """Drop lines written after the last progress save (an interrupt between the two)."""
+        lines = self.output.read_text(encoding="utf-8").splitlines(keepends=True) if self.output.exists() else []
+        if len(lines) < self.accepted:
+            raise T1Error(f"{self.output} is shorter than its progress file says; pass --restart")
+        if len(lines) > self.accepted:
+            self.output.write_text("".join(lines[: self.accepted]), encoding="utf-8")
+
+    def save(self) -> None:
+        write_json(self.path, {"settings": self.settings, "done": self.done, "accepted": self.accepted,
+                               "complete": self.complete})
+
+
+def self_generate(model, records: list[Record], output: str | Path, settings: SamplingSettings,
+                  restart: bool = False, show_progress: bool = True) -> dict:
+    """Best-of-N traces with rejection by rank; writes accepted records to `output`."""
+    output = Path(output)
+    progress = _Progress(output, {**asdict(settings), "records": len(records)}, restart)
+    if progress.complete:
+        logger.info("%s is complete already", output)
+    bar = tqdm(total=len(records), initial=progress.done, desc="Reasoning", disable=not show_progress)
+    while progress.done < len(records):
+        start = progress.done
+        batch = records[start: start + settings.batch_size]
+        lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in _best_of_n(model, batch, start, settings)]
+        with open(output, "a", encoding="utf-8") as f:
+            f.writelines(lines)
+            f.flush()
+            os.fsync(f.fileno())
+        progress.done, progress.accepted = start + len(batch), progress.accepted + len(lines)
+        progress.save()
+        bar.update(len(batch))
+    bar.close()
+    progress.complete = True
+    progress.save()
+    return {"records": len(records), "accepted": progress.accepted}
+
+
+def _best_of_n(model, batch: list[Record], start: int, s: SamplingSettings) -> list[dict]:
+    cfg = model.config
+    prompts = [model.prompts.query_prompt(r.query, cfg.query_instruction if r.instruction is None else r.instruction,
+                                          cfg.max_query_length) for r in batch]
+    torch.manual_seed(s.seed + start)
+    rollout = generate_then_embed(model, prompts, s.max_new_tokens, num_samples=s.samples, do_sample=True,
+                                  temperature=s.temperature, top_p=s.top_p)
+    documents = _encode_documents(model, batch)
+    accepted = []
+    for j, record in enumerate(batch):
+        rows = range(j * s.samples, (j + 1) * s.samples)
+        rank, margin = score_traces(rollout.embeddings[rows.start: rows.stop].cpu(), documents[j], len(record.pos))
+        texts = [model.tokenizer.decode(rollout.reasoning_ids[r], skip_special_tokens=True).strip() for r in rows]
+        options = [(int(rank[i]), -float(margin[i]), i) for i in range(s.samples) if texts[i]]
+        if not options or min(options)[0] > s.max_rank:
+            continue
+        best_rank, neg_margin, i = min(options)
+        accepted.append({**record.to_json(), "reasoning": texts[i], "reasoning_rank": best_rank,
+                         "reasoning_margin": round(-neg_margin, 4)})
+    return accepted
+
+
+def _encode_documents(model, batch: list[Record]) -> list[torch.Tensor]:
+    """Each record's positives + negatives, embedded with its document instruction."""
+    groups: dict[str, list[int]] = {}
+    for j, record in enumerate(batch):
+        instruction = model.config.document_instruction if record.document_instruction is None else record.document_instruction
+        groups.setdefault(instruction, []).append(j)
+    out: list[torch.Tensor] = [None] * len(batch)
+    for instruction, members in groups.items():
+        texts = [t for j in members for t in batch[j].pos + batch[j].neg]
+        emb = torch.from_numpy(model.encode_document(texts, instruction=instruction, show_progress_bar=False))
+        offset = 0
+        for j in members:
+            n = len(batch[j].pos) + len(batch[j].neg)
+            out[j], offset = emb[offset: offset + n], offset + n
+    return out

@@ -1,0 +1,67 @@
+"""Two processes (torchrun, gloo, CPU) on a global batch train exactly like one process on it:
+embeddings are all-gathered for the loss, gradients averaged by DDP. The two-process run also
+uses gradient caching (one query per forward pass), so its no_sync path is covered too."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from t1 import T1Model
+from t1.training.config import TrainConfig
+from test_training_trainer import make_records
+
+
+def test_two_processes_match_one_process(tmp_path, tiny_model_path):
+    make_records(tmp_path / "train.jsonl", n=4)  # one global batch of 4 queries
+    sgd = {"max_steps": 1, "optim": "sgd", "learning_rate": 0.5, "max_grad_norm": 0.0, "weight_decay": 0.0,
+           "save_strategy": "steps", "save_steps": 1, "logging_steps": 1, "report_to": [], "disable_tqdm": True,
+           "use_cpu": True, "seed": 3}
+
+    def config(name, **kwargs):
+        training = {**sgd, **kwargs.pop("training")}
+        return TrainConfig(model=str(tiny_model_path), train_file=str(tmp_path / "train.jsonl"),
+                           output_dir=str(tmp_path / name), query_instruction="Find passages", negatives_per_query=2, max_query_length=48,
+                           max_document_length=48, max_reasoning_length=16, lora=None, training=training, **kwargs)
+
+    two = config("two", grad_cache_chunk_size=1, training={"per_device_train_batch_size": 2})
+    (tmp_path / "two.yaml").write_text(json.dumps({**vars(two), "lora": None}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "t1.training", "train", "sft", "--config", str(tmp_path / "two.yaml")]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    # Meanwhile, the same global batch in this process.
+    from t1.training.trainer import make_trainer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = config("one", training={"per_device_train_batch_size": 4})
+        trainer = make_trainer(one, reasoning=True)
+        trainer.train()
+        trainer.save_model(one.output_dir)
+        output, _ = proc.communicate(timeout=280)
+    finally:
+        torch.set_num_threads(threads)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output[-3000:]
+
+    def logged(name):
+        state = json.loads((tmp_path / name / "checkpoint-1" / "trainer_state.json").read_text())
+        return next(h for h in state["log_history"] if "loss" in h)
+
+    a, b = logged("one"), logged("two")
+    for key in ("loss", "contrastive_loss", "lm_loss"):
+        assert a[key] == pytest.approx(b[key], rel=1e-4), (key, a, b)
+    single = trainer.model.t1.backbone.state_dict()
+    double = T1Model.from_pretrained(str(tmp_path / "two"), device="cpu").backbone.state_dict()
+    fresh = T1Model.from_pretrained(str(tiny_model_path), device="cpu").backbone.state_dict()
+    assert max((single[k] - fresh[k]).abs().max() for k in single) > 1e-3
+    for key in single:
+        torch.testing.assert_close(double[key], single[key], atol=2e-6, rtol=1e-4)
