@@ -49,13 +49,15 @@ def test_instruction_changes_embedding(tiny_model):
 
 
 class ForceStop(LogitsProcessor):
-    """Force a stop token at a row-specific step, so traces in a batch have different lengths."""
+    """Force a stop token at a row-specific step (and no stop anywhere else), so traces in a
+    batch have chosen, different lengths."""
 
-    def __init__(self, stops: dict[int, tuple[int, int]], prompt_len: int):
-        self.stops, self.prompt_len = stops, prompt_len
+    def __init__(self, stops: dict[int, tuple[int, int]], prompt_len: int, stop_ids: list[int]):
+        self.stops, self.prompt_len, self.stop_ids = stops, prompt_len, stop_ids
 
     def __call__(self, input_ids, scores):
         step = input_ids.shape[1] - self.prompt_len
+        scores[:, self.stop_ids] = -float("inf")
         for row, (at, token) in self.stops.items():
             if step == at:
                 scores[row] = -float("inf")
@@ -71,7 +73,7 @@ def test_kv_cache_embedding_matches_reencoding(tiny_model):
     # row 0 stops with EOS at step 3, row 1 emits <emb_token> at step 5, rows 2-3 run to the limit
     stops = {0: (3, m.tokenizer.eos_token_id), 1: (5, m.emb_token_id)}
     rollout = generate_then_embed(m, prompts, max_new_tokens=8, do_sample=True, temperature=2.0,
-                                  logits_processor=LogitsProcessorList([ForceStop(stops, width)]))
+                                  logits_processor=LogitsProcessorList([ForceStop(stops, width, [m.tokenizer.eos_token_id, m.emb_token_id])]))
     assert [len(r) for r in rollout.reasoning_ids] == [3, 5, 8, 8]
     assert rollout.emitted_emb_token == [False, True, False, False]
     seqs = [p + r + [m.emb_token_id] for p, r in zip(prompts, rollout.reasoning_ids)]

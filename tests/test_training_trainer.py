@@ -82,6 +82,16 @@ def test_stage1_full_finetuning(tmp_path, tiny_model_path):
     assert_same_embeddings(t1, config.output_dir)
 
 
+def test_lora_stage_on_a_full_weights_stage(tmp_path, tiny_model_path):
+    """A fresh adapter trained on a saved full-weights model reloads onto that model."""
+    stage1 = make_config(tmp_path, tiny_model_path, name="stage1", training={"max_steps": 2})
+    run(stage1)
+    stage2 = make_config(tmp_path, stage1.output_dir, name="stage2", lora=LoraSettings(r=4, alpha=8),
+                         training={"max_steps": 2})
+    t1, _, _ = run(stage2)
+    assert_same_embeddings(t1, stage2.output_dir)
+
+
 @pytest.fixture(scope="module")
 def stage1_lora(tmp_path_factory, tiny_model_path):
     tmp_path = tmp_path_factory.mktemp("stage1")

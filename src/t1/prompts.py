@@ -31,24 +31,35 @@ class PromptBuilder:
         return prefix + self._ids(text)[:room] + [self.emb_token_id]
 
     def query_prompt(self, query: str, instruction: str | None, max_length: int) -> list[int]:
-        """Chat-formatted prompt ending where the assistant starts reasoning; the query is cut
+        """Chat-formatted prompt ending where the assistant starts reasoning, the query cut
         (token-wise) until the whole prompt fits `max_length`."""
+        return self._render(self.fit_query(query, instruction, max_length), instruction)
+
+    def fit_query(self, query: str, instruction: str | None, max_length: int) -> str:
+        """The query text, cut so that its chat prompt fits `max_length` tokens."""
         query_ids = self._ids(query)
-        ids, keep = self._render(query, instruction), len(query_ids)
-        while len(ids) > max_length:  # decode/re-encode can shift a token at the cut: repeat
-            keep -= len(ids) - max_length
+        text, keep = query, len(query_ids)
+        length = len(self._render(text, instruction))
+        while length > max_length:  # decode/re-encode can shift a token at the cut: repeat
+            keep -= length - max_length
             if keep < 1:
                 raise ValueError(f"max_length={max_length} leaves no room for the query")
-            ids = self._render(self.tokenizer.decode(query_ids[:keep]), instruction)
-        return ids
+            text = self.tokenizer.decode(query_ids[:keep])
+            length = len(self._render(text, instruction))
+        return text
+
+    @staticmethod
+    def messages(query: str, instruction: str | None) -> list[dict]:
+        """The conversation of a query: one user turn (instruction + query)."""
+        content = QUERY_TEMPLATE.format(instruction=instruction, query=query) if instruction else query
+        return [{"role": "user", "content": content}]
 
     def _render(self, query: str, instruction: str | None) -> list[int]:
-        content = QUERY_TEMPLATE.format(instruction=instruction, query=query) if instruction else query
-        messages = [{"role": "user", "content": content}]
+        messages = self.messages(query, instruction)
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             return self._ids(text)
-        return self._ids(content + "\n")
+        return self._ids(messages[0]["content"] + "\n")
 
     def reasoning(self, reasoning: str, max_tokens: int) -> list[int]:
         return self._ids(reasoning)[:max_tokens]

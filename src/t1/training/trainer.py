@@ -27,7 +27,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..errors import T1Error
-from ..model import T1Model
+from ..model import CONFIG_NAME, T1Model
 from .collator import Collator, RecordDataset
 from .config import TrainConfig
 from .losses import all_sum, count_targets, info_nce, next_token_nll, with_value, world
@@ -292,6 +292,10 @@ def build_model(config: TrainConfig, device: torch.device | str | None = None) -
     elif config.lora is not None:
         from peft import get_peft_model
 
+        if (Path(config.model) / CONFIG_NAME).exists():
+            # A fresh adapter on a saved full-weights T1 model applies to that folder, not to
+            # the base the folder itself started from.
+            t1.config.backbone = str(Path(config.model).resolve())
         t1.backbone = get_peft_model(t1.backbone, lora_config(config.lora, t1))
     t1.train()
     return t1
