@@ -142,9 +142,13 @@ def test_save_load_roundtrip_lora(tiny_model_path, tmp_path):
     assert loaded.fingerprint() == model.fingerprint()
 
 
-def test_unknown_model_is_a_clear_error(tmp_path):
+def test_unknown_model_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(T1Error, match="no such model folder"):
         T1Model.from_pretrained(str(tmp_path / "missing"))
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(T1Error, match="runs/stage1: no such model folder"):
+        T1Model.from_pretrained("runs/stage1")
     with pytest.raises(T1Error, match="cannot load model"):
         T1Model.from_pretrained("no-such-org/no-such-model-xyz")
 

@@ -124,7 +124,7 @@ class T1Model(torch.nn.Module):
                 backbone, tokenizer = _load_causal_lm(str(folder), dtype)
                 model = cls(backbone, tokenizer, config)
         else:
-            if not folder.exists() and name_or_path.startswith((".", "/")):
+            if not folder.exists() and _looks_like_path(name_or_path):
                 raise T1Error(f"{name_or_path}: no such model folder")
             backbone, tokenizer = _load_causal_lm(resolve_backbone(name_or_path), dtype)
             model = cls(backbone, tokenizer, T1Config(backbone=name_or_path))
@@ -317,6 +317,13 @@ def _load_causal_lm_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A missing local folder, not a hub id ("org/name"): absolute or dotted, more than two
+    parts, or under a folder that exists here (e.g. runs/model)."""
+    parts = Path(name).parts
+    return name.startswith((".", "/", "~")) or len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
 
 
 def _show(flag: bool | None, n_batches: int) -> bool:

@@ -142,20 +142,26 @@ def _apply(data: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def read_settings(path: str | Path | None) -> dict:
+    """The mapping in a YAML config file ({} for no file), numbers in strings coerced; a
+    missing file or malformed YAML is a `T1Error`."""
+    if not path:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise T1Error(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise T1Error(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise T1Error(f"{path}: expected a mapping of settings")
+    return _coerce(data)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config (optional) and apply overrides; unknown keys are errors."""
-    data: dict = {}
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise T1Error(f"{path}: no such config file")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise T1Error(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise T1Error(f"{path}: expected a mapping of settings")
-        data = _coerce(data)
+    data = read_settings(path)
     for key, value in _parse_overrides(overrides or []):
         _apply(data, key, value)
     return config_from_dict(data, where=str(path or "config"))

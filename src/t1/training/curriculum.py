@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..atomic import write_json, write_jsonl
 from ..errors import T1Error
+from .reasoning_data import SamplingSettings
 
 STAGE_NAMES = {"base": "0 · starting model", "stage1": "1 · contrastive", "stage2": "2 · reasoning SFT",
                "stage3": "3 · GRPO"}
@@ -36,17 +37,11 @@ class StageRef:
 
 
 @dataclass
-class TraceSettings:
+class TraceSettings(SamplingSettings):
     """Stage-2 traces: a teacher file, or best-of-N from the stage-1 model (`t1 data reason`)."""
 
     teacher: str | None = None
-    samples: int = 4
-    temperature: float = 0.8
-    top_p: float = 0.95
     max_new_tokens: int = 128
-    max_rank: int = 1
-    batch_size: int = 8
-    seed: int = 0
 
 
 @dataclass
@@ -116,21 +111,9 @@ def _check(kind, data: dict, where: str, prefix: str) -> None:
 def load_curriculum_config(path: str | Path | None, overrides: list[str] | None = None) -> CurriculumConfig:
     """YAML plus `key=value` overrides. `stage3.max_steps=5` (any key after a stage prefix other
     than `config`) goes to that stage's overrides; `stage1=path.yaml` replaces its config file."""
-    import yaml
+    from .config import _parse_overrides, read_settings
 
-    from .config import _coerce, _parse_overrides
-
-    data: dict = {}
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise T1Error(f"{path}: no such config file")
-        try:
-            data = _coerce(yaml.safe_load(path.read_text()) or {})
-        except yaml.YAMLError as e:
-            raise T1Error(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise T1Error(f"{path}: expected a mapping of settings")
+    data = read_settings(path)
     for key, value in _parse_overrides(overrides or []):
         head, _, rest = key.partition(".")
         if head in ("stage1", "stage2", "stage3"):
@@ -305,7 +288,7 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
 
 def _write_traces(config: CurriculumConfig, records: Path, stage1_dir: Path, traces: Path, log) -> None:
     from ..model import T1Model
-    from .reasoning_data import SamplingSettings, merge_teacher, self_generate
+    from .reasoning_data import merge_teacher, self_generate
     from .records import read_records, write_records
 
     settings = config.traces
@@ -316,9 +299,7 @@ def _write_traces(config: CurriculumConfig, records: Path, stage1_dir: Path, tra
             log(f"traces: {len(merged)} records from {settings.teacher} ({missing} without a trace dropped)")
         return
     model = T1Model.from_pretrained(str(stage1_dir), device=config.device)
-    sampling = SamplingSettings(samples=settings.samples, temperature=settings.temperature, top_p=settings.top_p,
-                                max_new_tokens=settings.max_new_tokens, max_rank=settings.max_rank,
-                                batch_size=settings.batch_size, seed=settings.seed)
+    sampling = SamplingSettings(**{f.name: getattr(settings, f.name) for f in fields(SamplingSettings)})
     summary = self_generate(model, read_records(records), traces, sampling, show_progress=False)
     log(f"traces: kept {summary['accepted']} of {summary['records']} (best positive ranked <= {settings.max_rank})")
     if not summary["accepted"]:

@@ -132,22 +132,9 @@ def grpo_config_from_dict(data: dict, where: str = "config") -> GRPOStageConfig:
 def load_grpo_config(path: str | Path | None = None, overrides: list[str] | None = None) -> GRPOStageConfig:
     """YAML file plus `key=value` overrides: a top-level key, a nested one (`reward.k=5`,
     `training.beta=0.01`) or, as a shortcut, any GRPOConfig field (`max_steps=2`)."""
-    import yaml
+    from .config import _parse_overrides, read_settings
 
-    from .config import _coerce, _parse_overrides
-
-    data: dict = {}
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise T1Error(f"{path}: no such config file")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise T1Error(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise T1Error(f"{path}: expected a mapping of settings")
-        data = _coerce(data)
+    data = read_settings(path)
     for key, value in _parse_overrides(overrides or []):
         _set(data, key, value)
     return grpo_config_from_dict(data, where=str(path or "config"))
