@@ -452,7 +452,7 @@ def grpo_arguments(stage: GRPOStageConfig):
         temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
         per_device_train_batch_size=2 * gen.num_generations, learning_rate=1e-6, beta=0.0,
         max_steps=100, save_steps=25, save_total_limit=2, logging_steps=1,
-        bf16=cuda, activation_checkpointing=cuda, report_to=[], disable_tqdm=True,
+        bf16=cuda, report_to=[], disable_tqdm=True,
     )
     values.update(stage.training)
     values.update(output_dir=stage.output_dir, remove_unused_columns=False)  # the reward needs query_index
