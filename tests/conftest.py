@@ -37,3 +37,15 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny-model matmuls are smaller than a thread hand-off: on two busy cores one OpenMP
+    thread runs these steps several times faster."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

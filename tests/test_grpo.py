@@ -27,14 +27,7 @@ from t1.training.rewards import group_advantages, trace_reward
 G = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model's matmuls are far smaller than a thread hand-off: one thread is several
-    times faster on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _text(rng, n):

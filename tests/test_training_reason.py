@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from t1 import T1Error
 from t1.training import reasoning_data
@@ -18,12 +17,7 @@ RECORDS = [
 SETTINGS = SamplingSettings(samples=3, max_new_tokens=4, max_rank=10, batch_size=1, seed=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lines(path):

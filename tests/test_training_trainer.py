@@ -14,13 +14,7 @@ from t1.training.trainer import T1ForTraining, make_trainer
 from tiny_model import WORDS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two OpenMP threads on two busy cores make these tiny steps ~10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_records(path, n=8, seed=0):

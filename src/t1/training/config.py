@@ -124,14 +124,15 @@ def _parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return pairs
 
 
-def _apply(data: dict, key: str, value: Any) -> None:
-    top = {f.name for f in dataclasses.fields(TrainConfig)}
+def set_setting(data: dict, key: str, value: Any, known: set[str], shortcuts: set[str], kind: str) -> None:
+    """Put a `key=value` override into nested settings: a top-level key of `known`, a dotted
+    path (`lora.r`), or, as a shortcut, a field of the `training:` section (`learning_rate`)."""
     parts = key.split(".")
-    if parts[0] not in top:
-        if len(parts) == 1 and key in _training_fields():
+    if parts[0] not in known:
+        if len(parts) == 1 and key in shortcuts:
             parts = ["training", key]
         else:
-            raise T1Error(f"unknown setting {key!r} (not a training config key nor a TrainingArguments field)")
+            raise T1Error(f"unknown setting {key!r} (not a {kind})")
     node = data
     for part in parts[:-1]:
         if node.get(part) is None:
@@ -140,6 +141,11 @@ def _apply(data: dict, key: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise T1Error(f"setting {key!r}: {part!r} is not a section")
     node[parts[-1]] = value
+
+
+def _apply(data: dict, key: str, value: Any) -> None:
+    set_setting(data, key, value, {f.name for f in dataclasses.fields(TrainConfig)}, _training_fields(),
+                "training config key nor a TrainingArguments field")
 
 
 def read_settings(path: str | Path | None) -> dict:

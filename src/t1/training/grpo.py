@@ -141,20 +141,10 @@ def load_grpo_config(path: str | Path | None = None, overrides: list[str] | None
 
 
 def _set(data: dict, key: str, value) -> None:
-    parts = key.split(".")
-    if parts[0] not in {f.name for f in fields(GRPOStageConfig)}:
-        if len(parts) == 1 and key in {f.name for f in fields(GRPOConfig)}:
-            parts = ["training", key]
-        else:
-            raise T1Error(f"unknown setting {key!r} (not a stage-3 config key nor a GRPOConfig field)")
-    node = data
-    for part in parts[:-1]:
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-        if not isinstance(node, dict):
-            raise T1Error(f"setting {key!r}: {part!r} is not a section")
-    node[parts[-1]] = value
+    from .config import set_setting
+
+    set_setting(data, key, value, {f.name for f in fields(GRPOStageConfig)}, {f.name for f in fields(GRPOConfig)},
+                "stage-3 config key nor a GRPOConfig field")
 
 
 def _reject_unknown(kind, data: dict, where: str, prefix: str) -> None:
