@@ -200,36 +200,52 @@ class T1Model(torch.nn.Module):
         return h.hexdigest()[:16]
 
     # ---------------------------------------------------------------- embedding
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Hidden state at the last real token of each right-padded row (the <emb_token>).
-        Differentiable; training calls this directly.
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Final-layer hidden states of right-padded rows. Differentiable.
 
         No attention mask is passed to the decoder: with right padding, the causal mask alone
         keeps every real token from seeing the pads that follow it, and leaving the mask out
-        lets SDPA take its fused causal path instead of materialising a padding mask."""
-        hidden = self.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
+        lets SDPA take its fused causal path instead of materialising a padding mask. No KV
+        cache either: it would only hold memory."""
+        return self.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
+
+    @staticmethod
+    def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The hidden state at the last real token of each row (the <emb_token>), as float32."""
         last = attention_mask.sum(dim=1) - 1
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
 
-    def _embed_ids(
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Embedding (not normalised) of each right-padded row ending in <emb_token>.
+        Differentiable; training calls this directly."""
+        return self.pool(self.hidden_states(input_ids), attention_mask)
+
+    def embed_sequences(
         self,
         sequences: Sequence[Sequence[int]],
         batch_size: int,
-        max_tokens: int | None,
-        normalize: bool,
-        desc: str,
-        show_progress_bar: bool | None,
-    ) -> np.ndarray:
-        out = np.zeros((len(sequences), self.dim), dtype=np.float32)
+        max_tokens: int | None = None,
+        normalize: bool = True,
+        desc: str = "Encoding",
+        show_progress_bar: bool | None = False,
+    ) -> torch.Tensor:
+        """Embeddings [n, dim] of token id sequences ending in <emb_token>, in input order,
+        batched by length. Differentiable unless called under no_grad / inference_mode."""
+        out: list[torch.Tensor | None] = [None] * len(sequences)
         batches = plan_batches([len(s) for s in sequences], batch_size, max_tokens)
+        for idx in tqdm(batches, desc=desc, disable=not _show(show_progress_bar, len(batches))):
+            ids, mask = pad([sequences[i] for i in idx], self.tokenizer.pad_token_id, "right")
+            emb = self.embed(ids.to(self.device), mask.to(self.device))
+            if normalize:
+                emb = F.normalize(emb, dim=-1)
+            for row, i in enumerate(idx):
+                out[i] = emb[row]
+        return torch.stack(out)
+
+    def _embed_ids(self, sequences, batch_size, max_tokens, normalize, desc, show_progress_bar) -> np.ndarray:
         with torch.inference_mode():
-            for idx in tqdm(batches, desc=desc, disable=not _show(show_progress_bar, len(batches))):
-                ids, mask = pad([sequences[i] for i in idx], self.tokenizer.pad_token_id, "right")
-                emb = self.embed(ids.to(self.device), mask.to(self.device))
-                if normalize:
-                    emb = F.normalize(emb, dim=-1)
-                out[idx] = emb.cpu().numpy()
-        return out
+            emb = self.embed_sequences(sequences, batch_size, max_tokens, normalize, desc, show_progress_bar)
+        return emb.cpu().numpy()
 
     def encode_document(
         self,

@@ -28,14 +28,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import PartialState
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from ..atomic import atomic_open, write_json
 from ..backbones import DEFAULT_BACKBONE
-from ..batching import pad, plan_batches
 from ..errors import T1Error
 from ..prompts import PromptBuilder
 from .collator import RecordDataset, text_key
@@ -181,18 +179,6 @@ def eval_mode(module: torch.nn.Module):
         module.train(was_training)
 
 
-def embed_sequences(model, sequences: Sequence[Sequence[int]], batch_size: int) -> torch.Tensor:
-    """L2-normalised embeddings of id sequences ending in `<emb_token>`, in input order;
-    differentiable unless called under no_grad."""
-    out: list[torch.Tensor | None] = [None] * len(sequences)
-    for idx in plan_batches([len(s) for s in sequences], batch_size):
-        ids, mask = pad([sequences[i] for i in idx], model.tokenizer.pad_token_id, "right")
-        emb = F.normalize(model.embed(ids.to(model.device), mask.to(model.device)), dim=-1)
-        for row, i in enumerate(idx):
-            out[i] = emb[row]
-    return torch.stack(out)
-
-
 class DocumentPool:
     """Document embeddings from the current model (no_grad), cached and dropped every
     `refresh_steps` optimizer steps: re-encoding every step is unaffordable, and a cache much
@@ -220,7 +206,7 @@ class DocumentPool:
         if missing:
             seqs = [self.model.prompts.document(text, instr, self.max_length) for instr, text in missing]
             with torch.no_grad(), eval_mode(self.model.backbone):
-                emb = embed_sequences(self.model, seqs, self.batch_size)
+                emb = self.model.embed_sequences(seqs, self.batch_size)
             self.cache.update(zip(missing, emb.float().cpu()))
             self.encoded += len(missing)
         return torch.stack([self.cache[d] for d in docs])
@@ -289,7 +275,7 @@ class RetrievalReward:
         docs, positive = self.candidate_pool(query_index)
         with torch.no_grad():
             with eval_mode(self.model.backbone):
-                q = embed_sequences(self.model, seqs, self.config.embed_batch_size)
+                q = self.model.embed_sequences(seqs, self.config.embed_batch_size)
             d = self.pool.embed(docs, step).to(q.device)
             scores = (q.float() @ d.T).cpu().numpy()
         budget = self.config.generation.max_new_tokens
@@ -359,8 +345,8 @@ class T1GRPOTrainer(GRPOTrainer):
         docs = [(reward.document_instruction(it["record"]), t) for it in items for t in it["documents"]]
         unique = {d: j for j, d in enumerate(dict.fromkeys(docs))}  # embed each passage once
         doc_seqs = [self.t1.prompts.document(t, instr, self.stage.max_document_length) for instr, t in unique]
-        q = embed_sequences(self.t1, seqs, self.stage.embed_batch_size)
-        d = embed_sequences(self.t1, doc_seqs, self.stage.embed_batch_size)
+        q = self.t1.embed_sequences(seqs, self.stage.embed_batch_size)
+        d = self.t1.embed_sequences(doc_seqs, self.stage.embed_batch_size)
         d = d[torch.tensor([unique[x] for x in docs], device=q.device)]
         width = self.groups.max_positives
         positive_keys = torch.full((len(items), width), -1, dtype=torch.long, device=q.device)

@@ -54,29 +54,18 @@ class T1ForTraining(torch.nn.Module):
                 doc_input_ids=None, doc_attention_mask=None) -> dict[str, torch.Tensor]:
         out = {}
         if query_input_ids is not None:
-            hidden = self._hidden(query_input_ids)
-            out["query"] = _pool(hidden, query_attention_mask)
+            hidden = self.t1.hidden_states(query_input_ids)
+            out["query"] = self.t1.pool(hidden, query_attention_mask)
             if query_labels is not None:
                 out["nll"] = next_token_nll(hidden, query_labels, self.t1.backbone.get_output_embeddings())
         if doc_input_ids is not None:
-            out["docs"] = _pool(self._hidden(doc_input_ids), doc_attention_mask)
+            out["docs"] = self.t1.embed(doc_input_ids, doc_attention_mask)
         return out
-
-    def _hidden(self, input_ids):
-        # As T1Model.embed: rows are right-padded, so the causal mask alone keeps real tokens
-        # (and the labelled ones) from seeing pads. No KV cache: it would only hold memory.
-        return self.t1.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
         backbone = self.t1.backbone
         base = backbone.get_base_model() if _is_peft(backbone) else backbone
         base.activation_checkpointing_enable(activation_checkpointing_kwargs, every_n_layers=every_n_layers, offload=offload)
-
-
-def _pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Hidden state at the last real token (the <emb_token>), exactly as `T1Model.embed`."""
-    last = mask.sum(dim=1) - 1
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
 
 
 class _EpochCallback(TrainerCallback):
