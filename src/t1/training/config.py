@@ -48,6 +48,9 @@ class TrainConfig:
     # Saved with the model (None keeps what the starting model has).
     query_instruction: str | None = None
     document_instruction: str | None = None
+    # Other T1Config fields saved with the model for use after training (e.g. max_new_tokens,
+    # max_document_length at search time); the training-time lengths below are separate.
+    model_settings: dict[str, Any] = field(default_factory=dict)
     # Training-time lengths in tokens.
     max_query_length: int = 256
     max_document_length: int = 256

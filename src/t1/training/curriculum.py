@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..atomic import write_json, write_jsonl
 from ..errors import T1Error
+from ..export import export_model
 from .reasoning_data import SamplingSettings
 
 STAGE_NAMES = {"base": "0 · starting model", "stage1": "1 · contrastive", "stage2": "2 · reasoning SFT",
@@ -42,6 +43,7 @@ class TraceSettings(SamplingSettings):
 
     teacher: str | None = None
     max_new_tokens: int = 128
+    max_records: int | None = None  # traces for the first N claim records only (stage 2's training set)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class EvalSettings:
     max_documents: int | None = None  # subsample the corpus (judged documents always kept)
     k: int = 100
     max_new_tokens: int | None = None  # reasoning budget in mode generate (None: the model's)
+    query_instruction: str | None = None  # None: the dataset's, else the model's
     batch_size: int = 8
     bm25: bool = True  # a BM25 row for reference
     base: bool = True  # evaluate the starting model too
@@ -59,11 +62,31 @@ class EvalSettings:
 
 
 @dataclass
+class PairSettings:
+    """Self-supervised pairs (`t1 data pairs`) added to stage 1's records: counts per kind."""
+
+    corpus: str | None = None  # a corpus file or BEIR folder; None: no pairs
+    title: int = 0
+    sentence: int = 0
+    negatives: int = 3
+    seed: int = 0
+
+
+@dataclass
+class ExportSettings:
+    """Where the final model is also saved, with T1 settings (e.g. max_new_tokens) set for use."""
+
+    folder: str | None = None
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
 class CurriculumConfig:
     output_dir: str = ""
     dataset: str = ""  # BEIR folder: train split -> records, eval.split -> the table
     train_split: str = "train"
     train_file: str | None = None  # records to use instead of mining
+    instruction: str | None = None  # query instruction stored in each mined record
     max_train_queries: int | None = None  # first N records, for every stage
     negatives: int = 7
     depth: int = 50
@@ -73,9 +96,12 @@ class CurriculumConfig:
     stage3: StageRef = field(default_factory=StageRef)
     traces: TraceSettings = field(default_factory=TraceSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    pairs: PairSettings = field(default_factory=PairSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
 
 
-_NESTED = {"stage1": StageRef, "stage2": StageRef, "stage3": StageRef, "traces": TraceSettings, "eval": EvalSettings}
+_NESTED = {"stage1": StageRef, "stage2": StageRef, "stage3": StageRef, "traces": TraceSettings, "eval": EvalSettings,
+           "pairs": PairSettings, "export": ExportSettings}
 
 
 def curriculum_from_dict(data: dict, where: str = "config") -> CurriculumConfig:
@@ -149,7 +175,8 @@ def _records(config: CurriculumConfig, out: Path) -> Path:
     else:
         source = out / "train.jsonl"
         if not source.exists():
-            rows = mine_beir(config.dataset, config.train_split, negatives=config.negatives, depth=config.depth)
+            rows = mine_beir(config.dataset, config.train_split, negatives=config.negatives, depth=config.depth,
+                             instruction=config.instruction)
             write_jsonl(source, rows)
     if not config.max_train_queries:
         return source
@@ -157,6 +184,27 @@ def _records(config: CurriculumConfig, out: Path) -> Path:
     if not subset.exists():
         write_records(subset, read_records(source)[: config.max_train_queries])
     return subset
+
+
+def _with_pairs(config: CurriculumConfig, records: Path, out: Path) -> Path:
+    """Stage 1's records: the claim records plus the self-supervised pairs (made once)."""
+    from ..data import load_corpus
+    from .pairs import make_pairs
+    from .records import read_records, write_records
+
+    settings = config.pairs
+    if not settings.corpus or not (settings.title or settings.sentence):
+        return records
+    mixed = out / "train-stage1.jsonl"
+    if not mixed.exists():
+        corpus_path = Path(settings.corpus)
+        corpus = load_corpus(corpus_path / "corpus.jsonl" if corpus_path.is_dir() else corpus_path)
+        pairs = make_pairs(corpus, {"title": settings.title, "sentence": settings.sentence},
+                           negatives=settings.negatives, seed=settings.seed)
+        rows = [r.to_json() for r in read_records(records)] + pairs
+        random.Random(settings.seed).shuffle(rows)
+        write_records(mixed, rows)
+    return mixed
 
 
 def dev_data(config: CurriculumConfig):
@@ -187,7 +235,8 @@ def _evaluate(data, retriever_spec: str, folder: Path, k: int, model=None, mode:
     if not (folder / METRICS_FILE).exists():
         settings = settings or EvalSettings()
         retriever = make_retriever(retriever_spec, data.corpus, model=model, mode=mode,
-                                   query_instruction=data.query_instruction, max_new_tokens=settings.max_new_tokens,
+                                   query_instruction=settings.query_instruction or data.query_instruction,
+                                   max_new_tokens=settings.max_new_tokens,
                                    batch_size=settings.batch_size, device=device, show_progress=False)
         run_evaluation(data, retriever, folder, k=k, info={"mode": mode})
     info = read_json(folder / INFO_FILE)
@@ -242,7 +291,7 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
     # Stage 1: contrastive.
     stage1_dir = out / "stage1"
     cfg1 = load_config(config.stage1.config, _stage_overrides(
-        config.stage1, train_file=str(records), output_dir=str(stage1_dir), resume=True))
+        config.stage1, train_file=str(_with_pairs(config, records, out)), output_dir=str(stage1_dir), resume=True))
     if config.eval.base:
         evaluate_model("base", cfg1.model)
     if not _is_model(stage1_dir):
@@ -279,6 +328,9 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
 
         timed("stage3", run_stage3)
     evaluate_model("stage3", str(final))
+    if config.export.folder:
+        export_model(str(final), config.export.folder, config.export.settings, overwrite=True)
+        log(f"exported {final} → {config.export.folder}")
 
     table = markdown_table(rows, data, config)
     (out / "curriculum.md").write_text(table)
@@ -300,7 +352,8 @@ def _write_traces(config: CurriculumConfig, records: Path, stage1_dir: Path, tra
         return
     model = T1Model.from_pretrained(str(stage1_dir), device=config.device)
     sampling = SamplingSettings(**{f.name: getattr(settings, f.name) for f in fields(SamplingSettings)})
-    summary = self_generate(model, read_records(records), traces, sampling, show_progress=False)
+    chosen = read_records(records)[: settings.max_records or None]
+    summary = self_generate(model, chosen, traces, sampling, show_progress=False)
     log(f"traces: kept {summary['accepted']} of {summary['records']} (best positive ranked <= {settings.max_rank})")
     if not summary["accepted"]:
         raise T1Error(f"no self-generated trace was kept for stage 2 (raise traces.max_rank or traces.samples, "

@@ -70,6 +70,7 @@ class GRPOStageConfig:
     dtype: str = "auto"
     query_instruction: str | None = None
     document_instruction: str | None = None
+    model_settings: dict = field(default_factory=dict)  # T1Config fields saved with the model
     max_query_length: int = 256
     max_document_length: int = 256
     max_queries: int | None = None  # use the first N records

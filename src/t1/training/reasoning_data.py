@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from ..reasoning import generate_then_embed
 from .records import Record
 
 logger = logging.getLogger(__name__)
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 
 def merge_teacher(records: list[Record], teacher_path: str | Path) -> tuple[list[Record], int]:
@@ -72,6 +74,9 @@ class SamplingSettings:
     max_rank: int = 1
     batch_size: int = 8
     seed: int = 0
+    whole_sentences: bool = False  # cut each trace back to its last complete sentence
+    negatives: int | None = None  # score against the first N hard negatives (None: all)
+    max_document_length: int | None = None  # None: the model's
 
 
 def score_traces(queries: torch.Tensor, documents: torch.Tensor, n_positive: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,6 +150,14 @@ def self_generate(model, records: list[Record], output: str | Path, settings: Sa
     return {"records": len(records), "accepted": progress.accepted}
 
 
+def whole_sentences(text: str) -> str:
+    """The longest prefix of `text` that ends a sentence ("" if none does): a trace cut by the
+    token budget mid-sentence is cut back, so the traces stage 2 learns from all end where the
+    model should emit <emb_token> itself."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]].strip() if ends else ""
+
+
 def _best_of_n(model, batch: list[Record], start: int, s: SamplingSettings) -> list[dict]:
     cfg = model.config
     prompts = [model.prompts.query_prompt(r.query, cfg.query_instruction if r.instruction is None else r.instruction,
@@ -152,33 +165,46 @@ def _best_of_n(model, batch: list[Record], start: int, s: SamplingSettings) -> l
     torch.manual_seed(s.seed + start)
     rollout = generate_then_embed(model, prompts, s.max_new_tokens, num_samples=s.samples, do_sample=True,
                                   temperature=s.temperature, top_p=s.top_p)
-    documents = _encode_documents(model, batch)
+    texts = [model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in rollout.reasoning_ids]
+    embeddings = rollout.embeddings
+    if s.whole_sentences:
+        cut = [whole_sentences(t) if not ended else t for t, ended in zip(texts, rollout.emitted_emb_token)]
+        changed = [r for r, (a, b) in enumerate(zip(texts, cut)) if a != b and b]
+        if changed:  # re-embed the traces that were cut back
+            seqs = [prompts[r // s.samples] + model.prompts.reasoning(cut[r], s.max_new_tokens) + [model.emb_token_id]
+                    for r in changed]
+            with torch.inference_mode():
+                embeddings = embeddings.clone()
+                embeddings[changed] = model.embed_sequences(seqs, batch_size=len(seqs), normalize=False).float()
+        texts = cut
+    documents = _encode_documents(model, batch, s.negatives, s.max_document_length)
     accepted = []
     for j, record in enumerate(batch):
         rows = range(j * s.samples, (j + 1) * s.samples)
-        rank, margin = score_traces(rollout.embeddings[rows.start: rows.stop].cpu(), documents[j], len(record.pos))
-        texts = [model.tokenizer.decode(rollout.reasoning_ids[r], skip_special_tokens=True).strip() for r in rows]
-        options = [(int(rank[i]), -float(margin[i]), i) for i in range(s.samples) if texts[i]]
+        rank, margin = score_traces(embeddings[rows.start: rows.stop].cpu(), documents[j], len(record.pos))
+        options = [(int(rank[i]), -float(margin[i]), i) for i in range(s.samples) if texts[rows.start + i]]
         if not options or min(options)[0] > s.max_rank:
             continue
         best_rank, neg_margin, i = min(options)
-        accepted.append({**record.to_json(), "reasoning": texts[i], "reasoning_rank": best_rank,
+        accepted.append({**record.to_json(), "reasoning": texts[rows.start + i], "reasoning_rank": best_rank,
                          "reasoning_margin": round(-neg_margin, 4)})
     return accepted
 
 
-def _encode_documents(model, batch: list[Record]) -> list[torch.Tensor]:
-    """Each record's positives + negatives, embedded with its document instruction."""
+def _encode_documents(model, batch: list[Record], negatives: int | None = None,
+                      max_length: int | None = None) -> list[torch.Tensor]:
+    """Each record's positives + (first `negatives`) negatives, embedded with its document instruction."""
     groups: dict[str, list[int]] = {}
     for j, record in enumerate(batch):
         instruction = model.config.document_instruction if record.document_instruction is None else record.document_instruction
         groups.setdefault(instruction, []).append(j)
     out: list[torch.Tensor] = [None] * len(batch)
     for instruction, members in groups.items():
-        texts = [t for j in members for t in batch[j].pos + batch[j].neg]
-        emb = torch.from_numpy(model.encode_document(texts, instruction=instruction, show_progress_bar=False))
+        texts = [t for j in members for t in batch[j].pos + batch[j].neg[:negatives]]
+        emb = torch.from_numpy(model.encode_document(texts, instruction=instruction, max_length=max_length,
+                                                     show_progress_bar=False))
         offset = 0
         for j in members:
-            n = len(batch[j].pos) + len(batch[j].neg)
+            n = len(batch[j].pos) + len(batch[j].neg[:negatives])
             out[j], offset = emb[offset: offset + n], offset + n
     return out

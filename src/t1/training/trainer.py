@@ -271,6 +271,10 @@ def build_model(config: TrainConfig, device: torch.device | str | None = None) -
     for key in ("query_instruction", "document_instruction"):
         if getattr(config, key) is not None:
             setattr(t1.config, key, getattr(config, key))
+    for key, value in (config.model_settings or {}).items():
+        if key in ("backbone", "emb_token", "format_version") or not hasattr(t1.config, key):
+            raise T1Error(f"config: model_settings.{key} is not a T1 setting that training may change")
+        setattr(t1.config, key, value)
     if _is_peft(t1.backbone):
         if config.lora is None:
             t1.backbone = t1.backbone.merge_and_unload()
