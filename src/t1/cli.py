@@ -15,9 +15,12 @@ import sys
 from .errors import T1Error
 
 
-def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required, default=None,
-                   help="T1 model folder, hub id, or 'smollm2-135m-instruct' (offline default)")
+MODEL_HELP = ("T1 model: 't1-smollm2-135m' (the shipped trained model), a model folder, a hub id, or "
+              "'smollm2-135m-instruct' (the untrained offline backbone)")
+
+
+def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--model", default=default, help=MODEL_HELP + (f" (default {default})" if default else ""))
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
@@ -80,13 +83,24 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_model
+
+    out = export_model(args.model, args.out, merged=args.merged)
+    kind = "full weights" if args.merged else "as saved (adapter or full weights)"
+    print(f"exported {args.model} to {out} ({kind}); load it with T1Model.from_pretrained({str(out)!r})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .backbones import DEFAULT_MODEL
+
     parser = argparse.ArgumentParser(prog="t1", description="T1: a retriever that reasons before it embeds.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="encode a corpus into an index folder (resumable)")
-    _add_model_args(p)
+    _add_model_args(p, DEFAULT_MODEL)
     p.add_argument("--corpus", required=True, help="BEIR corpus.jsonl, or JSONL/CSV/parquet with id and text")
     p.add_argument("--out", required=True, help="index folder")
     p.add_argument("--instruction", default=None, help="document instruction (default: the model's)")
@@ -97,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="reason about queries and search an index")
-    _add_model_args(p, required=False)
+    _add_model_args(p, None)  # default: the index's own model
     p.add_argument("--index", required=True, help="index folder built by `t1 index`")
     p.add_argument("query", nargs="*", help="query text(s)")
     p.add_argument("--queries", dest="queries_file", default=None, help="file of queries (JSONL/CSV/TXT)")
@@ -107,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instruction", default=None, help="query instruction (default: the model's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("export", help="write a model as a folder that T1Model.from_pretrained loads (e.g. to "
+                                      "publish on a hub)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP + f" (default {DEFAULT_MODEL})")
+    p.add_argument("--out", required=True, help="folder to write (must not exist, or be empty)")
+    p.add_argument("--merged", action="store_true", help="fold a LoRA adapter into plain full weights")
+    p.set_defaults(func=cmd_export)
 
     _register_plugins(sub)
     return parser

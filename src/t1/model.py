@@ -62,6 +62,9 @@ class T1Config:
 class QueryEmbeddings(NamedTuple):
     embeddings: np.ndarray
     reasoning: list[str]
+    # Per query: the model ended its own trace with <emb_token> (mode generate only; a trace cut
+    # by max_new_tokens or ended by EOS is False). How adaptive the reasoning length is.
+    ended: list[bool] | bool | None = None
 
 
 def default_device() -> torch.device:
@@ -112,6 +115,9 @@ class T1Model(torch.nn.Module):
         device = torch.device(device) if device is not None else default_device()
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or default_dtype(device)
         folder = shipped_model(name_or_path) or Path(name_or_path)
+        if shipped_model(name_or_path) and not (folder / CONFIG_NAME).exists():
+            raise T1Error(f"the shipped model {name_or_path!r} is missing from the installed package ({folder}); "
+                          "reinstall t1")
         if (folder / CONFIG_NAME).exists():
             config = T1Config.load(folder)
             if (folder / "adapter_config.json").exists():
@@ -307,27 +313,35 @@ class T1Model(torch.nn.Module):
             if len(texts) != len(queries):
                 raise T1Error(f"got {len(texts)} reasoning texts for {len(queries)} queries")
         else:
-            emb, texts = self._generate(prompts, max_new_tokens, batch_size, normalize, show_progress_bar,
-                                        do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k)
-            return QueryEmbeddings(emb[0] if single else emb, texts[0] if single else texts)
+            emb, texts, ended = self._generate(prompts, max_new_tokens, batch_size, normalize, show_progress_bar,
+                                               do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k)
+            return _query_result(single, emb, texts, ended)
         seqs = [p + self.prompts.reasoning(t, max_new_tokens) + [self.emb_token_id] for p, t in zip(prompts, texts)]
         emb = self._embed_ids(seqs, batch_size, None, normalize, "Encoding queries", show_progress_bar)
-        return QueryEmbeddings(emb[0] if single else emb, texts[0] if single else texts)
+        return _query_result(single, emb, texts, [False] * len(queries))
 
     def _generate(self, prompts, max_new_tokens, batch_size, normalize, show_progress_bar, **sampling):
         out = np.zeros((len(prompts), self.dim), dtype=np.float32)
         texts = [""] * len(prompts)
+        ended = [False] * len(prompts)
         batches = plan_batches([len(p) for p in prompts], batch_size)
         for idx in tqdm(batches, desc="Reasoning", disable=not _show(show_progress_bar, len(batches))):
             rollout = generate_then_embed(self, [prompts[i] for i in idx], max_new_tokens, **sampling)
             emb = F.normalize(rollout.embeddings, dim=-1) if normalize else rollout.embeddings
             out[idx] = emb.cpu().numpy()
-            for i, ids in zip(idx, rollout.reasoning_ids):
+            for i, ids, emitted in zip(idx, rollout.reasoning_ids, rollout.emitted_emb_token):
                 texts[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return out, texts
+                ended[i] = emitted
+        return out, texts, ended
 
     def _norm(self, normalize: bool | None) -> bool:
         return self.config.normalize if normalize is None else normalize
+
+
+def _query_result(single: bool, embeddings: np.ndarray, texts: list[str], ended: list[bool]) -> QueryEmbeddings:
+    """All queries' results, or the one query's when a single string was passed."""
+    parts = (embeddings, texts, ended)
+    return QueryEmbeddings(*(p[0] for p in parts)) if single else QueryEmbeddings(*parts)
 
 
 def _load_causal_lm_tokenizer(folder: Path):

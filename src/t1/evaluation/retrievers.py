@@ -219,6 +219,7 @@ class T1Retriever(Retriever):
         self.max_new_tokens, self.batch_size, self.doc_batch_size = max_new_tokens, batch_size, doc_batch_size
         self.name = f"t1:{getattr(model, 'name_or_path', model.config.backbone)}"
         self.reasoning: dict[str, str] = {}
+        self.trace_stats: dict[str, dict] = {}  # mode generate: {qid: {"ended", "tokens"}}
 
     def index_folder(self, fingerprint: str) -> Path:
         key = _key(fingerprint, corpus_hash(self.corpus), self.document_instruction, self.max_length, "float16")
@@ -247,6 +248,10 @@ class T1Retriever(Retriever):
                                           show_progress_bar=_show(self.show_progress))
         hits = self.index.search(encoded.embeddings, k=k, exclude=exclude)
         self.reasoning = {} if mode == "none" else dict(zip(qids, encoded.reasoning))
+        if mode == "generate":
+            tokenizer = self.model.tokenizer
+            self.trace_stats = {q: {"ended": bool(e), "tokens": len(tokenizer(r, add_special_tokens=False)["input_ids"])}
+                                for q, r, e in zip(qids, encoded.reasoning, encoded.ended)}
         return {q: {h.id: h.score for h in row} for q, row in zip(qids, hits)}
 
 

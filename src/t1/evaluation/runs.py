@@ -6,7 +6,7 @@ A run folder holds::
     results.json      {qid: {docid: score}}
     metrics.json      mean metrics, {"ndcg@10": 0.679, "recall@100": ...}
     per_query.json    {qid: {metric: value}}
-    reasoning.jsonl   T1 only: {"id", "query", "reasoning"} per query
+    reasoning.jsonl   T1 only: {"id", "query", "reasoning"} per query (+ "ended", "tokens" when generated)
     run.json          what was run: dataset, retriever, settings, sizes, wall times
 
 Every file is written atomically, and metrics.json last: its presence marks a finished run.
@@ -95,9 +95,10 @@ def run_evaluation(data, retriever, out: str | Path, k: int = 1000, info: dict |
     write_json(out / RESULTS_FILE, results)
     write_json(out / PER_QUERY_FILE, evaluation.per_query)
     reasoning = getattr(retriever, "reasoning", None)
+    stats = getattr(retriever, "trace_stats", None) or {}
     if reasoning:
-        write_jsonl(out / REASONING_FILE, ({"id": q, "query": data.queries[q], "reasoning": reasoning.get(q, "")}
-                                          for q in data.queries))
+        write_jsonl(out / REASONING_FILE, ({"id": q, "query": data.queries[q], "reasoning": reasoning.get(q, ""),
+                                            **stats.get(q, {})} for q in data.queries))
     write_json(out / INFO_FILE, {
         "kind": "eval",
         "dataset": data.name,
@@ -108,11 +109,23 @@ def run_evaluation(data, retriever, out: str | Path, k: int = 1000, info: dict |
         "excluded_pairs": sum(len(v) for v in data.excluded.values()),
         "wall_seconds": {**getattr(retriever, "timings", {}), "total": round(retrieve_s, 2)},
         "settings": getattr(retriever, "settings", {}),
+        **({"traces": trace_summary(stats.values())} if stats else {}),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **(info or {}),
     })
     write_json(out / METRICS_FILE, evaluation.mean)
     return evaluation
+
+
+def trace_summary(stats) -> dict:
+    """How generated traces ended: the fraction the model ended itself with <emb_token>, and
+    the median and 95th-percentile trace length in tokens."""
+    import numpy as np
+
+    stats = list(stats)
+    lengths = np.array([s["tokens"] for s in stats], dtype=float)
+    return {"queries": len(stats), "self_ended": round(sum(s["ended"] for s in stats) / len(stats), 4),
+            "median_tokens": float(np.median(lengths)), "p95_tokens": float(np.percentile(lengths, 95))}
 
 
 def describe(evaluation: Evaluation, info: dict | None = None) -> str:
