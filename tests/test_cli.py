@@ -88,3 +88,20 @@ def test_console_script_exit_code_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "not a t1 index" in proc.stderr
+
+
+def test_export_round_trip_and_refusal(tiny_model_path, tmp_path, capsys):
+    from t1 import T1Model
+
+    out = tmp_path / "exported"
+    assert main(["export", "--model", str(tiny_model_path), "--out", str(out)]) == 0
+    assert "T1Model.from_pretrained" in capsys.readouterr().out
+    original = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
+    loaded = T1Model.from_pretrained(str(out), device="cpu")
+    texts = ["plant cell protein", "river rock"]
+    torch.testing.assert_close(torch.from_numpy(loaded.encode_document(texts)),
+                               torch.from_numpy(original.encode_document(texts)), atol=1e-6, rtol=0)
+    assert oct(out.stat().st_mode & 0o777) == "0o755"
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["export", "--model", str(tiny_model_path), "--out", str(out)]) == 2  # never over a folder
+    assert "not empty" in capsys.readouterr().err and sorted(p.name for p in out.iterdir()) == before

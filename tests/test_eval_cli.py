@@ -80,6 +80,10 @@ def test_t1_eval_on_a_bright_task_writes_reasoning(tmp_path, tiny_model_path):
     assert code == 0
     rows = [json.loads(line) for line in (out / "reasoning.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and rows[0]["query"].startswith("Given an array")
+    # how each trace ended is recorded: 3 new tokens at most, and the random model never emits <emb_token>
+    assert all(r["tokens"] <= 3 and r["ended"] is False for r in rows)
+    traces = json.loads((out / "run.json").read_text())["traces"]
+    assert traces["queries"] == 3 and traces["self_ended"] == 0.0 and traces["p95_tokens"] <= 3
     assert "leetcode/leetcode_1.txt" not in read_trec_run(out / "run.trec")["0"]
     # given reasoning from a file (T1 mode `given`)
     given = tmp_path / "given.jsonl"

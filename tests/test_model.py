@@ -76,6 +76,12 @@ def test_kv_cache_embedding_matches_reencoding(tiny_model):
                                   logits_processor=LogitsProcessorList([ForceStop(stops, width, [m.tokenizer.eos_token_id, m.emb_token_id])]))
     assert [len(r) for r in rollout.reasoning_ids] == [3, 5, 8, 8]
     assert rollout.emitted_emb_token == [False, True, False, False]
+    # encode_query reports the same: only the row that emitted <emb_token> ended its own trace
+    queries = ["why do cells divide", "prime integer theorem proof graph tree energy", "virus", "solar carbon plant"]
+    forced = LogitsProcessorList([ForceStop(stops, width, [m.tokenizer.eos_token_id, m.emb_token_id])])
+    encoded = m._generate(prompts, 8, 4, True, False, do_sample=True, temperature=2.0, logits_processor=forced)
+    assert encoded[2] == [False, True, False, False]
+    assert m.encode_query(queries[0], reasoning="none").ended is False  # one query: one flag, not a list
     seqs = [p + r + [m.emb_token_id] for p, r in zip(prompts, rollout.reasoning_ids)]
     ids, mask = pad(seqs, m.tokenizer.pad_token_id, "right")
     with torch.no_grad():

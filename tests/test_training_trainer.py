@@ -168,3 +168,17 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tiny_model_p
     resumed = T1Model.from_pretrained(str(tmp_path / "out"), device="cpu").backbone.state_dict()
     for key, value in expected.items():
         torch.testing.assert_close(resumed[key], value, atol=1e-6, rtol=1e-5)
+
+
+def test_model_settings_are_saved_with_the_model(tmp_path, tiny_model_path):
+    from t1 import T1Error
+    from t1.training.trainer import build_model
+
+    config = make_config(tmp_path, tiny_model_path, model_settings={"max_new_tokens": 24, "max_document_length": 96})
+    t1 = build_model(config, device="cpu")
+    assert (t1.config.max_new_tokens, t1.config.max_document_length) == (24, 96)
+    t1.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "t1_config.json").read_text())["max_new_tokens"] == 24
+    for bad in ({"emb_token": "<x>"}, {"no_such_setting": 1}):
+        with pytest.raises(T1Error, match="model_settings"):
+            build_model(make_config(tmp_path, tiny_model_path, model_settings=bad), device="cpu")

@@ -70,3 +70,20 @@ def pretty_name(name: str) -> str:
     base, _, k = name.partition("@")
     label = {"ndcg": "nDCG", "recall": "Recall", "map": "MAP", "precision": "P", "mrr": "MRR"}.get(base, base)
     return f"{label}@{k}" if k else label
+
+
+def paired_bootstrap(a: dict[str, float], b: dict[str, float], samples: int = 10000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Mean per-query difference a − b over the queries both score, with its 95% percentile
+    interval from resampling those queries with replacement (the paired bootstrap of IR
+    significance testing). An interval that excludes 0 is a difference the queries support."""
+    import numpy as np
+
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise ValueError("the two runs share no query")
+    diff = np.array([a[q] - b[q] for q in common])
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high)

