@@ -37,8 +37,9 @@ def cmd_index(args) -> int:
     documents = load_corpus(args.corpus)  # read (and validate) before loading the model
     model = _load_model(args)
     index = Index.build(model, documents, args.out, instruction=args.instruction, max_length=args.max_length,
-                        shard_size=args.shard_size, dtype=args.dtype, batch_size=args.batch_size)
-    print(f"indexed {len(index)} documents into {args.out} (dim {index.manifest['dim']}, {index.manifest['dtype']})")
+                        shard_size=args.shard_size, dtype=args.dtype, batch_size=args.batch_size, bm25=args.bm25)
+    extra = " + BM25" if index.has_bm25 else ""
+    print(f"indexed {len(index)} documents into {args.out} (dim {index.manifest['dim']}, {index.manifest['dtype']}{extra})")
     return 0
 
 
@@ -63,6 +64,7 @@ def cmd_search(args) -> int:
     hits, reasoning = index.search_queries(
         model, [q for _, q in queries], k=args.k, reasoning=args.reasoning,
         max_new_tokens=args.max_new_tokens, instruction=args.instruction, show_progress_bar=len(queries) > 1,
+        hybrid=args.fusion if args.hybrid else None, fusion_weight=args.fusion_weight,
     )
     if args.json:
         out = [{"qid": qid, "query": q, "reasoning": r, "hits": [vars(h) for h in hs]}
@@ -108,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shard-size", type=int, default=8192)
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    p.add_argument("--bm25", action="store_true", help="also store a BM25 index for `t1 search --hybrid` (added to "
+                                                       "an existing index without re-encoding)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="reason about queries and search an index")
@@ -120,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--instruction", default=None, help="query instruction (default: the model's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--hybrid", action="store_true", help="fuse with the index's BM25 (built by `t1 index --bm25`)")
+    p.add_argument("--fusion", choices=["rrf", "weighted"], default="rrf",
+                   help="hybrid: reciprocal rank fusion (default) or a weighted sum of min-max normalised scores")
+    p.add_argument("--fusion-weight", type=float, default=0.5, help="hybrid: weight of the T1 list (BM25: 1 - W)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("export", help="write a model as a folder that T1Model.from_pretrained loads (e.g. to "

@@ -5,6 +5,7 @@ Layout of an index folder::
     manifest.json        model fingerprint, instruction, max length, dim, dtype, corpus hash, count
     emb-00000.npy        float16/float32 [rows, dim], L2-normalised
     docs-00000.jsonl     {"id", "title", "snippet"} per row, same order
+    bm25/                optional (`bm25=True`): a BM25 index of the same rows, for hybrid search
 
 Building is resumable: each shard's docs file is written, then its .npy (both atomically), and
 a shard counts as done only once its .npy exists, so an interrupted build re-run with the same
@@ -33,6 +34,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SNIPPET_CHARS = 300
 SEARCH_CHUNK_ROWS = 65536
+BM25_DIR = "bm25"
 
 
 @dataclass
@@ -74,8 +76,11 @@ class Index:
         dtype: str = "float16",
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
+        bm25: bool = False,
     ) -> "Index":
-        """Encode `documents` with `model` into `folder`, resuming a build interrupted earlier."""
+        """Encode `documents` with `model` into `folder`, resuming a build interrupted earlier.
+        With `bm25`, also store a BM25 index of the documents; a complete index that lacks one
+        gets it added without re-encoding."""
         if dtype not in ("float16", "float32"):
             raise T1Error(f"dtype must be float16 or float32, got {dtype!r}")
         if not documents:
@@ -103,7 +108,10 @@ class Index:
                 raise T1Error(f"{folder} holds an index built with a different {', '.join(what)}; "
                               "use another output folder or delete this one")
             if old.get("complete"):
-                return cls(folder, old)
+                index = cls(folder, old)
+                if bm25 and not index.has_bm25:
+                    index._add_bm25(documents)
+                return index
         manifest = {**spec, "complete": False}
         write_json(path, manifest)
 
@@ -123,7 +131,30 @@ class Index:
         manifest["complete"] = True
         manifest["shards"] = len(shards)
         write_json(path, manifest)
-        return cls(folder, manifest)
+        index = cls(folder, manifest)
+        if bm25:
+            index._add_bm25(documents)
+        return index
+
+    def _add_bm25(self, documents: Sequence[Document]) -> None:
+        from .bm25 import BM25Index
+
+        BM25Index().index([d.full_text for d in documents]).save(self.folder / BM25_DIR)
+        self.manifest["bm25"] = BM25Index().settings
+        write_json(self.folder / MANIFEST, self.manifest)
+
+    @property
+    def has_bm25(self) -> bool:
+        return "bm25" in self.manifest and (self.folder / BM25_DIR).is_dir()
+
+    @cached_property
+    def bm25(self):
+        from .bm25 import BM25Index
+
+        if not self.has_bm25:
+            raise T1Error(f"{self.folder}: no BM25 index for hybrid search; add one with "
+                          "`t1 index --bm25` and the same arguments (nothing is re-encoded)")
+        return BM25Index.load(self.folder / BM25_DIR)
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -197,23 +228,53 @@ class Index:
         query_embeddings = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
         if query_embeddings.shape[1] != self.manifest["dim"]:
             raise T1Error(f"query embeddings have dimension {query_embeddings.shape[1]}, index has {self.manifest['dim']}")
-        excluded = None
-        if exclude is not None:
-            if len(exclude) != len(query_embeddings):
-                raise T1Error(f"got {len(exclude)} exclusion lists for {len(query_embeddings)} queries")
-            excluded = [np.array(sorted(self._position[i] for i in ex if i in self._position), dtype=np.int64) for ex in exclude]
+        excluded = self._excluded(exclude, len(query_embeddings))
         scores, positions = exact_search(query_embeddings, self._chunks(), k, excluded, backend)
-        docs = self._docs
-        return [
-            [Hit(docs[p]["id"], float(s), docs[p].get("title", ""), docs[p].get("snippet", "")) for s, p in zip(row_s, row_p) if p >= 0]
-            for row_s, row_p in zip(scores, positions)
-        ]
+        return [[self._hit(p, s) for s, p in zip(row_s, row_p) if p >= 0] for row_s, row_p in zip(scores, positions)]
 
-    def search_queries(self, model, queries: Sequence[str], k: int = 10, exclude=None, backend: str = "auto", **encode_kwargs):
-        """Encode `queries` with `model` (reasoning first, by default) and search.
-        Returns (hits per query, reasoning texts)."""
+    def _hit(self, position: int, score: float) -> Hit:
+        doc = self._docs[position]
+        return Hit(doc["id"], float(score), doc.get("title", ""), doc.get("snippet", ""))
+
+    def _excluded(self, exclude, n_queries: int) -> list[np.ndarray] | None:
+        """Per-query row positions of the excluded ids (ids not in the index are ignored)."""
+        if exclude is None:
+            return None
+        if len(exclude) != n_queries:
+            raise T1Error(f"got {len(exclude)} exclusion lists for {n_queries} queries")
+        return [np.array(sorted(self._position[i] for i in ex if i in self._position), dtype=np.int64) for ex in exclude]
+
+    def search_hybrid(self, query_embeddings: np.ndarray, query_texts: Sequence[str], k: int = 10, exclude=None,
+                      fusion: str = "rrf", weight: float = 0.5, depth: int = 100) -> list[list[Hit]]:
+        """Dense and BM25 top-`depth` lists, exclusions removed from both, fused (`t1.fusion`)
+        with `weight` on the dense list and 1 - weight on BM25."""
+        from .fusion import fuse
+
+        if not 0.0 <= weight <= 1.0:
+            raise T1Error(f"fusion weight must be between 0 and 1, got {weight}")
+        depth = max(depth, k)
+        dense = self.search(query_embeddings, k=depth, exclude=exclude)
+        excluded = self._excluded(exclude, len(query_texts))
+        sparse = self.bm25.search(list(query_texts), depth, excluded)
+        out = []
+        for d_hits, s_hits in zip(dense, sparse):
+            fused = fuse([{h.id: h.score for h in d_hits}, {self.ids[i]: s for i, s in s_hits}], fusion,
+                         [weight, 1.0 - weight], k)
+            out.append([self._hit(self._position[i], s) for i, s in fused])
+        return out
+
+    def search_queries(self, model, queries: Sequence[str], k: int = 10, exclude=None, backend: str = "auto",
+                       hybrid: str | None = None, fusion_weight: float = 0.5, **encode_kwargs):
+        """Encode `queries` with `model` (reasoning first, by default) and search; `hybrid`
+        ("rrf" or "weighted") fuses the result with BM25. Returns (hits per query, reasoning texts)."""
+        if hybrid:
+            self.bm25  # fail before the (slow) reasoning when there is no BM25 index
         encoded = model.encode_query(list(queries), **encode_kwargs)
-        return self.search(encoded.embeddings, k=k, exclude=exclude, backend=backend), encoded.reasoning
+        if hybrid:
+            hits = self.search_hybrid(encoded.embeddings, list(queries), k, exclude, hybrid, fusion_weight)
+        else:
+            hits = self.search(encoded.embeddings, k=k, exclude=exclude, backend=backend)
+        return hits, encoded.reasoning
 
 
 def _differences(old: dict, spec: dict) -> list[str]:

@@ -20,7 +20,8 @@ from .retrievers import load_t1_model, make_retriever, parse_retriever
 
 T1_MODES = ("generate", "none")
 SUMMARY_FILE = "summary.json"
-_SETTINGS = ("retriever", "long", "reasoning", "k", "query_instruction", "document_instruction", "max_new_tokens")
+_SETTINGS = ("retriever", "long", "reasoning", "k", "query_instruction", "document_instruction", "max_new_tokens",
+             "fusion", "fusion_weight")
 
 
 def resolve_tasks(tasks: list[str] | None, long: bool = False) -> list[str]:
@@ -73,6 +74,8 @@ def run_bright(
     device: str | None = None,
     k1: float = 0.9,
     b: float = 0.4,
+    fusion: str = "rrf",
+    fusion_weight: float = 0.5,
     show_progress: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -80,6 +83,8 @@ def run_bright(
     ("generate", the default for T1, or "none") or the name of a BRIGHT reasoning set such as
     "gpt4" (config `gpt4_reason`). Returns `summarize(out)`."""
     kind, model_name = parse_retriever(retriever)
+    if kind == "hybrid":  # the dense side decides what a model and a reasoning mode are
+        kind, model_name = parse_retriever(model_name)
     tasks = resolve_tasks(tasks, long)
     mode = reasoning if reasoning in T1_MODES else "generate"
     given = reasoning if reasoning and reasoning not in T1_MODES else None
@@ -90,12 +95,13 @@ def run_bright(
     settings = {"kind": "bright", "retriever": retriever, "long": long,
                 "reasoning": given or (mode if kind == "t1" else None), "k": k,
                 "query_instruction": query_instruction, "document_instruction": document_instruction,
-                "max_new_tokens": max_new_tokens, "source": str(source)}
+                "max_new_tokens": max_new_tokens, "source": str(source),
+                **({"fusion": fusion, "fusion_weight": fusion_weight} if retriever.lower().startswith("hybrid:") else {})}
     _check_local_files(source, [t for t in tasks if not (out / t / METRICS_FILE).exists()], long, given)
     info_path = out / INFO_FILE
     if info_path.exists():
         old = read_json(info_path)
-        diff = [key for key in _SETTINGS if old.get(key) != settings[key]]
+        diff = [key for key in _SETTINGS if old.get(key) != settings.get(key)]
         if diff:
             raise T1Error(f"{out} holds a BRIGHT run with different {', '.join(diff)} "
                           f"({', '.join(f'{d}={old.get(d)!r}' for d in diff)}); use another --out")
@@ -116,7 +122,8 @@ def run_bright(
         r = make_retriever(retriever, data.corpus, model=model, mode=mode,
                            query_instruction=query_instruction if query_instruction is not None else data.query_instruction,
                            document_instruction=document_instruction, max_new_tokens=max_new_tokens,
-                           batch_size=batch_size, device=device, k1=k1, b=b, show_progress=show_progress)
+                           batch_size=batch_size, device=device, k1=k1, b=b, fusion=fusion,
+                           fusion_weight=fusion_weight, show_progress=show_progress)
         evaluation = run_evaluation(data, r, task_dir, k=k, info={"task": task, "long": long, "reasoning_set": given})
         log(f"{task}: {format_headline(evaluation.mean)} ({len(data.queries)} queries, {len(data.corpus)} docs)")
         write_json(out / SUMMARY_FILE, summarize(out))

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..errors import T1Error
 
-RETRIEVER_HELP = "bm25, st:MODEL (e.g. st:all-minilm-l6-v2) or t1:MODEL (folder, hub id, smollm2-135m-instruct)"
+RETRIEVER_HELP = ("bm25, st:MODEL (e.g. st:all-minilm-l6-v2), t1:MODEL (t1-smollm2-135m, a folder, a hub id), or "
+                  "hybrid:t1:MODEL / hybrid:st:MODEL (fused with BM25)")
 
 
 def _progress(args) -> bool | None:
@@ -27,6 +28,9 @@ def _add_retriever_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, BRIGHT's)")
     p.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4, BRIGHT's)")
+    p.add_argument("--fusion", choices=["rrf", "weighted"], default="rrf",
+                   help="hybrid: reciprocal rank fusion (default) or a weighted sum of min-max normalised scores")
+    p.add_argument("--fusion-weight", type=float, default=0.5, help="hybrid: weight of the dense list (BM25 gets 1 - W)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -35,7 +39,9 @@ def cmd_eval(args) -> int:
     from .retrievers import make_retriever, parse_retriever
     from .runs import INFO_FILE, describe, read_json, run_evaluation
 
-    kind, _ = parse_retriever(args.retriever)
+    kind, inner = parse_retriever(args.retriever)
+    if kind == "hybrid":
+        kind = parse_retriever(inner)[0]
     reasoning, mode, reason_set = args.reasoning, "generate", None
     if reasoning in ("generate", "none"):
         mode = reasoning
@@ -58,7 +64,8 @@ def cmd_eval(args) -> int:
         args.retriever, data.corpus, mode=mode,
         query_instruction=args.query_instruction if args.query_instruction is not None else data.query_instruction,
         document_instruction=args.doc_instruction, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        device=args.device, k1=args.k1, b=args.b, show_progress=_progress(args))
+        device=args.device, k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
+        show_progress=_progress(args))
     load_s = round(time.perf_counter() - start, 2)
     info = {"split": args.split, "reasoning": reasoning, "load_seconds": load_s}
     evaluation = run_evaluation(data, retriever, args.out, k=args.k, info=info)
@@ -85,7 +92,7 @@ def cmd_bright(args) -> int:
         args.retriever, out, source=args.data, tasks=args.tasks, long=args.long, reasoning=args.reasoning,
         k=args.k, query_instruction=args.query_instruction, document_instruction=args.doc_instruction,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
-        k1=args.k1, b=args.b, show_progress=_progress(args))
+        k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight, show_progress=_progress(args))
     if summary["num_tasks"]:
         print()
         print(bright_table(load_runs([out])))

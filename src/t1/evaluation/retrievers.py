@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import logging
 import os
 import sys
 import time
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..atomic import save_npy
 from ..backbones import cache_dir
@@ -97,50 +95,25 @@ class Retriever:
 
 
 class BM25Retriever(Retriever):
-    """Lucene-variant BM25 (bm25s) over title + text, English stop words and Snowball stemming.
-    Defaults k1=0.9, b=0.4 are BRIGHT's (and Anserini's). Documents that match no query term
-    score 0 and are not returned, as Lucene would."""
+    """Lucene-variant BM25 (`t1.bm25`, bm25s) over title + text; BRIGHT's k1 0.9, b 0.4 by default."""
 
     def __init__(self, corpus, k1: float = 0.9, b: float = 0.4, stemmer: str = "english",
                  stopwords: str = "en", show_progress: bool | None = None):
+        from ..bm25 import BM25Index
+
         super().__init__(corpus, show_progress)
-        self.k1, self.b, self.stemmer_name, self.stopwords = k1, b, stemmer, stopwords
+        self.bm25 = BM25Index(k1, b, stemmer, stopwords)
         self.name = "bm25"
-        self.settings = {"method": "lucene", "k1": k1, "b": b, "stemmer": stemmer, "stopwords": stopwords}
-
-    def _tokenize(self, texts, return_ids: bool):
-        import bm25s
-
-        return bm25s.tokenize(texts, stopwords=self.stopwords, stemmer=self.stemmer, return_ids=return_ids,
-                              show_progress=_show(self.show_progress) and return_ids)
+        self.settings = self.bm25.settings
 
     def _prepare(self) -> None:
-        import bm25s
-        import Stemmer
-
-        if logging.getLogger("bm25s").level == logging.DEBUG:  # bm25s forces DEBUG on import
-            logging.getLogger("bm25s").setLevel(logging.WARNING)
-        self.stemmer = Stemmer.Stemmer(self.stemmer_name)
-        self.model = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
-        self.model.index(self._tokenize([d.full_text for d in self.corpus], True), show_progress=_show(self.show_progress))
+        self.bm25.index([d.full_text for d in self.corpus], show_progress=_show(self.show_progress))
 
     def _retrieve(self, qids, texts, k, exclude, reasoning) -> Results:
         if reasoning is not None:
             texts = [reasoning[q] for q in qids]
-        tokens = self._tokenize(texts, False)
-        excluded = self._excluded_positions(exclude)
-        results: Results = {}
-        for qid, toks, ex in tqdm(list(zip(qids, tokens, excluded)), desc="BM25 search", disable=not _show(self.show_progress)):
-            ids = self.model.get_tokens_ids(toks)
-            if not ids:
-                results[qid] = {}
-                continue
-            scores = self.model.get_scores_from_ids(ids).astype(np.float32)
-            scores[ex] = -np.inf
-            top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-            top = top[np.argsort(-scores[top], kind="stable")]
-            results[qid] = {self.ids[i]: float(scores[i]) for i in top if scores[i] > 0}
-        return results
+        hits = self.bm25.search(texts, k, self._excluded_positions(exclude))
+        return {qid: {self.ids[i]: s for i, s in row} for qid, row in zip(qids, hits)}
 
 
 def resolve_sentence_transformer(name: str) -> str:
@@ -255,24 +228,68 @@ class T1Retriever(Retriever):
         return {q: {h.id: h.score for h in row} for q, row in zip(qids, hits)}
 
 
+class HybridRetriever(Retriever):
+    """A dense retriever fused with BM25 (`t1.fusion`): both lists are retrieved `depth` deep with
+    the query's exclusions already applied, then fused per query. Given reasoning goes to the
+    dense side only; BM25 always searches with the query itself."""
+
+    def __init__(self, dense: Retriever, corpus, method: str = "rrf", weight: float = 0.5, depth: int = 100,
+                 k1: float = 0.9, b: float = 0.4, show_progress: bool | None = None):
+        from ..fusion import METHODS
+
+        if method not in METHODS or not 0.0 <= weight <= 1.0 or depth < 1:
+            raise T1Error(f"hybrid needs a fusion method in {METHODS}, a weight in [0, 1] and depth >= 1")
+        super().__init__(corpus, show_progress)
+        self.dense, self.sparse = dense, BM25Retriever(corpus, k1=k1, b=b, show_progress=show_progress)
+        self.method, self.weight, self.depth = method, weight, depth
+        self.name = f"hybrid:{dense.name}"
+
+    def _prepare(self) -> None:
+        self.settings = {"fusion": self.method, "dense_weight": self.weight, "depth": self.depth}
+
+    def _retrieve(self, qids, texts, k, exclude, reasoning) -> Results:
+        from ..fusion import fuse
+
+        queries = dict(zip(qids, texts))
+        excluded = dict(zip(qids, exclude))
+        depth = max(k, self.depth)
+        dense = self.dense.retrieve(queries, depth, excluded, reasoning)
+        sparse = self.sparse.retrieve(queries, depth, excluded)
+        self.timings.update({f"dense_{n}": t for n, t in self.dense.timings.items()})
+        self.timings.update({f"bm25_{n}": t for n, t in self.sparse.timings.items()})
+        self.settings.update(dense=self.dense.settings, bm25=self.sparse.settings)
+        self.reasoning = getattr(self.dense, "reasoning", {})
+        self.trace_stats = getattr(self.dense, "trace_stats", {})
+        weights = [self.weight, 1.0 - self.weight]
+        return {q: dict(fuse([dense[q], sparse[q]], self.method, weights, k, excluded[q])) for q in qids}
+
+
 def parse_retriever(spec: str) -> tuple[str, str]:
-    """`bm25`, `st:MODEL` or `t1:MODEL` -> (kind, model)."""
+    """`bm25`, `st:MODEL`, `t1:MODEL` or `hybrid:<st|t1>:MODEL` -> (kind, model or inner spec)."""
     kind, _, model = spec.partition(":")
     kind = kind.lower()
     if kind == "bm25" and not model:
         return kind, ""
     if kind in ("st", "t1") and model:
         return kind, model
-    raise T1Error(f"unknown retriever {spec!r}: use bm25, st:MODEL (e.g. st:all-minilm-l6-v2) or t1:MODEL")
+    if kind == "hybrid" and parse_retriever(model)[0] in ("st", "t1"):
+        return kind, model
+    raise T1Error(f"unknown retriever {spec!r}: use bm25, st:MODEL (e.g. st:all-minilm-l6-v2), t1:MODEL, "
+                  "or hybrid:t1:MODEL (fused with BM25)")
 
 
 def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", query_instruction: str | None = None,
                    document_instruction: str | None = None, max_new_tokens: int | None = None,
                    batch_size: int | None = None, device: str | None = None, k1: float = 0.9, b: float = 0.4,
-                   show_progress: bool | None = None) -> Retriever:
+                   fusion: str = "rrf", fusion_weight: float = 0.5, show_progress: bool | None = None) -> Retriever:
     """Build the retriever named by `spec`. For `t1:`, pass an already loaded `model` to share
     it across tasks (else it is loaded here)."""
     kind, name = parse_retriever(spec)
+    if kind == "hybrid":
+        dense = make_retriever(name, corpus, model=model, mode=mode, query_instruction=query_instruction,
+                               document_instruction=document_instruction, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, device=device, show_progress=show_progress)
+        return HybridRetriever(dense, corpus, fusion, fusion_weight, k1=k1, b=b, show_progress=show_progress)
     if kind == "bm25":
         return BM25Retriever(corpus, k1=k1, b=b, show_progress=show_progress)
     if kind == "st":

@@ -1,0 +1,99 @@
+"""BM25 over a list of texts (bm25s, Lucene variant), the one construction used everywhere:
+the evaluation baseline, the sparse half of hybrid search, and an index folder's `bm25/`.
+
+Defaults are BRIGHT's (and Anserini's): k1 0.9, b 0.4, English stop words, Snowball stemming.
+Documents that match no query term score 0 and are not returned, as Lucene would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+SETTINGS_FILE = "t1_bm25.json"
+
+
+class BM25Index:
+    def __init__(self, k1: float = 0.9, b: float = 0.4, stemmer: str = "english", stopwords: str = "en"):
+        self.k1, self.b, self.stemmer_name, self.stopwords = k1, b, stemmer, stopwords
+        self.model = None
+        self.count = 0
+
+    @property
+    def settings(self) -> dict:
+        return {"method": "lucene", "k1": self.k1, "b": self.b, "stemmer": self.stemmer_name,
+                "stopwords": self.stopwords}
+
+    def _stemmer(self):
+        import Stemmer
+
+        return Stemmer.Stemmer(self.stemmer_name)
+
+    def _tokenize(self, texts: Sequence[str], return_ids: bool, show_progress: bool = False):
+        import bm25s
+
+        return bm25s.tokenize(list(texts), stopwords=self.stopwords, stemmer=self._stemmer(), return_ids=return_ids,
+                              show_progress=show_progress and return_ids)
+
+    def index(self, texts: Sequence[str], show_progress: bool = False) -> "BM25Index":
+        import bm25s
+
+        if logging.getLogger("bm25s").level == logging.DEBUG:  # bm25s forces DEBUG on import
+            logging.getLogger("bm25s").setLevel(logging.WARNING)
+        self.model = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
+        self.model.index(self._tokenize(texts, True, show_progress), show_progress=show_progress)
+        self.count = len(texts)
+        return self
+
+    def search(self, queries: Sequence[str], k: int,
+               excluded: Sequence[np.ndarray] | None = None) -> list[list[tuple[int, float]]]:
+        """Top-k (document position, score) per query, best first; `excluded[q]` positions are
+        removed before the cut, and documents scoring 0 are left out."""
+        tokens = self._tokenize(queries, False)
+        out = []
+        for q, toks in enumerate(tokens):
+            ids = self.model.get_tokens_ids(toks)
+            if not ids:
+                out.append([])
+                continue
+            scores = self.model.get_scores_from_ids(ids).astype(np.float32)
+            if excluded is not None and len(excluded[q]):
+                scores[excluded[q]] = -np.inf
+            top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+            top = top[np.argsort(-scores[top], kind="stable")]
+            out.append([(int(i), float(scores[i])) for i in top if scores[i] > 0])
+        return out
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, folder: str | Path) -> None:
+        """Write the index to `folder` whole or not at all."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            self.model.save(str(tmp), show_progress=False)
+            (tmp / SETTINGS_FILE).write_text(json.dumps({**self.settings, "count": self.count}))
+            tmp.chmod(0o755)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "BM25Index":
+        import bm25s
+
+        settings = json.loads((Path(folder) / SETTINGS_FILE).read_text())
+        index = cls(settings["k1"], settings["b"], settings["stemmer"], settings["stopwords"])
+        index.model = bm25s.BM25.load(str(folder), show_progress=False)
+        index.count = settings["count"]
+        return index
