@@ -61,8 +61,14 @@ def cmd_search(args) -> int:
         args.model = index.manifest["model"]["name"]
     model = _load_model(args)
     index = Index.open(args.index, model=model)
+    cache = None
+    if args.reasoning == "generate" and not args.no_reasoning_cache:
+        from .reasoning_cache import ReasoningCache
+
+        cache = ReasoningCache(args.reasoning_cache or args.index)
     hits, reasoning = index.search_queries(
-        model, [q for _, q in queries], k=args.k, reasoning=args.reasoning,
+        model, [q for _, q in queries], k=args.k, reasoning=args.reasoning, cache=cache,
+        query_ids=[qid for qid, _ in queries],
         max_new_tokens=args.max_new_tokens, instruction=args.instruction, show_progress_bar=len(queries) > 1,
         hybrid=args.fusion if args.hybrid else None, fusion_weight=args.fusion_weight,
     )
@@ -82,6 +88,19 @@ def cmd_search(args) -> int:
             if snippet:
                 print(f"     {snippet}")
         print()
+    return 0
+
+
+def cmd_traces(args) -> int:
+    from pathlib import Path
+
+    from .reasoning_cache import FILE_NAME, ReasoningCache
+
+    source = Path(args.cache)
+    if not (source.is_file() or (source / FILE_NAME).is_file()):
+        raise T1Error(f"{source}: no reasoning cache ({FILE_NAME}) there")
+    n = ReasoningCache(source).export(args.out, model=args.model)
+    print(f"wrote {n} traces to {args.out}")
     return 0
 
 
@@ -128,7 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion", choices=["rrf", "weighted"], default="rrf",
                    help="hybrid: reciprocal rank fusion (default) or a weighted sum of min-max normalised scores")
     p.add_argument("--fusion-weight", type=float, default=0.5, help="hybrid: weight of the T1 list (BM25: 1 - W)")
+    p.add_argument("--reasoning-cache", default=None,
+                   help="folder or file of the reasoning cache (default: the index folder)")
+    p.add_argument("--no-reasoning-cache", action="store_true", help="generate every trace anew, store nothing")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("traces", help="export cached reasoning traces as JSONL (id, query, reasoning)")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--cache", required=True, help="reasoning cache: an index folder, $T1_CACHE, or the .sqlite file")
+    p.add_argument("--out", required=True, help="JSONL file to write; replay it with `t1 eval --reasoning FILE`")
+    p.add_argument("--model", default=None, help="only the traces of this model name")
+    p.set_defaults(func=cmd_traces)
 
     p = sub.add_parser("export", help="write a model as a folder that T1Model.from_pretrained loads (e.g. to "
                                       "publish on a hub)")

@@ -24,7 +24,7 @@ from .backbones import DEFAULT_BACKBONE, DEFAULT_MODEL, resolve_backbone, shippe
 from .batching import pad, plan_batches
 from .errors import T1Error
 from .prompts import DEFAULT_QUERY_INSTRUCTION, PromptBuilder
-from .reasoning import generate_then_embed
+from .reasoning import generate_then_embed, sampling_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -289,10 +289,15 @@ class T1Model(torch.nn.Module):
         top_p: float = 1.0,
         top_k: int | None = None,
         show_progress_bar: bool | None = None,
+        cache=None,
+        query_ids: Sequence[str] | None = None,
     ) -> QueryEmbeddings:
         """Embed queries after reasoning. `reasoning` is "generate" (the model writes a trace,
         greedy unless `do_sample`), "none" (instruction + query + <emb_token>), or a list of
-        traces supplied by the caller (one per query). Returns (embeddings, reasoning texts)."""
+        traces supplied by the caller (one per query). Returns (embeddings, reasoning texts).
+
+        `cache` (a `ReasoningCache`) serves traces generated earlier with the same model, prompt
+        and decoding settings and stores new ones; `query_ids` are recorded with them."""
         single = isinstance(queries, str)
         queries = [queries] if single else list(queries)
         for i, q in enumerate(queries):
@@ -313,14 +318,17 @@ class T1Model(torch.nn.Module):
             if len(texts) != len(queries):
                 raise T1Error(f"got {len(texts)} reasoning texts for {len(queries)} queries")
         else:
-            emb, texts, ended = self._generate(prompts, max_new_tokens, batch_size, normalize, show_progress_bar,
-                                               do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k)
+            sampling = sampling_kwargs(do_sample, temperature, top_p, top_k)
+            emb, texts, ended = self._generate_cached(prompts, queries, instruction, max_new_tokens, batch_size,
+                                                      show_progress_bar, sampling, cache, query_ids)
+            if normalize:
+                emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
             return _query_result(single, emb, texts, ended)
         seqs = [p + self.prompts.reasoning(t, max_new_tokens) + [self.emb_token_id] for p, t in zip(prompts, texts)]
         emb = self._embed_ids(seqs, batch_size, None, normalize, "Encoding queries", show_progress_bar)
         return _query_result(single, emb, texts, [False] * len(queries))
 
-    def _generate(self, prompts, max_new_tokens, batch_size, normalize, show_progress_bar, **sampling):
+    def _generate(self, prompts, max_new_tokens, batch_size, normalize, show_progress_bar, on_batch=None, **sampling):
         out = np.zeros((len(prompts), self.dim), dtype=np.float32)
         texts = [""] * len(prompts)
         ended = [False] * len(prompts)
@@ -332,6 +340,38 @@ class T1Model(torch.nn.Module):
             for i, ids, emitted in zip(idx, rollout.reasoning_ids, rollout.emitted_emb_token):
                 texts[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
                 ended[i] = emitted
+            if on_batch is not None:
+                on_batch(idx, out, texts, ended)
+        return out, texts, ended
+
+    def _generate_cached(self, prompts, queries, instruction, max_new_tokens, batch_size, show_progress_bar,
+                         sampling: dict, cache, query_ids):
+        """Raw (unnormalised) embeddings, traces and ended flags; with a cache, only the queries
+        it lacks are generated, and each finished batch is stored at once."""
+        if cache is None:
+            return self._generate(prompts, max_new_tokens, batch_size, False, show_progress_bar, **sampling)
+        settings = {"max_new_tokens": max_new_tokens, **sampling}
+        fingerprint = self.fingerprint()
+        keys = [cache.key(fingerprint, p, settings) for p in prompts]
+        found = cache.get(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        out = np.zeros((len(prompts), self.dim), dtype=np.float32)
+        texts, ended = [""] * len(prompts), [False] * len(prompts)
+        for i, key in enumerate(keys):
+            if key in found:
+                texts[i], ended[i], out[i] = found[key]
+
+        def store(idx, emb, new_texts, new_ended):
+            cache.put({"key": keys[missing[j]], "model": self.name_or_path, "instruction": instruction,
+                       "query_id": query_ids[missing[j]] if query_ids is not None else None,
+                       "query": queries[missing[j]], "reasoning": new_texts[j], "ended": new_ended[j],
+                       "embedding": emb[j], "settings": settings} for j in idx)
+
+        if missing:
+            emb, new_texts, new_ended = self._generate([prompts[i] for i in missing], max_new_tokens, batch_size, False,
+                                                       show_progress_bar, on_batch=store, **sampling)
+            for j, i in enumerate(missing):
+                out[i], texts[i], ended[i] = emb[j], new_texts[j], new_ended[j]
         return out, texts, ended
 
     def _norm(self, normalize: bool | None) -> bool:

@@ -76,6 +76,7 @@ def run_bright(
     b: float = 0.4,
     fusion: str = "rrf",
     fusion_weight: float = 0.5,
+    reasoning_cache: bool = True,
     show_progress: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -123,7 +124,7 @@ def run_bright(
                            query_instruction=query_instruction if query_instruction is not None else data.query_instruction,
                            document_instruction=document_instruction, max_new_tokens=max_new_tokens,
                            batch_size=batch_size, device=device, k1=k1, b=b, fusion=fusion,
-                           fusion_weight=fusion_weight, show_progress=show_progress)
+                           fusion_weight=fusion_weight, reasoning_cache=reasoning_cache, show_progress=show_progress)
         evaluation = run_evaluation(data, r, task_dir, k=k, info={"task": task, "long": long, "reasoning_set": given})
         log(f"{task}: {format_headline(evaluation.mean)} ({len(data.queries)} queries, {len(data.corpus)} docs)")
         write_json(out / SUMMARY_FILE, summarize(out))

@@ -181,7 +181,7 @@ class T1Retriever(Retriever):
     def __init__(self, model, corpus, mode: str = "generate", query_instruction: str | None = None,
                  document_instruction: str | None = None, max_new_tokens: int | None = None,
                  batch_size: int = 8, doc_batch_size: int = 32, max_length: int | None = None,
-                 show_progress: bool | None = None):
+                 reasoning_cache: bool = True, show_progress: bool | None = None):
         if mode not in ("generate", "none"):
             raise T1Error(f"T1 reasoning mode must be 'generate' or 'none', got {mode!r}")
         super().__init__(corpus, show_progress)
@@ -193,6 +193,7 @@ class T1Retriever(Retriever):
         self.name = f"t1:{getattr(model, 'name_or_path', model.config.backbone)}"
         self.reasoning: dict[str, str] = {}
         self.trace_stats: dict[str, dict] = {}  # mode generate: {qid: {"ended", "tokens"}}
+        self.reasoning_cache = reasoning_cache  # generated traces kept under $T1_CACHE for re-runs
 
     def index_folder(self, fingerprint: str) -> Path:
         key = _key(fingerprint, corpus_hash(self.corpus), self.document_instruction, self.max_length, "float16")
@@ -216,9 +217,15 @@ class T1Retriever(Retriever):
         mode = [reasoning[q] for q in qids] if reasoning is not None else self.mode
         if reasoning is not None:
             self.settings["mode"] = "given"
+        cache = None
+        if mode == "generate" and self.reasoning_cache:
+            from ..reasoning_cache import ReasoningCache
+
+            cache = ReasoningCache(cache_dir())
+            self.settings["reasoning_cache"] = str(cache.path)
         encoded = self.model.encode_query(texts, instruction=self.query_instruction, reasoning=mode,
                                           max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                                          show_progress_bar=_show(self.show_progress))
+                                          show_progress_bar=_show(self.show_progress), cache=cache, query_ids=qids)
         hits = self.index.search(encoded.embeddings, k=k, exclude=exclude)
         self.reasoning = {} if mode == "none" else dict(zip(qids, encoded.reasoning))
         if mode == "generate":
@@ -281,14 +288,16 @@ def parse_retriever(spec: str) -> tuple[str, str]:
 def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", query_instruction: str | None = None,
                    document_instruction: str | None = None, max_new_tokens: int | None = None,
                    batch_size: int | None = None, device: str | None = None, k1: float = 0.9, b: float = 0.4,
-                   fusion: str = "rrf", fusion_weight: float = 0.5, show_progress: bool | None = None) -> Retriever:
+                   fusion: str = "rrf", fusion_weight: float = 0.5, reasoning_cache: bool = True,
+                   show_progress: bool | None = None) -> Retriever:
     """Build the retriever named by `spec`. For `t1:`, pass an already loaded `model` to share
     it across tasks (else it is loaded here)."""
     kind, name = parse_retriever(spec)
     if kind == "hybrid":
         dense = make_retriever(name, corpus, model=model, mode=mode, query_instruction=query_instruction,
                                document_instruction=document_instruction, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size, device=device, show_progress=show_progress)
+                               batch_size=batch_size, device=device, reasoning_cache=reasoning_cache,
+                               show_progress=show_progress)
         return HybridRetriever(dense, corpus, fusion, fusion_weight, k1=k1, b=b, show_progress=show_progress)
     if kind == "bm25":
         return BM25Retriever(corpus, k1=k1, b=b, show_progress=show_progress)
@@ -299,7 +308,7 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
         model = load_t1_model(name, device)
     return T1Retriever(model, corpus, mode=mode, query_instruction=query_instruction,
                        document_instruction=document_instruction, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size or 8, show_progress=show_progress)
+                       batch_size=batch_size or 8, reasoning_cache=reasoning_cache, show_progress=show_progress)
 
 
 def load_t1_model(name: str, device: str | None = None):

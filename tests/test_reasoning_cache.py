@@ -1,0 +1,114 @@
+"""The reasoning cache: hits only for the same model, prompt and decoding settings; survives a
+killed process; exports traces that replay in mode `given`."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from t1 import T1Model
+from t1.cli import main
+from t1.evaluation.datasets import load_reasoning_file
+from t1.reasoning_cache import ReasoningCache
+
+QUERIES = ["why do cells divide", "what is a prime", "river rock climate", "solar carbon plant"]
+
+
+class Counting:
+    """Counts the traces the model really generates."""
+
+    def __init__(self, model, monkeypatch):
+        self.rows = 0
+        original = model._generate
+
+        def counted(prompts, *args, **kwargs):
+            self.rows += len(prompts)
+            return original(prompts, *args, **kwargs)
+
+        monkeypatch.setattr(model, "_generate", counted)
+
+
+def test_key_changes_with_every_part():
+    base = ReasoningCache.key("fp", [1, 2, 3], {"max_new_tokens": 8, "do_sample": False})
+    assert base == ReasoningCache.key("fp", [1, 2, 3], {"do_sample": False, "max_new_tokens": 8})
+    others = [ReasoningCache.key("fp2", [1, 2, 3], {"max_new_tokens": 8, "do_sample": False}),
+              ReasoningCache.key("fp", [1, 2, 4], {"max_new_tokens": 8, "do_sample": False}),
+              ReasoningCache.key("fp", [1, 2, 3], {"max_new_tokens": 9, "do_sample": False}),
+              ReasoningCache.key("fp", [1, 2, 3], {"max_new_tokens": 8, "do_sample": True}),
+              ReasoningCache.key("fp", [1, 2, 3], {"max_new_tokens": 8, "do_sample": False}, sample=1)]
+    assert len({base, *others}) == 6
+
+
+def test_cached_traces_are_reused_only_for_the_same_settings(tiny_model, tmp_path, monkeypatch):
+    cache = ReasoningCache(tmp_path)
+    counter = Counting(tiny_model, monkeypatch)
+    first = tiny_model.encode_query(QUERIES, max_new_tokens=5, cache=cache, query_ids=["a", "b", "c", "d"])
+    assert counter.rows == 4 and len(cache) == 4
+    again = tiny_model.encode_query(QUERIES, max_new_tokens=5, cache=cache)
+    assert counter.rows == 4  # nothing generated
+    assert again.reasoning == first.reasoning and again.ended == first.ended
+    np.testing.assert_allclose(again.embeddings, first.embeddings, atol=1e-6)
+    tiny_model.encode_query(QUERIES[:2] + ["a new query"], max_new_tokens=5, cache=cache)
+    assert counter.rows == 5  # only the new query
+    tiny_model.encode_query(QUERIES[:1], max_new_tokens=6, cache=cache)  # another decoding setting
+    tiny_model.encode_query(QUERIES[:1], max_new_tokens=5, instruction="Find code", cache=cache)  # another instruction
+    assert counter.rows == 7
+
+
+def test_cache_never_serves_another_model(tiny_model_path, tmp_path):
+    cache = ReasoningCache(tmp_path)
+    model = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
+    model.encode_query(QUERIES[:2], max_new_tokens=4, cache=cache)
+    with torch.no_grad():
+        model.backbone.get_input_embeddings().weight[7] += 0.5  # another model (other fingerprint)
+    calls = []
+    original = model._generate
+    model._generate = lambda prompts, *a, **k: calls.append(len(prompts)) or original(prompts, *a, **k)
+    model.encode_query(QUERIES[:2], max_new_tokens=4, cache=cache)
+    assert calls == [2] and len(cache) == 4
+
+
+def test_cache_keeps_finished_batches_when_the_process_is_killed(tiny_model_path, tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal
+        from t1 import T1Model
+        from t1.reasoning_cache import ReasoningCache
+        cache = ReasoningCache({str(tmp_path)!r})
+        put, calls = cache.put, []
+        def put_then_die(rows):
+            put(rows)
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        cache.put = put_then_die
+        model = T1Model.from_pretrained({str(tiny_model_path)!r}, device="cpu")
+        model.encode_query({QUERIES!r}, max_new_tokens=4, batch_size=1, cache=cache)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    cache = ReasoningCache(tmp_path)
+    assert len(cache) == 2  # the two finished batches, whole
+    model = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
+    calls = []
+    original = model._generate
+    model._generate = lambda prompts, *a, **k: calls.append(len(prompts)) or original(prompts, *a, **k)
+    model.encode_query(QUERIES, max_new_tokens=4, batch_size=1, cache=cache)
+    assert calls == [2] and len(cache) == 4
+
+
+def test_export_replays_in_mode_given(tiny_model, tmp_path, capsys):
+    cache = ReasoningCache(tmp_path / "cache")
+    generated = tiny_model.encode_query(QUERIES, max_new_tokens=5, cache=cache, query_ids=["a", "b", "c", "d"])
+    out = tmp_path / "traces.jsonl"
+    assert main(["traces", "export", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["id"]: r["query"] for r in rows} == dict(zip("abcd", QUERIES))
+    given = load_reasoning_file(out)
+    replayed = tiny_model.encode_query(QUERIES, reasoning=[given[q] for q in "abcd"])
+    assert (replayed.embeddings * generated.embeddings).sum(axis=1).min() >= 0.999
+    assert main(["traces", "export", "--cache", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "no reasoning cache" in capsys.readouterr().err
