@@ -111,3 +111,36 @@ def test_export_replays_in_mode_given(tiny_model, tmp_path, capsys):
     assert (replayed.embeddings * generated.embeddings).sum(axis=1).min() >= 0.999
     assert main(["traces", "export", "--cache", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "no reasoning cache" in capsys.readouterr().err
+
+
+def test_several_traces_per_query_fuse_and_cache_per_sample(tiny_model, tmp_path, monkeypatch):
+    cache = ReasoningCache(tmp_path)
+    counter = Counting(tiny_model, monkeypatch)
+    torch.manual_seed(0)
+    out = tiny_model.encode_query(QUERIES[:2], max_new_tokens=4, num_traces=3, temperature=1.5, cache=cache)
+    assert out.trace_embeddings.shape == (2, 3, tiny_model.dim) and [len(t) for t in out.traces] == [3, 3]
+    mean = out.trace_embeddings.mean(axis=1)
+    np.testing.assert_allclose(out.embeddings, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-6)
+    assert out.reasoning == [t[0] for t in out.traces]
+    assert not np.allclose(out.trace_embeddings[0, 0], out.trace_embeddings[0, 1])  # sampled, not greedy copies
+    assert counter.rows == 6 and len(cache) == 6  # one entry per sample
+    again = tiny_model.encode_query(QUERIES[:2], max_new_tokens=4, num_traces=3, temperature=1.5, cache=cache)
+    assert counter.rows == 6 and again.traces == out.traces
+    one = tiny_model.encode_query(QUERIES[0], max_new_tokens=4, num_traces=2, temperature=1.5)
+    assert one.trace_embeddings.shape == (2, tiny_model.dim) and len(one.traces) == 2
+
+
+def test_search_with_several_traces(tiny_model_path, tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n"
+                              for i, t in enumerate(["cell protein gene", "river water rock", "prime integer proof"])))
+    out = tmp_path / "idx"
+    assert main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--out", str(out)]) == 0
+    capsys.readouterr()
+    for fusion in ("mean", "rrf"):
+        assert main(["search", "--index", str(out), "--traces", "3", "--trace-fusion", fusion, "--max-new-tokens",
+                     "3", "--json", "-k", "2", "river"]) == 0
+        hits = json.loads(capsys.readouterr().out)[0]["hits"]
+        assert len(hits) == 2 and len({h["id"] for h in hits}) == 2
+    assert main(["search", "--index", str(out), "--traces", "0", "river"]) == 2
+    assert "--traces must be at least 1" in capsys.readouterr().err

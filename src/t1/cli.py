@@ -53,6 +53,8 @@ def cmd_search(args) -> int:
         queries = [(f"q{i}", q) for i, q in enumerate(args.query, 1)]
     if not queries:
         raise T1Error("give a query, or --queries FILE")
+    if args.traces < 1:
+        raise T1Error(f"--traces must be at least 1, got {args.traces}")
     for qid, q in queries:
         if not q.strip():
             raise T1Error(f"query {qid} is empty")
@@ -71,6 +73,7 @@ def cmd_search(args) -> int:
         query_ids=[qid for qid, _ in queries],
         max_new_tokens=args.max_new_tokens, instruction=args.instruction, show_progress_bar=len(queries) > 1,
         hybrid=args.fusion if args.hybrid else None, fusion_weight=args.fusion_weight,
+        num_traces=args.traces, temperature=args.temperature, top_p=args.top_p, trace_fusion=args.trace_fusion,
     )
     if args.json:
         out = [{"qid": qid, "query": q, "reasoning": r, "hits": [vars(h) for h in hs]}
@@ -147,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion", choices=["rrf", "weighted"], default="rrf",
                    help="hybrid: reciprocal rank fusion (default) or a weighted sum of min-max normalised scores")
     p.add_argument("--fusion-weight", type=float, default=0.5, help="hybrid: weight of the T1 list (BM25: 1 - W)")
+    p.add_argument("--traces", type=int, default=1, help="test-time scaling: sample N traces per query and fuse them")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --traces N")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling with --traces N")
+    p.add_argument("--trace-fusion", choices=["mean", "rrf"], default="mean",
+                   help="with --traces N: mean of the trace embeddings, or reciprocal-rank fusion of their results")
     p.add_argument("--reasoning-cache", default=None,
                    help="folder or file of the reasoning cache (default: the index folder)")
     p.add_argument("--no-reasoning-cache", action="store_true", help="generate every trace anew, store nothing")

@@ -263,15 +263,36 @@ class Index:
             out.append([self._hit(self._position[i], s) for i, s in fused])
         return out
 
+    def search_traces(self, trace_embeddings: np.ndarray, k: int = 10, exclude=None,
+                      depth: int = 100) -> list[list[Hit]]:
+        """Score-level fusion of several traces per query: each trace's embedding ([queries,
+        traces, dim]) is searched `depth` deep, and the lists are fused by reciprocal rank."""
+        from .fusion import fuse
+
+        per_trace = [self.search(trace_embeddings[:, t], k=max(k, depth), exclude=exclude)
+                     for t in range(trace_embeddings.shape[1])]
+        out = []
+        for q in range(trace_embeddings.shape[0]):
+            fused = fuse([{h.id: h.score for h in hits[q]} for hits in per_trace], "rrf", k=k)
+            out.append([self._hit(self._position[i], s) for i, s in fused])
+        return out
+
     def search_queries(self, model, queries: Sequence[str], k: int = 10, exclude=None, backend: str = "auto",
-                       hybrid: str | None = None, fusion_weight: float = 0.5, **encode_kwargs):
+                       hybrid: str | None = None, fusion_weight: float = 0.5, trace_fusion: str = "mean",
+                       **encode_kwargs):
         """Encode `queries` with `model` (reasoning first, by default) and search; `hybrid`
-        ("rrf" or "weighted") fuses the result with BM25. Returns (hits per query, reasoning texts)."""
+        ("rrf" or "weighted") fuses the result with BM25; with several traces per query
+        (`num_traces`), `trace_fusion` "mean" searches their mean embedding and "rrf" fuses
+        their result lists. Returns (hits per query, reasoning texts)."""
+        if trace_fusion not in ("mean", "rrf"):
+            raise T1Error(f"trace fusion must be 'mean' or 'rrf', got {trace_fusion!r}")
         if hybrid:
             self.bm25  # fail before the (slow) reasoning when there is no BM25 index
         encoded = model.encode_query(list(queries), **encode_kwargs)
         if hybrid:
             hits = self.search_hybrid(encoded.embeddings, list(queries), k, exclude, hybrid, fusion_weight)
+        elif trace_fusion == "rrf" and encoded.trace_embeddings is not None:
+            hits = self.search_traces(encoded.trace_embeddings, k, exclude)
         else:
             hits = self.search(encoded.embeddings, k=k, exclude=exclude, backend=backend)
         return hits, encoded.reasoning

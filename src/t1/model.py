@@ -65,6 +65,10 @@ class QueryEmbeddings(NamedTuple):
     # Per query: the model ended its own trace with <emb_token> (mode generate only; a trace cut
     # by max_new_tokens or ended by EOS is False). How adaptive the reasoning length is.
     ended: list[bool] | bool | None = None
+    # Test-time scaling (num_traces > 1): every sampled trace per query, and their normalised
+    # embeddings [queries, traces, dim]; `embeddings` is then their mean (embedding fusion).
+    traces: list[list[str]] | None = None
+    trace_embeddings: np.ndarray | None = None
 
 
 def default_device() -> torch.device:
@@ -291,13 +295,16 @@ class T1Model(torch.nn.Module):
         show_progress_bar: bool | None = None,
         cache=None,
         query_ids: Sequence[str] | None = None,
+        num_traces: int = 1,
     ) -> QueryEmbeddings:
         """Embed queries after reasoning. `reasoning` is "generate" (the model writes a trace,
         greedy unless `do_sample`), "none" (instruction + query + <emb_token>), or a list of
         traces supplied by the caller (one per query). Returns (embeddings, reasoning texts).
 
         `cache` (a `ReasoningCache`) serves traces generated earlier with the same model, prompt
-        and decoding settings and stores new ones; `query_ids` are recorded with them."""
+        and decoding settings and stores new ones; `query_ids` are recorded with them.
+        `num_traces` > 1 samples that many traces per query (sampling is then on) and returns
+        the mean of their normalised embeddings, with each trace in `traces`/`trace_embeddings`."""
         single = isinstance(queries, str)
         queries = [queries] if single else list(queries)
         for i, q in enumerate(queries):
@@ -318,12 +325,19 @@ class T1Model(torch.nn.Module):
             if len(texts) != len(queries):
                 raise T1Error(f"got {len(texts)} reasoning texts for {len(queries)} queries")
         else:
-            sampling = sampling_kwargs(do_sample, temperature, top_p, top_k)
+            if num_traces < 1:
+                raise T1Error(f"num_traces must be at least 1, got {num_traces}")
+            sampling = sampling_kwargs(do_sample or num_traces > 1, temperature, top_p, top_k)
             emb, texts, ended = self._generate_cached(prompts, queries, instruction, max_new_tokens, batch_size,
-                                                      show_progress_bar, sampling, cache, query_ids)
-            if normalize:
-                emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-            return _query_result(single, emb, texts, ended)
+                                                      show_progress_bar, sampling, cache, query_ids, num_traces)
+            if num_traces == 1:
+                return _query_result(single, _normalized(emb) if normalize else emb, texts, ended)
+            per_trace = _normalized(emb).reshape(len(queries), num_traces, -1)
+            fused = per_trace.mean(axis=1)
+            traces = [texts[i * num_traces:(i + 1) * num_traces] for i in range(len(queries))]
+            result = QueryEmbeddings(_normalized(fused) if normalize else fused, [t[0] for t in traces],
+                                     ended[::num_traces], traces, per_trace)
+            return QueryEmbeddings(*(None if x is None else x[0] for x in result)) if single else result
         seqs = [p + self.prompts.reasoning(t, max_new_tokens) + [self.emb_token_id] for p, t in zip(prompts, texts)]
         emb = self._embed_ids(seqs, batch_size, None, normalize, "Encoding queries", show_progress_bar)
         return _query_result(single, emb, texts, [False] * len(queries))
@@ -345,14 +359,18 @@ class T1Model(torch.nn.Module):
         return out, texts, ended
 
     def _generate_cached(self, prompts, queries, instruction, max_new_tokens, batch_size, show_progress_bar,
-                         sampling: dict, cache, query_ids):
-        """Raw (unnormalised) embeddings, traces and ended flags; with a cache, only the queries
-        it lacks are generated, and each finished batch is stored at once."""
+                         sampling: dict, cache, query_ids, samples: int = 1):
+        """Raw (unnormalised) embeddings, traces and ended flags of `samples` traces per prompt
+        (rows prompt-major); with a cache, only the traces it lacks are generated, and each
+        finished batch is stored at once."""
+        prompts = [p for p in prompts for _ in range(samples)]
+        queries = [q for q in queries for _ in range(samples)]
+        query_ids = None if query_ids is None else [i for i in query_ids for _ in range(samples)]
         if cache is None:
             return self._generate(prompts, max_new_tokens, batch_size, False, show_progress_bar, **sampling)
         settings = {"max_new_tokens": max_new_tokens, **sampling}
         fingerprint = self.fingerprint()
-        keys = [cache.key(fingerprint, p, settings) for p in prompts]
+        keys = [cache.key(fingerprint, p, settings, row % samples) for row, p in enumerate(prompts)]
         found = cache.get(keys)
         missing = [i for i, k in enumerate(keys) if k not in found]
         out = np.zeros((len(prompts), self.dim), dtype=np.float32)
@@ -376,6 +394,10 @@ class T1Model(torch.nn.Module):
 
     def _norm(self, normalize: bool | None) -> bool:
         return self.config.normalize if normalize is None else normalize
+
+
+def _normalized(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _query_result(single: bool, embeddings: np.ndarray, texts: list[str], ended: list[bool]) -> QueryEmbeddings:

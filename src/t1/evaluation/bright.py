@@ -21,7 +21,7 @@ from .retrievers import load_t1_model, make_retriever, parse_retriever
 T1_MODES = ("generate", "none")
 SUMMARY_FILE = "summary.json"
 _SETTINGS = ("retriever", "long", "reasoning", "k", "query_instruction", "document_instruction", "max_new_tokens",
-             "fusion", "fusion_weight")
+             "fusion", "fusion_weight", "num_traces", "temperature", "top_p", "trace_fusion")
 
 
 def resolve_tasks(tasks: list[str] | None, long: bool = False) -> list[str]:
@@ -77,6 +77,10 @@ def run_bright(
     fusion: str = "rrf",
     fusion_weight: float = 0.5,
     reasoning_cache: bool = True,
+    num_traces: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    trace_fusion: str = "mean",
     show_progress: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -97,7 +101,9 @@ def run_bright(
                 "reasoning": given or (mode if kind == "t1" else None), "k": k,
                 "query_instruction": query_instruction, "document_instruction": document_instruction,
                 "max_new_tokens": max_new_tokens, "source": str(source),
-                **({"fusion": fusion, "fusion_weight": fusion_weight} if retriever.lower().startswith("hybrid:") else {})}
+                **({"fusion": fusion, "fusion_weight": fusion_weight} if retriever.lower().startswith("hybrid:") else {}),
+                **({"num_traces": num_traces, "temperature": temperature, "top_p": top_p, "trace_fusion": trace_fusion}
+                   if num_traces > 1 else {})}
     _check_local_files(source, [t for t in tasks if not (out / t / METRICS_FILE).exists()], long, given)
     info_path = out / INFO_FILE
     if info_path.exists():
@@ -124,7 +130,8 @@ def run_bright(
                            query_instruction=query_instruction if query_instruction is not None else data.query_instruction,
                            document_instruction=document_instruction, max_new_tokens=max_new_tokens,
                            batch_size=batch_size, device=device, k1=k1, b=b, fusion=fusion,
-                           fusion_weight=fusion_weight, reasoning_cache=reasoning_cache, show_progress=show_progress)
+                           fusion_weight=fusion_weight, reasoning_cache=reasoning_cache, num_traces=num_traces,
+                           temperature=temperature, top_p=top_p, trace_fusion=trace_fusion, show_progress=show_progress)
         evaluation = run_evaluation(data, r, task_dir, k=k, info={"task": task, "long": long, "reasoning_set": given})
         log(f"{task}: {format_headline(evaluation.mean)} ({len(data.queries)} queries, {len(data.corpus)} docs)")
         write_json(out / SUMMARY_FILE, summarize(out))

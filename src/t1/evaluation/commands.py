@@ -32,6 +32,11 @@ def _add_retriever_args(p: argparse.ArgumentParser) -> None:
                    help="hybrid: reciprocal rank fusion (default) or a weighted sum of min-max normalised scores")
     p.add_argument("--fusion-weight", type=float, default=0.5, help="hybrid: weight of the dense list (BM25 gets 1 - W)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--traces", type=int, default=1, help="T1 test-time scaling: sample N traces per query")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --traces N")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling with --traces N")
+    p.add_argument("--trace-fusion", choices=["mean", "rrf"], default="mean",
+                   help="with --traces N: mean of the trace embeddings, or reciprocal-rank fusion of their results")
     p.add_argument("--no-reasoning-cache", action="store_true",
                    help="generate every trace anew (default: reuse traces cached under $T1_CACHE by an earlier run "
                         "with the same model, prompt and decoding settings)")
@@ -68,7 +73,8 @@ def cmd_eval(args) -> int:
         query_instruction=args.query_instruction if args.query_instruction is not None else data.query_instruction,
         document_instruction=args.doc_instruction, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         device=args.device, k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
-        reasoning_cache=not args.no_reasoning_cache, show_progress=_progress(args))
+        reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,
+        top_p=args.top_p, trace_fusion=args.trace_fusion, show_progress=_progress(args))
     load_s = round(time.perf_counter() - start, 2)
     info = {"split": args.split, "reasoning": reasoning, "load_seconds": load_s}
     evaluation = run_evaluation(data, retriever, args.out, k=args.k, info=info)
@@ -96,7 +102,8 @@ def cmd_bright(args) -> int:
         k=args.k, query_instruction=args.query_instruction, document_instruction=args.doc_instruction,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
         k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
-        reasoning_cache=not args.no_reasoning_cache, show_progress=_progress(args))
+        reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,
+        top_p=args.top_p, trace_fusion=args.trace_fusion, show_progress=_progress(args))
     if summary["num_tasks"]:
         print()
         print(bright_table(load_runs([out])))

@@ -181,7 +181,8 @@ class T1Retriever(Retriever):
     def __init__(self, model, corpus, mode: str = "generate", query_instruction: str | None = None,
                  document_instruction: str | None = None, max_new_tokens: int | None = None,
                  batch_size: int = 8, doc_batch_size: int = 32, max_length: int | None = None,
-                 reasoning_cache: bool = True, show_progress: bool | None = None):
+                 reasoning_cache: bool = True, num_traces: int = 1, temperature: float = 1.0, top_p: float = 0.95,
+                 trace_fusion: str = "mean", show_progress: bool | None = None):
         if mode not in ("generate", "none"):
             raise T1Error(f"T1 reasoning mode must be 'generate' or 'none', got {mode!r}")
         super().__init__(corpus, show_progress)
@@ -194,6 +195,9 @@ class T1Retriever(Retriever):
         self.reasoning: dict[str, str] = {}
         self.trace_stats: dict[str, dict] = {}  # mode generate: {qid: {"ended", "tokens"}}
         self.reasoning_cache = reasoning_cache  # generated traces kept under $T1_CACHE for re-runs
+        if num_traces < 1 or trace_fusion not in ("mean", "rrf"):
+            raise T1Error("test-time scaling needs num_traces >= 1 and trace fusion 'mean' or 'rrf'")
+        self.num_traces, self.temperature, self.top_p, self.trace_fusion = num_traces, temperature, top_p, trace_fusion
 
     def index_folder(self, fingerprint: str) -> Path:
         key = _key(fingerprint, corpus_hash(self.corpus), self.document_instruction, self.max_length, "float16")
@@ -225,8 +229,16 @@ class T1Retriever(Retriever):
             self.settings["reasoning_cache"] = str(cache.path)
         encoded = self.model.encode_query(texts, instruction=self.query_instruction, reasoning=mode,
                                           max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                                          show_progress_bar=_show(self.show_progress), cache=cache, query_ids=qids)
-        hits = self.index.search(encoded.embeddings, k=k, exclude=exclude)
+                                          show_progress_bar=_show(self.show_progress), cache=cache, query_ids=qids,
+                                          num_traces=self.num_traces if mode == "generate" else 1,
+                                          temperature=self.temperature, top_p=self.top_p)
+        if encoded.trace_embeddings is not None and self.trace_fusion == "rrf":
+            hits = self.index.search_traces(encoded.trace_embeddings, k=k, exclude=exclude)
+        else:
+            hits = self.index.search(encoded.embeddings, k=k, exclude=exclude)
+        if self.num_traces > 1 and mode == "generate":
+            self.settings.update(num_traces=self.num_traces, temperature=self.temperature, top_p=self.top_p,
+                                 trace_fusion=self.trace_fusion)
         self.reasoning = {} if mode == "none" else dict(zip(qids, encoded.reasoning))
         if mode == "generate":
             tokenizer = self.model.tokenizer
@@ -289,6 +301,7 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
                    document_instruction: str | None = None, max_new_tokens: int | None = None,
                    batch_size: int | None = None, device: str | None = None, k1: float = 0.9, b: float = 0.4,
                    fusion: str = "rrf", fusion_weight: float = 0.5, reasoning_cache: bool = True,
+                   num_traces: int = 1, temperature: float = 1.0, top_p: float = 0.95, trace_fusion: str = "mean",
                    show_progress: bool | None = None) -> Retriever:
     """Build the retriever named by `spec`. For `t1:`, pass an already loaded `model` to share
     it across tasks (else it is loaded here)."""
@@ -297,7 +310,8 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
         dense = make_retriever(name, corpus, model=model, mode=mode, query_instruction=query_instruction,
                                document_instruction=document_instruction, max_new_tokens=max_new_tokens,
                                batch_size=batch_size, device=device, reasoning_cache=reasoning_cache,
-                               show_progress=show_progress)
+                               num_traces=num_traces, temperature=temperature, top_p=top_p,
+                               trace_fusion=trace_fusion, show_progress=show_progress)
         return HybridRetriever(dense, corpus, fusion, fusion_weight, k1=k1, b=b, show_progress=show_progress)
     if kind == "bm25":
         return BM25Retriever(corpus, k1=k1, b=b, show_progress=show_progress)
@@ -308,7 +322,8 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
         model = load_t1_model(name, device)
     return T1Retriever(model, corpus, mode=mode, query_instruction=query_instruction,
                        document_instruction=document_instruction, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size or 8, reasoning_cache=reasoning_cache, show_progress=show_progress)
+                       batch_size=batch_size or 8, reasoning_cache=reasoning_cache, num_traces=num_traces,
+                       temperature=temperature, top_p=top_p, trace_fusion=trace_fusion, show_progress=show_progress)
 
 
 def load_t1_model(name: str, device: str | None = None):
