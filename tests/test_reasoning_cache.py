@@ -144,3 +144,28 @@ def test_search_with_several_traces(tiny_model_path, tmp_path, capsys):
         assert len(hits) == 2 and len({h["id"] for h in hits}) == 2
     assert main(["search", "--index", str(out), "--traces", "0", "river"]) == 2
     assert "--traces must be at least 1" in capsys.readouterr().err
+
+
+def test_adaptive_reasoning_reasons_only_when_the_plain_embedding_is_unsure(tiny_model, tmp_path, monkeypatch):
+    from t1.data import Document
+    from t1.index import Index
+
+    docs = [Document(f"d{i}", t) for i, t in enumerate(["cell protein gene", "river water rock", "prime integer proof",
+                                                           "solar carbon plant", "market price robot"])]
+    index = Index.build(tiny_model, docs, tmp_path / "idx")
+    counter = Counting(tiny_model, monkeypatch)
+    plain = index.search(tiny_model.encode_query(QUERIES, reasoning="none").embeddings, k=2)
+    gaps = [h[0].score - h[1].score for h in plain]
+    margin = sorted(gaps)[1] + 1e-6  # the two least confident queries reason
+    hits, reasoning = index.search_queries(tiny_model, QUERIES, k=3, reasoning="auto", margin=margin,
+                                           max_new_tokens=3)
+    unsure = {i for i, g in enumerate(gaps) if g < margin}
+    assert len(unsure) == 2 and counter.rows == 2
+    assert {i for i, r in enumerate(reasoning) if r} <= unsure
+    for i in set(range(4)) - unsure:  # confident queries keep their plain ranking
+        assert [h.id for h in hits[i]] == [h.id for h in index.search(
+            tiny_model.encode_query(QUERIES[i], reasoning="none").embeddings, k=3)[0]]
+    never, _ = index.search_queries(tiny_model, QUERIES, k=3, reasoning="auto", margin=-1.0)
+    assert counter.rows == 2  # a negative margin never reasons
+    always, _ = index.search_queries(tiny_model, QUERIES, k=3, reasoning="auto", margin=10.0, max_new_tokens=3)
+    assert counter.rows == 6 and len(always) == 4 and len(never) == 4

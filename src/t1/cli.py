@@ -64,7 +64,7 @@ def cmd_search(args) -> int:
     model = _load_model(args)
     index = Index.open(args.index, model=model)
     cache = None
-    if args.reasoning == "generate" and not args.no_reasoning_cache:
+    if args.reasoning in ("generate", "auto") and not args.no_reasoning_cache:
         from .reasoning_cache import ReasoningCache
 
         cache = ReasoningCache(args.reasoning_cache or args.index)
@@ -74,6 +74,7 @@ def cmd_search(args) -> int:
         max_new_tokens=args.max_new_tokens, instruction=args.instruction, show_progress_bar=len(queries) > 1,
         hybrid=args.fusion if args.hybrid else None, fusion_weight=args.fusion_weight,
         num_traces=args.traces, temperature=args.temperature, top_p=args.top_p, trace_fusion=args.trace_fusion,
+        **({"margin": args.auto_margin} if args.reasoning == "auto" else {}),
     )
     if args.json:
         out = [{"qid": qid, "query": q, "reasoning": r, "hits": [vars(h) for h in hs]}
@@ -142,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", nargs="*", help="query text(s)")
     p.add_argument("--queries", dest="queries_file", default=None, help="file of queries (JSONL/CSV/TXT)")
     p.add_argument("-k", "--k", type=int, default=10)
-    p.add_argument("--reasoning", choices=["generate", "none"], default="generate")
+    p.add_argument("--reasoning", choices=["generate", "none", "auto"], default="generate",
+                   help="generate (default), none, or auto: reason only when the plain embedding's top result "
+                        "does not lead the second by --auto-margin")
+    p.add_argument("--auto-margin", type=float, default=0.02, help="with --reasoning auto (cosine; default 0.02)")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--instruction", default=None, help="query instruction (default: the model's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

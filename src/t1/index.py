@@ -277,6 +277,28 @@ class Index:
             out.append([self._hit(self._position[i], s) for i, s in fused])
         return out
 
+    def search_adaptive(self, model, queries: Sequence[str], k: int = 10, exclude=None, margin: float = 0.02,
+                        query_ids: Sequence[str] | None = None, **encode_kwargs):
+        """Reasoning only where it is worth its cost (`reasoning="auto"`). Every query is first
+        embedded without reasoning (one forward pass); when its best document leads the second
+        by at least `margin` in cosine, the embedding is confident and its ranking is kept;
+        otherwise the model reasons and the query is searched again. Returns (hits, reasoning
+        texts, "" where the model did not reason)."""
+        queries = list(queries)
+        quick = model.encode_query(queries, reasoning="none", instruction=encode_kwargs.get("instruction"),
+                                   batch_size=encode_kwargs.get("batch_size", 8))
+        first = self.search(quick.embeddings, k=max(k, 2), exclude=exclude)
+        unsure = [i for i, h in enumerate(first) if len(h) > 1 and h[0].score - h[1].score < margin]
+        hits, reasoning = [h[:k] for h in first], [""] * len(queries)
+        if unsure:
+            deep = model.encode_query([queries[i] for i in unsure], reasoning="generate",
+                                      query_ids=None if query_ids is None else [query_ids[i] for i in unsure],
+                                      **encode_kwargs)
+            again = self.search(deep.embeddings, k=k, exclude=None if exclude is None else [exclude[i] for i in unsure])
+            for j, i in enumerate(unsure):
+                hits[i], reasoning[i] = again[j], deep.reasoning[j]
+        return hits, reasoning
+
     def search_queries(self, model, queries: Sequence[str], k: int = 10, exclude=None, backend: str = "auto",
                        hybrid: str | None = None, fusion_weight: float = 0.5, trace_fusion: str = "mean",
                        **encode_kwargs):
@@ -288,6 +310,12 @@ class Index:
             raise T1Error(f"trace fusion must be 'mean' or 'rrf', got {trace_fusion!r}")
         if hybrid:
             self.bm25  # fail before the (slow) reasoning when there is no BM25 index
+        if encode_kwargs.get("reasoning") == "auto":
+            if hybrid:
+                raise T1Error("reasoning 'auto' does not combine with hybrid search yet")
+            encode_kwargs.pop("reasoning")
+            return self.search_adaptive(model, queries, k, exclude, **encode_kwargs)
+        encode_kwargs.pop("margin", None)
         encoded = model.encode_query(list(queries), **encode_kwargs)
         if hybrid:
             hits = self.search_hybrid(encoded.embeddings, list(queries), k, exclude, hybrid, fusion_weight)

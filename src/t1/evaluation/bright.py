@@ -16,9 +16,8 @@ from ..errors import T1Error
 from .datasets import BRIGHT_HUB, BRIGHT_LONG_TASKS, BRIGHT_TASKS, load_bright_task, local_files
 from .metrics import format_headline
 from .runs import INFO_FILE, METRICS_FILE, read_json, run_evaluation
-from .retrievers import load_t1_model, make_retriever, parse_retriever
+from .retrievers import T1_MODES, load_t1_model, make_retriever, parse_retriever
 
-T1_MODES = ("generate", "none")
 SUMMARY_FILE = "summary.json"
 _SETTINGS = ("retriever", "long", "reasoning", "k", "query_instruction", "document_instruction", "max_new_tokens",
              "fusion", "fusion_weight", "num_traces", "temperature", "top_p", "trace_fusion")
@@ -81,6 +80,7 @@ def run_bright(
     temperature: float = 1.0,
     top_p: float = 0.95,
     trace_fusion: str = "mean",
+    auto_margin: float = 0.02,
     show_progress: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -93,7 +93,7 @@ def run_bright(
     tasks = resolve_tasks(tasks, long)
     mode = reasoning if reasoning in T1_MODES else "generate"
     given = reasoning if reasoning and reasoning not in T1_MODES else None
-    if kind != "t1" and reasoning == "generate":
+    if kind != "t1" and reasoning in ("generate", "auto"):
         raise T1Error(f"{retriever} cannot generate reasoning; use a T1 model or a BRIGHT reasoning set (e.g. gpt4)")
 
     out = Path(out)
@@ -131,7 +131,8 @@ def run_bright(
                            document_instruction=document_instruction, max_new_tokens=max_new_tokens,
                            batch_size=batch_size, device=device, k1=k1, b=b, fusion=fusion,
                            fusion_weight=fusion_weight, reasoning_cache=reasoning_cache, num_traces=num_traces,
-                           temperature=temperature, top_p=top_p, trace_fusion=trace_fusion, show_progress=show_progress)
+                           temperature=temperature, top_p=top_p, trace_fusion=trace_fusion, auto_margin=auto_margin,
+                           show_progress=show_progress)
         evaluation = run_evaluation(data, r, task_dir, k=k, info={"task": task, "long": long, "reasoning_set": given})
         log(f"{task}: {format_headline(evaluation.mean)} ({len(data.queries)} queries, {len(data.corpus)} docs)")
         write_json(out / SUMMARY_FILE, summarize(out))

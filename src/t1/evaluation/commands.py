@@ -37,6 +37,8 @@ def _add_retriever_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling with --traces N")
     p.add_argument("--trace-fusion", choices=["mean", "rrf"], default="mean",
                    help="with --traces N: mean of the trace embeddings, or reciprocal-rank fusion of their results")
+    p.add_argument("--auto-margin", type=float, default=0.02,
+                   help="T1 --reasoning auto: reason when the plain embedding's top result leads the second by less")
     p.add_argument("--no-reasoning-cache", action="store_true",
                    help="generate every trace anew (default: reuse traces cached under $T1_CACHE by an earlier run "
                         "with the same model, prompt and decoding settings)")
@@ -44,23 +46,23 @@ def _add_retriever_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_eval(args) -> int:
     from .datasets import is_bright_source, load_eval_data, load_reasoning_file
-    from .retrievers import make_retriever, parse_retriever
+    from .retrievers import T1_MODES, make_retriever, parse_retriever
     from .runs import INFO_FILE, describe, read_json, run_evaluation
 
     kind, inner = parse_retriever(args.retriever)
     if kind == "hybrid":
         kind = parse_retriever(inner)[0]
     reasoning, mode, reason_set = args.reasoning, "generate", None
-    if reasoning in ("generate", "none"):
+    if reasoning in T1_MODES:
         mode = reasoning
-        if kind != "t1" and reasoning == "generate":
+        if kind != "t1" and reasoning in ("generate", "auto"):
             raise T1Error(f"{args.retriever} cannot generate reasoning; use a T1 model or --reasoning FILE")
     elif reasoning and not Path(reasoning).is_file():
         if not is_bright_source(args.dataset):
             raise T1Error(f"--reasoning {reasoning!r}: not 'generate', 'none' or an existing file")
         reason_set = reasoning  # a BRIGHT reasoning set, e.g. gpt4
     data = load_eval_data(args.dataset, args.split, long=args.long, reasoning=reason_set)
-    if reasoning and reason_set is None and reasoning not in ("generate", "none"):
+    if reasoning and reason_set is None and reasoning not in T1_MODES:
         given = load_reasoning_file(reasoning)
         lacking = [q for q in data.queries if q not in given]
         if lacking:
@@ -74,7 +76,7 @@ def cmd_eval(args) -> int:
         document_instruction=args.doc_instruction, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         device=args.device, k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
         reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,
-        top_p=args.top_p, trace_fusion=args.trace_fusion, show_progress=_progress(args))
+        top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin, show_progress=_progress(args))
     load_s = round(time.perf_counter() - start, 2)
     info = {"split": args.split, "reasoning": reasoning, "load_seconds": load_s}
     evaluation = run_evaluation(data, retriever, args.out, k=args.k, info=info)
@@ -103,7 +105,7 @@ def cmd_bright(args) -> int:
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
         k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
         reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,
-        top_p=args.top_p, trace_fusion=args.trace_fusion, show_progress=_progress(args))
+        top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin, show_progress=_progress(args))
     if summary["num_tasks"]:
         print()
         print(bright_table(load_runs([out])))
@@ -128,7 +130,7 @@ def register(subparsers) -> None:
     _add_retriever_args(p)
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--reasoning", default=None,
-                   help="T1: generate (default) or none; any retriever: a JSONL file of given reasoning "
+                   help="T1: generate (default), none or auto; any retriever: a JSONL file of given reasoning "
                         "({id, reasoning}), or for BRIGHT a reasoning set such as gpt4")
     p.add_argument("--long", action="store_true", help="BRIGHT: long documents")
     p.set_defaults(func=cmd_eval)
@@ -139,7 +141,7 @@ def register(subparsers) -> None:
     p.add_argument("--tasks", nargs="+", default=None, help="subset of tasks (default: all 12, or the 8 long ones)")
     p.add_argument("--long", action="store_true", help="long documents (8 tasks)")
     p.add_argument("--reasoning", default=None,
-                   help="T1: generate (default) or none; or a BRIGHT reasoning set, e.g. gpt4 (config gpt4_reason)")
+                   help="T1: generate (default), none or auto; or a BRIGHT reasoning set, e.g. gpt4 (config gpt4_reason)")
     p.add_argument("--out", default=None, help="run folder (default runs/bright/<retriever>)")
     p.set_defaults(func=cmd_bright)
 

@@ -32,6 +32,7 @@ from ..index import Index, corpus_hash
 from ..search import exact_search
 
 Results = dict[str, dict[str, float]]
+T1_MODES = ("generate", "none", "auto")
 MINILM_ALIASES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
 
@@ -182,9 +183,9 @@ class T1Retriever(Retriever):
                  document_instruction: str | None = None, max_new_tokens: int | None = None,
                  batch_size: int = 8, doc_batch_size: int = 32, max_length: int | None = None,
                  reasoning_cache: bool = True, num_traces: int = 1, temperature: float = 1.0, top_p: float = 0.95,
-                 trace_fusion: str = "mean", show_progress: bool | None = None):
-        if mode not in ("generate", "none"):
-            raise T1Error(f"T1 reasoning mode must be 'generate' or 'none', got {mode!r}")
+                 trace_fusion: str = "mean", auto_margin: float = 0.02, show_progress: bool | None = None):
+        if mode not in T1_MODES:
+            raise T1Error(f"T1 reasoning mode must be one of {', '.join(T1_MODES)}, got {mode!r}")
         super().__init__(corpus, show_progress)
         self.model, self.mode = model, mode
         self.query_instruction = query_instruction
@@ -198,6 +199,7 @@ class T1Retriever(Retriever):
         if num_traces < 1 or trace_fusion not in ("mean", "rrf"):
             raise T1Error("test-time scaling needs num_traces >= 1 and trace fusion 'mean' or 'rrf'")
         self.num_traces, self.temperature, self.top_p, self.trace_fusion = num_traces, temperature, top_p, trace_fusion
+        self.auto_margin = auto_margin
 
     def index_folder(self, fingerprint: str) -> Path:
         key = _key(fingerprint, corpus_hash(self.corpus), self.document_instruction, self.max_length, "float16")
@@ -222,11 +224,19 @@ class T1Retriever(Retriever):
         if reasoning is not None:
             self.settings["mode"] = "given"
         cache = None
-        if mode == "generate" and self.reasoning_cache:
+        if mode in ("generate", "auto") and self.reasoning_cache:
             from ..reasoning_cache import ReasoningCache
 
             cache = ReasoningCache(cache_dir())
             self.settings["reasoning_cache"] = str(cache.path)
+        if mode == "auto":
+            hits, traces = self.index.search_adaptive(
+                self.model, texts, k, exclude, margin=self.auto_margin, query_ids=qids, instruction=self.query_instruction,
+                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, cache=cache,
+                show_progress_bar=_show(self.show_progress))
+            self.reasoning = dict(zip(qids, traces))
+            self.settings.update(auto_margin=self.auto_margin, reasoned=sum(bool(t) for t in traces))
+            return {q: {h.id: h.score for h in row} for q, row in zip(qids, hits)}
         encoded = self.model.encode_query(texts, instruction=self.query_instruction, reasoning=mode,
                                           max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
                                           show_progress_bar=_show(self.show_progress), cache=cache, query_ids=qids,
@@ -302,7 +312,7 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
                    batch_size: int | None = None, device: str | None = None, k1: float = 0.9, b: float = 0.4,
                    fusion: str = "rrf", fusion_weight: float = 0.5, reasoning_cache: bool = True,
                    num_traces: int = 1, temperature: float = 1.0, top_p: float = 0.95, trace_fusion: str = "mean",
-                   show_progress: bool | None = None) -> Retriever:
+                   auto_margin: float = 0.02, show_progress: bool | None = None) -> Retriever:
     """Build the retriever named by `spec`. For `t1:`, pass an already loaded `model` to share
     it across tasks (else it is loaded here)."""
     kind, name = parse_retriever(spec)
@@ -311,7 +321,7 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
                                document_instruction=document_instruction, max_new_tokens=max_new_tokens,
                                batch_size=batch_size, device=device, reasoning_cache=reasoning_cache,
                                num_traces=num_traces, temperature=temperature, top_p=top_p,
-                               trace_fusion=trace_fusion, show_progress=show_progress)
+                               trace_fusion=trace_fusion, auto_margin=auto_margin, show_progress=show_progress)
         return HybridRetriever(dense, corpus, fusion, fusion_weight, k1=k1, b=b, show_progress=show_progress)
     if kind == "bm25":
         return BM25Retriever(corpus, k1=k1, b=b, show_progress=show_progress)
@@ -323,7 +333,8 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
     return T1Retriever(model, corpus, mode=mode, query_instruction=query_instruction,
                        document_instruction=document_instruction, max_new_tokens=max_new_tokens,
                        batch_size=batch_size or 8, reasoning_cache=reasoning_cache, num_traces=num_traces,
-                       temperature=temperature, top_p=top_p, trace_fusion=trace_fusion, show_progress=show_progress)
+                       temperature=temperature, top_p=top_p, trace_fusion=trace_fusion, auto_margin=auto_margin,
+                       show_progress=show_progress)
 
 
 def load_t1_model(name: str, device: str | None = None):
