@@ -58,3 +58,18 @@ def test_paired_bootstrap():
     assert low < 0 < high and low < mean < high  # no supported difference
     with pytest.raises(ValueError, match="no query"):
         paired_bootstrap({"a": 1.0}, {"b": 1.0})
+
+
+def test_data_pairs_command(tmp_path, capsys):
+    import json
+
+    from t1.cli import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in CORPUS))
+    out = tmp_path / "pairs.jsonl"
+    assert main(["data", "pairs", str(corpus), "--out", str(out), "--title", "2", "--sentence", "2"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["source"] for r in rows].count("title") == 2 and len(rows) == 4
+    assert main(["data", "pairs", str(corpus), "--out", str(out)]) == 2
+    assert "ask for some pairs" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     mine = tools.add_parser("mine", help="records with BM25 (+ dense) hard negatives from a BEIR folder")
     mine.add_argument("beir_folder")
     mine.add_argument("--split", default="train", help="qrels split (qrels/<split>.tsv), default train")
-    mine.add_argument("--output", "-o", required=True, help="JSONL file to write")
+    mine.add_argument("--out", "--output", "-o", dest="output", required=True, help="JSONL file to write")
     mine.add_argument("--negatives", type=int, default=7, help="hard negatives per query (default 7)")
     mine.add_argument("--depth", type=int, default=50, help="draw negatives from the top DEPTH (default 50)")
     mine.add_argument("--skip-top", type=int, default=0, help="never take the top SKIP_TOP (false negatives)")
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 
     reason = tools.add_parser("reason", help="add reasoning traces (teacher file, or best-of-N self-generation)")
     reason.add_argument("input", help="training records (JSONL)")
-    reason.add_argument("--output", "-o", required=True)
+    reason.add_argument("--out", "--output", "-o", dest="output", required=True)
     source = reason.add_mutually_exclusive_group(required=True)
     source.add_argument("--teacher", help="JSONL with `reasoning` and `query_id`/`id` or `query`")
     source.add_argument("--model", help="T1 model that writes its own traces (e.g. the stage-1 output)")
@@ -62,7 +62,19 @@ def register(subparsers) -> None:
     reason.add_argument("--seed", type=int, default=0)
     reason.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     reason.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    reason.add_argument("--whole-sentences", action="store_true",
+                        help="cut each trace back to its last complete sentence, so stage 2 teaches the model to end "
+                             "its reasoning with <emb_token> itself")
     reason.set_defaults(func=_reason)
+
+    pairs = tools.add_parser("pairs", help="self-supervised records from any corpus: title -> text, sentence -> passage")
+    pairs.add_argument("corpus", help="corpus file (BEIR corpus.jsonl, JSONL/CSV/parquet) or BEIR folder")
+    pairs.add_argument("--out", "--output", "-o", dest="output", required=True, help="JSONL file to write")
+    pairs.add_argument("--title", type=int, default=0, help="title -> text pairs (default 0)")
+    pairs.add_argument("--sentence", type=int, default=0, help="sentence -> rest of the passage pairs (default 0)")
+    pairs.add_argument("--negatives", type=int, default=3, help="BM25 hard negatives per pair (default 3)")
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.set_defaults(func=_pairs)
 
 
 def _train(args) -> int:
@@ -96,6 +108,23 @@ def _mine(args) -> int:
     return 0
 
 
+def _pairs(args) -> int:
+    from pathlib import Path
+
+    from ..atomic import write_jsonl
+    from ..data import load_corpus
+    from .pairs import make_pairs
+
+    if args.title < 0 or args.sentence < 0 or args.title + args.sentence == 0:
+        raise T1Error("ask for some pairs: --title N and/or --sentence N (N >= 1)")
+    source = Path(args.corpus)
+    corpus = load_corpus(source / "corpus.jsonl" if source.is_dir() else source)
+    rows = make_pairs(corpus, {"title": args.title, "sentence": args.sentence}, negatives=args.negatives, seed=args.seed)
+    write_jsonl(args.output, rows)
+    print(f"wrote {len(rows)} records to {args.output}")
+    return 0
+
+
 def _reason(args) -> int:
     from .reasoning_data import SamplingSettings, merge_teacher, self_generate
     from .records import read_records, write_records
@@ -111,7 +140,7 @@ def _reason(args) -> int:
 
     settings = SamplingSettings(samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, max_rank=args.max_rank,
-                                batch_size=args.batch_size, seed=args.seed)
+                                batch_size=args.batch_size, seed=args.seed, whole_sentences=args.whole_sentences)
     if min(settings.samples, settings.max_new_tokens, settings.max_rank, settings.batch_size) < 1:
         raise T1Error("--samples, --max-new-tokens, --max-rank and --batch-size must be >= 1")
     model = T1Model.from_pretrained(args.model, device=args.device)
