@@ -189,6 +189,11 @@ def _register_plugins(sub) -> None:
 
     register_eval(sub)
     register_train(sub)
+    try:
+        from .serve.commands import register as register_serve
+    except ImportError:  # the service is being built; the rest of the CLI works without it
+        return
+    register_serve(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
