@@ -183,16 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_plugins(sub) -> None:
-    """Evaluation and training commands live with their packages."""
+    """Evaluation, training and service commands live with their packages."""
     from .evaluation.commands import register as register_eval
+    from .serve.commands import register as register_serve
     from .training.commands import register as register_train
 
     register_eval(sub)
     register_train(sub)
-    try:
-        from .serve.commands import register as register_serve
-    except ImportError:  # the service is being built; the rest of the CLI works without it
-        return
     register_serve(sub)
 
 

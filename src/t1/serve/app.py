@@ -1,0 +1,600 @@
+"""The HTTP service: FastAPI routes over a `Batcher` and an `Engine`.
+
+Routes: `POST /search`, `POST /search/stream` (server-sent events: the reasoning as it is
+generated, then the hits), `POST /encode`, `GET /health`, `GET /info`, the search page at `/`,
+and FastAPI's own `/docs`, `/redoc` and `/openapi.json`. Every request is logged on one line;
+a bad request gets a 4xx whose body is `{"detail": "one line"}`.
+
+With an API key, every route but `/health` answers 401 without it. A client sends it as
+`X-API-Key: KEY` or `Authorization: Bearer KEY`; a browser opens `/?key=KEY` once, which sets
+an HttpOnly, SameSite=Strict cookie and redirects to `/` (the key leaves the address bar).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from http.cookies import SimpleCookie
+from importlib.resources import files
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import T1Error
+from .batcher import Batcher, Busy, Job
+from .engine import Engine, Plan, Work
+
+logger = logging.getLogger("t1.serve")
+
+PUBLIC_PATHS = frozenset({"/health"})
+MODEL_PATHS = frozenset({"/search", "/search/stream", "/encode"})  # the requests that may join a batch
+KEY_COOKIE = "t1_key"
+KEEP_ALIVE_S = 15.0  # an idle stream (queued behind others) gets a comment line this often
+NOTE = "t1.note"  # scope entry: the one-line reason logged with a request's status
+
+
+@dataclass
+class ServeSettings:
+    """Batching, limits and access of one server (the `t1 serve` options)."""
+
+    api_key: str | None = None
+    max_batch: int = 16  # rows (queries x traces) per batch; 1 turns batching off
+    max_wait_ms: float = 5.0  # how long the oldest request waits for others to join its batch
+    adaptive_wait: bool = True  # ... but not when every request in the server is queued already
+    max_queue: int = 256  # requests waiting beyond this are refused with 503
+    timeout_s: float = 120.0  # per request, queueing included: then 504
+    max_k: int = 100
+    max_queries: int = 32  # per request
+    max_query_chars: int = 8192
+    max_documents: int = 64  # per /encode request
+    max_document_chars: int = 100_000
+    max_traces: int = 8
+    max_new_tokens: int | None = None  # default and ceiling of the reasoning length; None: the model's
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+class BadRequest(Exception):
+    """A request that is well-formed JSON of the right types but asks for something invalid."""
+
+
+# ---------------------------------------------------------------- request and response bodies
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    query: str | list[str] = Field(description="one query, or a list searched together")
+    k: int = Field(10, description="hits per query (1 to the server's max_k)")
+    reasoning: Literal["generate", "none", "given", "auto"] = Field(
+        "generate", description="generate: the model reasons first; none: embed the query alone; given: embed "
+                                "with reasoning_text; auto: reason only when the plain embedding is unsure")
+    reasoning_text: str | list[str] | None = Field(None, description="reasoning 'given': one trace per query")
+    exclude: list[str] | list[list[str]] | None = Field(
+        None, description="document ids never returned: a list for one query, or one list per query")
+    hybrid: bool = Field(False, description="fuse with the index's BM25 (built by `t1 index --bm25`)")
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    fusion_weight: float = Field(0.5, description="hybrid: weight of the T1 list (BM25 gets 1 - w)")
+    traces: int = Field(1, description="test-time scaling: sample this many traces per query and fuse them")
+    trace_fusion: Literal["mean", "rrf"] = "mean"
+    temperature: float = Field(1.0, description="sampling temperature with traces > 1")
+    top_p: float = Field(0.95, description="nucleus sampling with traces > 1")
+    margin: float = Field(0.02, description="reasoning 'auto': reason when the top hit leads the second by less")
+    max_new_tokens: int | None = Field(None, description="reasoning length limit (default and ceiling: the server's)")
+    instruction: str | None = Field(None, description="query instruction (default: the model's)")
+
+
+class EncodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    documents: str | list[str] | None = Field(None, description="embedded as the index embeds documents")
+    queries: str | list[str] | None = None
+    reasoning: Literal["generate", "none", "given"] = Field("none", description="queries only")
+    reasoning_text: str | list[str] | None = None
+    max_new_tokens: int | None = None
+    instruction: str | None = Field(None, description="query instruction (default: the model's)")
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float
+    title: str = ""
+    snippet: str = ""
+
+
+class QueryResult(BaseModel):
+    query: str
+    reasoning: str = Field(description="the trace the query was embedded with ('' without reasoning)")
+    ended: bool | None = Field(None, description="generate: the model ended its trace itself")
+    reasoned: bool | None = Field(None, description="auto: whether the model reasoned for this query")
+    traces: list[str] | None = None
+    hits: list[HitOut]
+
+
+class Timings(BaseModel):
+    queue_ms: float = Field(description="waiting for a batch and the worker")
+    encode_ms: float | None = Field(None, description="embedding and reasoning of the whole batch")
+    search_ms: float | None = Field(None, description="searching the whole batch")
+    model_ms: float | None = Field(None, description="reasoning 'auto': embedding and searching together")
+    total_ms: float
+    batch_queries: int = Field(description="queries in the batch this request ran in")
+    batch_requests: int = Field(description="requests in that batch")
+
+
+class SearchResponse(BaseModel):
+    results: list[QueryResult]
+    mode: str
+    k: int
+    timings: Timings
+
+
+class EncodeResponse(BaseModel):
+    kind: Literal["documents", "queries"]
+    dim: int
+    embeddings: list[list[float]]
+    reasoning: list[str] | None = None
+    timings: Timings
+
+
+# ---------------------------------------------------------------- validation
+def _texts(value, what: str, limit: int, max_chars: int) -> list[str]:
+    texts = [value] if isinstance(value, str) else list(value)
+    if not texts:
+        raise BadRequest(f"{what}: give at least one")
+    if len(texts) > limit:
+        raise BadRequest(f"{what}: {len(texts)} given, more than the limit of {limit} per request")
+    for i, t in enumerate(texts):
+        name = what if isinstance(value, str) else f"{what}[{i}]"
+        if not t.strip():
+            raise BadRequest(f"{name} is empty")
+        if len(t) > max_chars:
+            raise BadRequest(f"{name} is {len(t)} characters long, more than the limit of {max_chars}")
+    return texts
+
+
+def _given(req, n: int) -> list[str] | None:
+    if req.reasoning != "given":
+        if req.reasoning_text is not None:
+            raise BadRequest("reasoning_text is only used with reasoning 'given'")
+        return None
+    if req.reasoning_text is None:
+        raise BadRequest("reasoning 'given' needs reasoning_text")
+    given = [req.reasoning_text] if isinstance(req.reasoning_text, str) else list(req.reasoning_text)
+    if len(given) != n:
+        raise BadRequest(f"reasoning_text: got {len(given)} texts for {n} queries (give one per query)")
+    return given
+
+
+def _tokens(req, settings: ServeSettings, engine: Engine) -> int:
+    ceiling = settings.max_new_tokens if settings.max_new_tokens is not None else engine.model.config.max_new_tokens
+    if req.max_new_tokens is None:
+        return ceiling
+    if not 0 <= req.max_new_tokens <= ceiling:
+        raise BadRequest(f"max_new_tokens must be between 0 and {ceiling}, got {req.max_new_tokens}")
+    return req.max_new_tokens
+
+
+def _instruction(req, settings: ServeSettings) -> str | None:
+    if req.instruction is not None and len(req.instruction) > settings.max_query_chars:
+        raise BadRequest(f"instruction is {len(req.instruction)} characters long, more than the limit of "
+                         f"{settings.max_query_chars}")
+    return req.instruction
+
+
+def plan_search(req: SearchRequest, settings: ServeSettings, engine: Engine) -> tuple[Plan, Work]:
+    queries = _texts(req.query, "query", settings.max_queries, settings.max_query_chars)
+    if not 1 <= req.k <= settings.max_k:
+        raise BadRequest(f"k must be between 1 and {settings.max_k}, got {req.k}")
+    exclude = None
+    if req.exclude:
+        lists = req.exclude if isinstance(req.exclude[0], list) else [req.exclude]
+        if len(lists) != len(queries):
+            raise BadRequest(f"exclude: got {len(lists)} lists of ids for {len(queries)} queries (give one per query)")
+        exclude = [set(ids) for ids in lists]
+        unknown = sorted({i for ids in exclude for i in ids} - engine.ids)
+        if unknown:
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            raise BadRequest(f"exclude: unknown document id {unknown[0]!r}{more}")
+    given = _given(req, len(queries))
+    mode = req.reasoning
+    if req.hybrid:
+        if not engine.index.has_bm25:
+            raise BadRequest("hybrid: this index has no BM25 index (add one with `t1 index --bm25`)")
+        if mode == "auto":
+            raise BadRequest("reasoning 'auto' does not combine with hybrid search")
+        if not 0.0 <= req.fusion_weight <= 1.0:
+            raise BadRequest(f"fusion_weight must be between 0 and 1, got {req.fusion_weight}")
+    if not 1 <= req.traces <= settings.max_traces:
+        raise BadRequest(f"traces must be between 1 and {settings.max_traces}, got {req.traces}")
+    if req.traces > 1 and mode != "generate":
+        raise BadRequest("traces > 1 needs reasoning 'generate'")
+    if req.traces > 1 and not (req.temperature > 0 and 0 < req.top_p <= 1):
+        raise BadRequest("traces > 1 needs temperature > 0 and 0 < top_p <= 1")
+    if mode == "auto" and req.margin < 0:
+        raise BadRequest(f"margin must be >= 0, got {req.margin}")
+    tokens = _tokens(req, settings, engine)
+    sampled = mode == "generate" and req.traces > 1 and tokens > 0
+    plan = Plan(
+        kind="search", reasoning=mode if (mode != "generate" or tokens > 0) else "none",
+        max_new_tokens=tokens if mode != "none" else 0, instruction=_instruction(req, settings),
+        hybrid=req.fusion if req.hybrid else None, fusion_weight=req.fusion_weight if req.hybrid else 0.5,
+        traces=req.traces if sampled else 1, trace_fusion=req.trace_fusion if sampled else "mean",
+        temperature=req.temperature if sampled else 1.0, top_p=req.top_p if sampled else 0.95,
+        margin=req.margin if mode == "auto" else 0.02,
+        # Fused lists are cut at depth max(k, 100): past 100 only requests of equal k share a batch.
+        depth_k=req.k if (req.hybrid or (sampled and req.trace_fusion == "rrf")) and req.k > 100 else 0)
+    return plan, Work(queries, given, exclude, req.k)
+
+
+def plan_encode(req: EncodeRequest, settings: ServeSettings, engine: Engine) -> tuple[Plan, Work]:
+    if (req.documents is None) == (req.queries is None):
+        raise BadRequest("give either documents or queries")
+    if req.documents is not None:
+        if req.reasoning != "none" or req.reasoning_text is not None or req.max_new_tokens is not None \
+                or req.instruction is not None:
+            raise BadRequest("reasoning, reasoning_text, max_new_tokens and instruction apply to queries only")
+        docs = _texts(req.documents, "documents", settings.max_documents, settings.max_document_chars)
+        return Plan(kind="documents"), Work(docs)
+    queries = _texts(req.queries, "queries", settings.max_queries, settings.max_query_chars)
+    given = _given(req, len(queries))
+    tokens = _tokens(req, settings, engine)
+    mode = req.reasoning if (req.reasoning != "generate" or tokens > 0) else "none"
+    return Plan(kind="queries", reasoning=mode, max_new_tokens=tokens if mode != "none" else 0,
+                instruction=_instruction(req, settings)), Work(queries, given)
+
+
+EXPECTED = {
+    "query": "a string or a list of strings", "queries": "a string or a list of strings",
+    "documents": "a string or a list of strings", "reasoning_text": "a string or a list of strings",
+    "exclude": "a list of document ids, or one such list per query",
+}
+
+
+def validation_message(errors) -> tuple[int, str]:
+    """(status, one line) for pydantic errors of a request body."""
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        detail = first.get("ctx", {}).get("error", "")
+        return 400, f"malformed JSON{': ' + str(detail) if detail else ''}"
+    loc = [p for p in first["loc"] if p != "body"]
+    if not loc:
+        return 422, "the request body must be a JSON object"
+    field = str(loc[0])
+    fields_wrong = {str([p for p in e["loc"] if p != "body"][:1]) for e in errors}
+    if first["type"] == "extra_forbidden":
+        msg = f"unknown field {field!r}"
+    elif first["type"] == "missing":
+        msg = f"missing field {field!r}"
+    elif field in EXPECTED and len(loc) > 1 and isinstance(loc[1], str):  # a union: name the accepted types
+        msg = f"{field}: expected {EXPECTED[field]}"
+    else:
+        msg = f"{field}: {first['msg']}"
+    if len(fields_wrong) > 1:
+        msg += f" (and {len(fields_wrong) - 1} more field{'s' if len(fields_wrong) > 2 else ''} wrong)"
+    return 422, " ".join(msg.split())
+
+
+# ---------------------------------------------------------------- access and logging
+class Gate:
+    """Pure ASGI middleware: body size limit, API key, and one log line per request."""
+
+    def __init__(self, app, api_key: str | None, max_body_bytes: int, counter: list[int], poke=None):
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
+        self.counter = counter  # [requests to MODEL_PATHS in flight], for the batcher's adaptive wait
+        self.poke = poke
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = {"code": 500}
+        counted = scope["path"] in MODEL_PATHS
+        self.counter[0] += counted
+
+        async def send_logged(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                scope[NOTE] = json.loads(refusal.body)["detail"] if refusal.status_code != 303 else "key accepted"
+                await refusal(scope, receive, send_logged)
+            else:
+                await self.app(scope, receive, send_logged)
+        finally:
+            self.counter[0] -= counted
+            if counted and self.poke is not None:
+                self.poke()
+            client = scope.get("client")
+            who = f"{client[0]}:{client[1]}" if client else "-"
+            note = scope.get(NOTE)
+            logger.info('%s "%s %s" %d %.1fms%s', who, scope["method"], scope["path"], status["code"],
+                        (time.perf_counter() - start) * 1000, f" - {note}" if note else "")
+
+    def _refusal(self, scope) -> Response | None:
+        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            return JSONResponse({"detail": f"request body is {int(length)} bytes, more than the limit of "
+                                           f"{self.max_body_bytes}"}, status_code=413)
+        if self.api_key is None or scope["path"] in PUBLIC_PATHS:
+            return None
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        from_url = next((v for k, v in query if k == "key"), None)
+        if from_url is not None and scope["method"] == "GET" and self._matches(from_url.encode()):
+            rest = urlencode([(k, v) for k, v in query if k != "key"])
+            response = Response(status_code=303, headers={"Location": scope["path"] + (f"?{rest}" if rest else "")})
+            response.set_cookie(KEY_COOKIE, from_url, httponly=True, samesite="strict", path="/")
+            return response
+        if self._matches(headers.get("x-api-key")):
+            return None
+        auth = headers.get("authorization", b"")
+        if auth[:7].lower() == b"bearer " and self._matches(auth[7:].strip()):
+            return None
+        cookie = headers.get("cookie")
+        if cookie:
+            jar = SimpleCookie()
+            try:
+                jar.load(cookie.decode("latin-1"))
+            except Exception:  # noqa: BLE001 - a malformed cookie header is just no key
+                jar = {}
+            if KEY_COOKIE in jar and self._matches(jar[KEY_COOKIE].value.encode("latin-1")):
+                return None
+        given = any(headers.get(h) for h in ("x-api-key", "authorization")) or from_url is not None
+        return JSONResponse({"detail": "wrong API key" if given else
+                             "missing API key: send X-API-Key or Authorization: Bearer (browsers: open /?key=KEY)"},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    def _matches(self, candidate: bytes | None) -> bool:
+        return candidate is not None and hmac.compare_digest(candidate, self.api_key)
+
+
+# ---------------------------------------------------------------- the app
+def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI:
+    settings = settings or ServeSettings()
+    in_flight = [0]
+    batcher = Batcher(engine.run, settings.max_batch, settings.max_wait_ms, settings.max_queue,
+                      in_flight=(lambda: in_flight[0]) if settings.adaptive_wait else None)
+    page = files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        await batcher.call(engine.open_cache)
+        await batcher.call(engine.warm_up)
+        yield
+        await batcher.stop()  # after uvicorn has drained the requests in flight
+
+    from .. import __version__
+
+    app = FastAPI(title="T1 search", version=__version__, lifespan=lifespan,
+                  description="Reasoning retrieval over a T1 index: the model writes a reasoning trace for a "
+                              "query, embeds it, and searches the index.")
+    app.state.engine, app.state.batcher, app.state.settings = engine, batcher, settings
+    app.add_middleware(Gate, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes, counter=in_flight,
+                       poke=batcher.poke)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        status, msg = validation_message(exc.errors())
+        kind = request.headers.get("content-type", "")
+        if status == 422 and msg.startswith("the request body") and kind and "json" not in kind.lower():
+            status, msg = 415, f"send the body as JSON (Content-Type: application/json), not {kind.split(';')[0]}"
+        request.scope[NOTE] = msg
+        return JSONResponse({"detail": msg}, status_code=status)
+
+    def refuse(request: Request, status: int, msg: str) -> JSONResponse:
+        request.scope[NOTE] = msg
+        return JSONResponse({"detail": msg}, status_code=status)
+
+    def submit(request: Request, plan: Plan, work: Work) -> Job:
+        return batcher.submit(plan, len(work.texts) * plan.traces, work)
+
+    async def outcome(request: Request, job: Job) -> dict | Response:
+        """The job's result, or the response for its failure (timeout, error, disconnect)."""
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({job.future, gone}, timeout=max(0.0, job.arrived + settings.timeout_s
+                                                                  - time.perf_counter()),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not job.future.done():
+            job.abandon()
+            if gone.done() and not gone.cancelled():
+                request.scope[NOTE] = "client disconnected"
+                return Response(status_code=499)
+            return refuse(request, 504, f"timed out after {settings.timeout_s:g}s")
+        if job.future.cancelled():
+            return refuse(request, 503, "request cancelled")
+        exc = job.future.exception()
+        if isinstance(exc, T1Error):
+            return refuse(request, 422, str(exc).splitlines()[0] if str(exc) else "invalid request")
+        if exc is not None:
+            logger.error("request failed", exc_info=exc)
+            return refuse(request, 500, f"internal error ({type(exc).__name__})")
+        return job.future.result()
+
+    def timings(job: Job, result: dict) -> dict:
+        return {"queue_ms": round(((job.started or job.arrived) - job.arrived) * 1000, 2), **result["timings"],
+                "total_ms": round((time.perf_counter() - job.arrived) * 1000, 2),
+                "batch_queries": job.batch_rows, "batch_requests": job.batch_jobs}
+
+    def queued(request, plan, work) -> Job | JSONResponse:
+        try:
+            return submit(request, plan, work)
+        except Busy as e:
+            return refuse(request, 503, str(e))
+
+    # ---------------------------------------------------------------- routes
+    @app.get("/health", summary="liveness (no key needed)")
+    async def health():
+        return {"status": "ok", "queued": batcher.queued}
+
+    @app.get("/info", summary="model, index and limits")
+    async def info():
+        index = engine.index
+        return {
+            "model": {"name": engine.model.name_or_path, "fingerprint": engine.fingerprint, "dim": engine.model.dim,
+                      "max_new_tokens": engine.model.config.max_new_tokens},
+            "index": {"folder": str(index.folder), "documents": len(index), "dim": index.manifest["dim"],
+                      "dtype": index.manifest.get("dtype"), "bm25": index.has_bm25,
+                      "built_with": index.manifest["model"]["name"]},
+            "reasoning_modes": ["generate", "none", "given", "auto"],
+            "hybrid": index.has_bm25,
+            "batching": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
+                         "adaptive_wait": settings.adaptive_wait, "batches_run": batcher.batches},
+            "limits": {k: v for k, v in asdict(settings).items() if k != "api_key"}
+                      | {"max_new_tokens": settings.max_new_tokens or engine.model.config.max_new_tokens},
+            "auth": settings.api_key is not None,
+            "reasoning_cache": None if engine.cache_path is None else str(engine.cache_path),
+            "version": __version__,
+        }
+
+    @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True,
+              summary="reason about one query or a list, and search the index")
+    async def search(req: SearchRequest, request: Request):
+        try:
+            plan, work = plan_search(req, settings, engine)
+        except BadRequest as e:
+            return refuse(request, 422, str(e))
+        job = queued(request, plan, work)
+        if isinstance(job, Response):
+            return job
+        result = await outcome(request, job)
+        if isinstance(result, Response):
+            return result
+        return {"results": result["results"], "mode": plan.reasoning,
+                "k": req.k, "timings": timings(job, result)}
+
+    @app.post("/search/stream", summary="search one query, streaming the reasoning (server-sent events)",
+              response_class=StreamingResponse,
+              responses={200: {"content": {"text/event-stream": {}},
+                               "description": "events `reasoning` ({text}: the next piece of the trace), then "
+                                              "`result` (a /search response) or `error` ({detail})"}})
+    async def search_stream(req: SearchRequest, request: Request):
+        if not isinstance(req.query, str):
+            return refuse(request, 422, "query: stream one query at a time (a string)")
+        try:
+            plan, work = plan_search(req, settings, engine)
+        except BadRequest as e:
+            return refuse(request, 422, str(e))
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+
+        def on_text(text: str) -> None:  # on the worker thread
+            try:
+                loop.call_soon_threadsafe(pieces.put_nowait, text)
+            except RuntimeError:  # the loop has closed: nobody is listening any more
+                pass
+
+        work.on_text = on_text
+        job = queued(request, plan, work)
+        if isinstance(job, Response):
+            return job
+
+        async def events():
+            try:
+                while True:
+                    piece = asyncio.ensure_future(pieces.get())
+                    left = job.arrived + settings.timeout_s - time.perf_counter()
+                    await asyncio.wait({piece, job.future}, timeout=max(0.0, min(left, KEEP_ALIVE_S)),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    if piece.done():
+                        yield _sse("reasoning", {"text": piece.result()})
+                        continue
+                    piece.cancel()
+                    if not job.future.done() and left > KEEP_ALIVE_S:
+                        yield ": keep-alive\n\n"  # an SSE comment: keeps proxies from closing an idle stream
+                        continue
+                    if not job.future.done():
+                        request.scope[NOTE] = f"timed out after {settings.timeout_s:g}s"
+                        yield _sse("error", {"detail": request.scope[NOTE]})
+                        return
+                    while not pieces.empty():
+                        yield _sse("reasoning", {"text": pieces.get_nowait()})
+                    exc = None if job.future.cancelled() else job.future.exception()
+                    if job.future.cancelled() or exc is not None:
+                        detail = str(exc).splitlines()[0] if isinstance(exc, T1Error) and str(exc) else \
+                            "request cancelled" if exc is None else f"internal error ({type(exc).__name__})"
+                        if exc is not None and not isinstance(exc, T1Error):
+                            logger.error("request failed", exc_info=exc)
+                        request.scope[NOTE] = detail
+                        yield _sse("error", {"detail": detail})
+                        return
+                    result = job.future.result()
+                    body = SearchResponse(results=result["results"], mode=plan.reasoning, k=req.k,
+                                          timings=timings(job, result))
+                    yield _sse("result", body.model_dump(exclude_none=True))
+                    return
+            finally:
+                job.abandon()  # no-op when it finished; stops its generation when the client left
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/encode", response_model=EncodeResponse, response_model_exclude_none=True,
+              summary="embed documents (as the index does) or queries")
+    async def encode(req: EncodeRequest, request: Request):
+        try:
+            plan, work = plan_encode(req, settings, engine)
+        except BadRequest as e:
+            return refuse(request, 422, str(e))
+        job = queued(request, plan, work)
+        if isinstance(job, Response):
+            return job
+        result = await outcome(request, job)
+        if isinstance(result, Response):
+            return result
+        return {"kind": plan.kind, "dim": engine.model.dim, "embeddings": result["embeddings"].tolist(),
+                "reasoning": result.get("reasoning"), "timings": timings(job, result)}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index_page():
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache",
+                                           "Content-Security-Policy": "default-src 'self'; "
+                                           "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
+
+    _document_api_key(app, settings)
+    return app
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone away (the body has been read by then)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _document_api_key(app: FastAPI, settings: ServeSettings) -> None:
+    """Describe the key in the OpenAPI schema, so /docs offers 'Authorize'."""
+    if settings.api_key is None:
+        return
+    plain = app.openapi
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = plain()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"apiKey": []}, {"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi

@@ -1,0 +1,166 @@
+"""`t1 serve`: `register(subparsers)` adds it to the t1 CLI.
+
+Imports nothing heavy until the command runs, so the rest of the CLI starts as fast without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from ..errors import T1Error
+
+API_KEY_ENV = "T1_API_KEY"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve an index over HTTP: search API, streaming reasoning, search page",
+                       description="Serve a t1 index over HTTP (FastAPI + uvicorn): POST /search, "
+                                   "POST /search/stream (server-sent events), POST /encode, GET /health, GET /info, "
+                                   "the search page at /, API docs at /docs.")
+    p.add_argument("--index", required=True, help="index folder built by `t1 index` (opened read-only)")
+    p.add_argument("--model", default=None, help="T1 model (default: the one the index was built with)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--api-key", default=None,
+                   help=f"require this key on every route but /health (default: ${API_KEY_ENV} if set; the "
+                        "variable keeps the key out of the process list)")
+    p.add_argument("--max-batch", type=int, default=16,
+                   help="most queries (times traces) run as one batch (default 16; 1 turns batching off)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a request waits for others to join its batch (default 5)")
+    p.add_argument("--fixed-wait", action="store_true",
+                   help="always wait --max-wait-ms (default: not when every request in the server is queued already)")
+    p.add_argument("--no-batching", action="store_true", help="run every request alone (--max-batch 1 --max-wait-ms 0)")
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond this get 503 (default 256)")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds a request may take, queueing included, before it gets 504 (default 120)")
+    p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
+    p.add_argument("--max-queries", type=int, default=32, help="most queries in one request (default 32)")
+    p.add_argument("--max-query-chars", type=int, default=8192, help="longest query in characters (default 8192)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="reasoning length: the default and the most a request may ask for (default: the model's)")
+    p.add_argument("--reasoning-cache", default=None,
+                   help="folder of a reasoning cache to reuse and fill (default: none; never inside the index)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--drain-timeout", type=float, default=60.0,
+                   help="on SIGTERM or Ctrl-C, seconds to let requests in flight finish (default 60)")
+    p.set_defaults(func=cmd_serve)
+
+
+def _check(args) -> None:
+    rules = [(0 <= args.port <= 65535, f"--port must be between 0 and 65535, got {args.port}"),
+             (args.max_batch >= 1, f"--max-batch must be at least 1, got {args.max_batch}"),
+             (args.max_wait_ms >= 0, f"--max-wait-ms must be >= 0, got {args.max_wait_ms}"),
+             (args.max_queue >= 1, f"--max-queue must be at least 1, got {args.max_queue}"),
+             (args.timeout > 0, f"--timeout must be positive, got {args.timeout}"),
+             (args.max_k >= 1, f"--max-k must be at least 1, got {args.max_k}"),
+             (args.max_queries >= 1, f"--max-queries must be at least 1, got {args.max_queries}"),
+             (args.max_query_chars >= 1, f"--max-query-chars must be at least 1, got {args.max_query_chars}"),
+             (args.max_new_tokens is None or args.max_new_tokens >= 0,
+              f"--max-new-tokens must be >= 0, got {args.max_new_tokens}"),
+             (args.threads is None or args.threads >= 1, f"--threads must be at least 1, got {args.threads}"),
+             (args.drain_timeout >= 0, f"--drain-timeout must be >= 0, got {args.drain_timeout}")]
+    for ok, message in rules:
+        if not ok:
+            raise T1Error(message)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before the (slow) model load, so a taken port fails at once."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        raise T1Error(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def cmd_serve(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as e:
+        raise T1Error(f"t1 serve needs {e.name}: pip install fastapi uvicorn") from None
+    from ..index import Index
+    from .app import ServeSettings, create_app
+    from .engine import Engine
+
+    _check(args)
+    if args.no_batching:
+        args.max_batch, args.max_wait_ms = 1, 0.0
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    if api_key is not None and not api_key.strip():
+        raise T1Error("--api-key is empty")
+    index = Index.open(args.index)
+    if args.reasoning_cache is not None:
+        cache = Path(args.reasoning_cache).resolve()
+        if cache == index.folder.resolve() or index.folder.resolve() in cache.parents:
+            raise T1Error(f"--reasoning-cache {args.reasoning_cache}: inside the index folder, which t1 serve "
+                          "never writes; name another folder")
+    sock = _bind(args.host, args.port)
+    if args.host not in LOOPBACK and api_key is None:
+        print(f"t1 serve: warning: listening on {args.host} without an API key: anyone who can reach this "
+              f"machine can use it (set ${API_KEY_ENV} or --api-key)", file=sys.stderr)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.model is None:
+        args.model = index.manifest["model"]["name"]
+    from ..model import T1Model
+
+    model = T1Model.from_pretrained(args.model, device=args.device)
+    index = Index.open(args.index, model=model)  # refuses an index of another model
+    settings = ServeSettings(api_key=api_key, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                             adaptive_wait=not args.fixed_wait,
+                             max_queue=args.max_queue, timeout_s=args.timeout, max_k=args.max_k,
+                             max_queries=args.max_queries, max_query_chars=args.max_query_chars,
+                             max_new_tokens=args.max_new_tokens)
+    engine = Engine(model, index, reasoning_cache=args.reasoning_cache, batch_size=max(args.max_batch, 8))
+    app = create_app(engine, settings)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log = logging.getLogger("t1.serve")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+    url = _url(sock)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started:
+                print(f"t1 serve: listening on {url} (model {args.model}, {len(index)} documents; "
+                      f"docs at {url}/docs){'; API key required' if api_key else ''}", flush=True)
+
+    config = uvicorn.Config(app, log_level="info" if args.verbose else "warning", access_log=False,
+                            timeout_graceful_shutdown=args.drain_timeout, lifespan="on")
+    # uvicorn handles SIGTERM/SIGINT (stop accepting, drain, shut down) and then re-raises the
+    # signal to whatever handler was there before; these make that a clean exit 0.
+    stopped = []
+    previous = {sig: signal.signal(sig, lambda s, f: stopped.append(s)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        Server(config).run(sockets=[sock])
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        sock.close()
+    print("t1 serve: stopped", file=sys.stderr, flush=True)
+    return 0
