@@ -2,7 +2,11 @@
 
 The embedding is the final-layer hidden state (after the final norm) at the special token
 `<emb_token>`, L2-normalised. The token is added to the backbone's vocabulary when missing, its
-embedding row initialised as the mean of the existing rows.
+embedding row initialised as the mean of the existing rows; a checkpoint whose tokenizer already
+holds it (a published T1 such as ForwardAILabs/MRE-T1) keeps its own trained row.
+
+`encode_query` / `encode_document` also take sentence-transformers' argument names (`prompt`,
+`prompt_name`, `normalize_embeddings`, `convert_to_numpy`, `convert_to_tensor`, `device`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import hashlib
 import json
 import logging
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -46,6 +50,8 @@ class T1Config:
     max_document_length: int = 512
     max_new_tokens: int = 256
     format_version: int = 1
+    # Named instructions for `prompt_name` (sentence-transformers' `prompts`), e.g. {"scifact": "..."}.
+    prompts: dict[str, str] = field(default_factory=dict)
 
     def save(self, folder: str | Path) -> None:
         from .atomic import write_json
@@ -115,7 +121,10 @@ class T1Model(torch.nn.Module):
     ) -> "T1Model":
         """Load a saved T1 model (full or LoRA adapter; the shipped `t1-smollm2-135m` by default)
         or start one from any causal LM (hub id, local folder, or the untrained offline backbone
-        `smollm2-135m-instruct`)."""
+        `smollm2-135m-instruct`). A causal LM whose tokenizer already holds `<emb_token>` (a
+        published T1 such as `ForwardAILabs/MRE-T1`) keeps that token and its trained row. The
+        dtype defaults to bf16 on a GPU, fp32 on CPU. Settings such as `max_new_tokens=` or
+        `prompts={name: instruction}` override the saved ones."""
         device = torch.device(device) if device is not None else default_device()
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or default_dtype(device)
         folder = shipped_model(name_or_path) or Path(name_or_path)
@@ -267,17 +276,32 @@ class T1Model(torch.nn.Module):
         normalize: bool | None = None,
         show_progress_bar: bool | None = None,
         max_tokens_per_batch: int | None = 16384,
+        *,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        normalize_embeddings: bool | None = None,
+        convert_to_numpy: bool | None = None,
+        convert_to_tensor: bool | None = None,
+        device: str | torch.device | None = None,
     ) -> np.ndarray:
         """Embed documents: one forward pass of ``instruction + text + <emb_token>`` each.
         `instruction=None` uses the model's document instruction, "" none. Returns
-        float32 [n, dim] in input order (a single string gives [dim])."""
+        float32 [n, dim] in input order (a single string gives [dim]).
+
+        sentence-transformers' names work with their meaning: `prompt` is the instruction,
+        `prompt_name` names one (see `instruction_for`), `normalize_embeddings` is `normalize`,
+        `device` moves the model, `convert_to_tensor=True` returns a tensor on the model's device
+        and `convert_to_numpy=False` a list of tensors."""
+        instruction = self._st_instruction("document", instruction, prompt, prompt_name)
+        normalize = _same("normalize", normalize, "normalize_embeddings", normalize_embeddings)
+        self._st_device(device)
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         instruction = self.config.document_instruction if instruction is None else instruction
         max_length = max_length or self.config.max_document_length
         seqs = [self.prompts.document(t, instruction, max_length) for t in texts]
         emb = self._embed_ids(seqs, batch_size, max_tokens_per_batch, self._norm(normalize), "Encoding documents", show_progress_bar)
-        return emb[0] if single else emb
+        return self._st_output(emb[0] if single else emb, convert_to_numpy, convert_to_tensor)
 
     def encode_query(
         self,
@@ -296,6 +320,13 @@ class T1Model(torch.nn.Module):
         cache=None,
         query_ids: Sequence[str] | None = None,
         num_traces: int = 1,
+        *,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        normalize_embeddings: bool | None = None,
+        convert_to_numpy: bool | None = None,
+        convert_to_tensor: bool | None = None,
+        device: str | torch.device | None = None,
     ) -> QueryEmbeddings:
         """Embed queries after reasoning. `reasoning` is "generate" (the model writes a trace,
         greedy unless `do_sample`), "none" (instruction + query + <emb_token>), or a list of
@@ -304,7 +335,27 @@ class T1Model(torch.nn.Module):
         `cache` (a `ReasoningCache`) serves traces generated earlier with the same model, prompt
         and decoding settings and stores new ones; `query_ids` are recorded with them.
         `num_traces` > 1 samples that many traces per query (sampling is then on) and returns
-        the mean of their normalised embeddings, with each trace in `traces`/`trace_embeddings`."""
+        the mean of their normalised embeddings, with each trace in `traces`/`trace_embeddings`.
+
+        sentence-transformers' names work with their meaning: `prompt` is the instruction,
+        `prompt_name` names one (see `instruction_for`; a BRIGHT task such as "biology" gives
+        BRIGHT's instruction), `normalize_embeddings` is `normalize`, `device` moves the model.
+        Passing `convert_to_numpy` or `convert_to_tensor` returns the embeddings alone, as
+        sentence-transformers does: an array, a tensor on the model's device, or (with
+        `convert_to_numpy=False`) a list of tensors; the traces then are not returned."""
+        instruction = self._st_instruction("query", instruction, prompt, prompt_name)
+        normalize = _same("normalize", normalize, "normalize_embeddings", normalize_embeddings)
+        self._st_device(device)
+        result = self._encode_query(queries, instruction, reasoning, max_new_tokens, batch_size, max_length,
+                                    normalize, do_sample, temperature, top_p, top_k, show_progress_bar, cache,
+                                    query_ids, num_traces)
+        if convert_to_numpy is None and convert_to_tensor is None:
+            return result
+        return self._st_output(result.embeddings, convert_to_numpy, convert_to_tensor)
+
+    def _encode_query(self, queries, instruction, reasoning, max_new_tokens, batch_size, max_length, normalize,
+                      do_sample, temperature, top_p, top_k, show_progress_bar, cache, query_ids,
+                      num_traces) -> QueryEmbeddings:
         single = isinstance(queries, str)
         queries = [queries] if single else list(queries)
         for i, q in enumerate(queries):
@@ -394,6 +445,73 @@ class T1Model(torch.nn.Module):
 
     def _norm(self, normalize: bool | None) -> bool:
         return self.config.normalize if normalize is None else normalize
+
+    # ---------------------------------------------------------------- sentence-transformers names
+    def instruction_for(self, prompt_name: str, side: str = "query") -> str:
+        """The instruction that a sentence-transformers `prompt_name` names, on the `side`
+        ("query" or "document") being encoded: a key of `config.prompts` first; then "query" (the
+        model's query instruction), "document", "passage" or "corpus" (its document instruction);
+        then a BRIGHT task ("biology", ..., "theoremqa_theorems"; "biology_long" for the long
+        documents), whose queries take BRIGHT's task instruction and whose documents take the
+        model's document instruction, as `t1 bright` does."""
+        if prompt_name in self.config.prompts:
+            return self.config.prompts[prompt_name]
+        if prompt_name == "query":
+            return self.config.query_instruction
+        if prompt_name in ("document", "passage", "corpus"):
+            return self.config.document_instruction
+        from .evaluation.datasets import BRIGHT_TASKS, bright_instruction
+
+        task = prompt_name.removesuffix("_long")
+        if task in BRIGHT_TASKS:
+            if side == "document":
+                return self.config.document_instruction
+            return bright_instruction(task, long=prompt_name.endswith("_long"))
+        known = [*self.config.prompts, "query", "document", "passage", "corpus", *BRIGHT_TASKS]
+        raise T1Error(f"unknown prompt_name {prompt_name!r} (known: {', '.join(known)}; "
+                      "add your own with T1Model.from_pretrained(..., prompts={name: instruction}))")
+
+    def _st_instruction(self, side: str, instruction, prompt, prompt_name) -> str | None:
+        """`instruction`, or sentence-transformers' `prompt` (the same thing), or the
+        instruction `prompt_name` names; as in sentence-transformers, a prompt given outright
+        wins over `prompt_name`."""
+        if prompt is not None and instruction is not None and prompt != instruction:
+            raise T1Error("pass the instruction as `instruction` or as `prompt`, not both")
+        if prompt is not None:
+            return prompt
+        if instruction is None and prompt_name is not None:
+            return self.instruction_for(prompt_name, side)
+        return instruction
+
+    def _st_device(self, device) -> None:
+        """sentence-transformers' `device`: encode there, moving the model."""
+        if device is None:
+            return
+        if isinstance(device, (list, tuple)):
+            raise T1Error("multi-process encoding over a list of devices is not supported; pass one device")
+        device = torch.device(device)
+        current = self.device
+        if device.type != current.type or (device.index is not None and device.index != current.index):
+            self.to(device)
+
+    def _st_output(self, emb: np.ndarray, convert_to_numpy: bool | None, convert_to_tensor: bool | None):
+        """sentence-transformers' output forms: `convert_to_tensor` wins; `convert_to_numpy=False`
+        gives a list of tensors (one tensor for a single input); else the float32 array."""
+        if convert_to_tensor:
+            return torch.from_numpy(emb).to(self.device)
+        if convert_to_numpy is False:
+            tensor = torch.from_numpy(emb).to(self.device)
+            return list(tensor) if tensor.ndim == 2 else tensor
+        return emb
+
+
+def _same(name: str, value, alias: str, alias_value):
+    """One setting passed under its t1 name or its sentence-transformers alias."""
+    if alias_value is None:
+        return value
+    if value is not None and value != alias_value:
+        raise T1Error(f"{name}={value!r} and {alias}={alias_value!r} disagree; pass one")
+    return alias_value
 
 
 def _normalized(x: np.ndarray) -> np.ndarray:
