@@ -182,3 +182,26 @@ def test_model_settings_are_saved_with_the_model(tmp_path, tiny_model_path):
     for bad in ({"emb_token": "<x>"}, {"no_such_setting": 1}):
         with pytest.raises(T1Error, match="model_settings"):
             build_model(make_config(tmp_path, tiny_model_path, model_settings=bad), device="cpu")
+
+
+def test_emb_token_learning_rate_gives_the_token_row_its_own_group(tmp_path, tiny_model_path):
+    config = make_config(tmp_path, tiny_model_path, name="fast", lora=LoraSettings(r=4, alpha=8),
+                         emb_token_learning_rate=0.05, training={"max_steps": 3})
+    trainer = make_trainer(config, reasoning=True)
+    trainer.train()
+    groups = trainer.optimizer.param_groups
+    token_groups = [g for g in groups if g.get("initial_lr") == 0.05]
+    assert len(token_groups) == 1 and all(p.numel() == token_groups[0]["params"][0].numel()
+                                          for p in token_groups[0]["params"])
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    assert all("trainable_tokens_delta" in names[id(p)] for p in token_groups[0]["params"])
+    assert all("trainable_tokens_delta" not in names[id(p)] for g in groups if g is not token_groups[0]
+               for p in g["params"])
+    moved_fast = token_groups[0]["params"][0].detach().abs().max().item()
+    slow = make_config(tmp_path, tiny_model_path, name="slow", lora=LoraSettings(r=4, alpha=8),
+                       training={"max_steps": 3, "learning_rate": 1e-4})
+    slow_trainer = make_trainer(slow, reasoning=True)
+    slow_trainer.train()
+    moved_slow = max(p.detach().abs().max().item() for n, p in slow_trainer.model.named_parameters()
+                     if "trainable_tokens_delta" in n)
+    assert moved_fast > 10 * moved_slow

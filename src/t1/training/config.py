@@ -63,6 +63,10 @@ class TrainConfig:
     # whole batch as negatives. None: one forward pass for the whole per-device batch.
     grad_cache_chunk_size: int | None = None
     lora: LoraSettings | None = field(default_factory=LoraSettings)
+    # LoRA only: learning rate of the trainable <emb_token> row (None: the run's). Learning to
+    # *emit* the token means moving its (tied) row far from its mean initialisation, which the
+    # small learning rate suited to LoRA weights does not do in a few hundred steps.
+    emb_token_learning_rate: float | None = None
     resume: bool | str = False  # true: the last checkpoint in output_dir; or a checkpoint folder
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +92,8 @@ class TrainConfig:
             raise T1Error("config: contrastive_weight must be between 0 and 1")
         if self.grad_cache_chunk_size is not None and self.grad_cache_chunk_size < 1:
             raise T1Error("config: grad_cache_chunk_size must be >= 1")
+        if self.emb_token_learning_rate is not None and self.emb_token_learning_rate <= 0:
+            raise T1Error("config: emb_token_learning_rate must be > 0")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise T1Error(f"config: dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 

@@ -178,6 +178,27 @@ class T1Trainer(Trainer):
             loss = loss + (1 - weight) * nll
         return loss / steps
 
+    # ------------------------------------------------------------------ optimizer
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the LoRA <emb_token> row in its own group when
+        `emb_token_learning_rate` is set (the scheduler then scales that group's rate too)."""
+        optimizer = super().create_optimizer(model)
+        rate = self.t1_config.emb_token_learning_rate
+        if rate is None or getattr(self, "_token_group_added", False):
+            return optimizer
+        token = {id(p) for n, p in (model or self.model).named_parameters()
+                 if p.requires_grad and "trainable_tokens_delta" in n}
+        if not token:
+            logger.warning("emb_token_learning_rate is set but no LoRA token row trains (full fine-tuning?): ignored")
+            return optimizer
+        moved = []
+        for group in optimizer.param_groups:
+            moved += [p for p in group["params"] if id(p) in token]
+            group["params"] = [p for p in group["params"] if id(p) not in token]
+        optimizer.add_param_group({"params": moved, "lr": rate, "weight_decay": 0.0})
+        self._token_group_added = True
+        return optimizer
+
     # ------------------------------------------------------------------ logging, saving, resuming
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs and self._parts:
