@@ -189,13 +189,15 @@ def test_mteb_evaluate_local_task_reasons_for_queries_and_honours_exclusions(tin
 
     calls = []
     for method in ("encode_query", "encode_document"):
-        real = getattr(tiny_model, method)
+        real = getattr(type(tiny_model), method)
 
-        def spy(texts, *a, _real=real, _name=method, **kw):
+        def spy(self, texts, *a, _real=real, _name=method, **kw):
             calls.append((_name, list(texts), kw.get("instruction"), kw.get("reasoning")))
-            return _real(texts, *a, **kw)
+            return _real(self, texts, *a, **kw)
 
-        monkeypatch.setattr(tiny_model, method, spy)
+        # On the class: monkeypatch restores an instance attribute by setting it again, which would
+        # leave a bound method on the shared model that hides later class-level patches.
+        monkeypatch.setattr(type(tiny_model), method, spy)
     enc = T1Encoder(tiny_model, max_new_tokens=4)
     task = local_retrieval_task(prompt={"query": "Given a question, retrieve passages that answer it:"})
     results = mteb.evaluate(enc, task, cache=None, prediction_folder=tmp_path, show_progress_bar=False)

@@ -22,13 +22,15 @@ class Counting:
 
     def __init__(self, model, monkeypatch):
         self.rows = 0
-        original = model._generate
+        original = type(model)._generate
 
-        def counted(prompts, *args, **kwargs):
+        def counted(this, prompts, *args, **kwargs):
             self.rows += len(prompts)
-            return original(prompts, *args, **kwargs)
+            return original(this, prompts, *args, **kwargs)
 
-        monkeypatch.setattr(model, "_generate", counted)
+        # On the class, not the shared instance (see test_integrations: monkeypatch would leave a
+        # bound method behind on the session model).
+        monkeypatch.setattr(type(model), "_generate", counted)
 
 
 def test_key_changes_with_every_part():

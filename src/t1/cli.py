@@ -32,20 +32,59 @@ def _load_model(args):
 
 def cmd_index(args) -> int:
     from .data import load_corpus
+    from .distributed import from_env, leave, local_device
+
+    if args.store and (args.bm25 or args.ann):
+        raise T1Error("--bm25 and --ann apply to an index folder (--out); a Qdrant store (--store) has its own "
+                      "HNSW graph")
+    documents = load_corpus(args.corpus)  # read (and validate) before loading the model
+    group = from_env()  # torchrun / accelerate launch: every rank encodes its share of the shards
+    try:
+        args.device = local_device(group, args.device)
+        model = _load_model(args)
+        settings = dict(instruction=args.instruction, max_length=args.max_length, shard_size=args.shard_size,
+                        dtype=args.dtype, batch_size=args.batch_size, group=group)
+        if args.store:
+            from .stores import build_store
+
+            store = build_store(model, documents, args.store, **settings)
+            store.close()
+            if group.is_main:
+                print(f"indexed {len(store)} documents into {args.store} (Qdrant collection {store.collection!r}, "
+                      f"dim {store.manifest['dim']}, {store.manifest['dtype']})")
+            return 0
+        from .index import Index
+
+        index = Index.build(model, documents, args.out, bm25=args.bm25, **settings)
+        if not group.is_main:
+            return 0
+        if args.ann and args.ann not in index.ann_kinds:
+            from .ann import build as build_ann
+
+            build_ann(index, args.ann)
+        extra = " + BM25" if index.has_bm25 else ""
+        extra += "".join(f" + {kind}" for kind in index.ann_kinds)
+        print(f"indexed {len(index)} documents into {args.out} (dim {index.manifest['dim']}, "
+              f"{index.manifest['dtype']}{extra})")
+        return 0
+    finally:
+        if group.world > 1:
+            leave()
+
+
+def _open_searchable(args, model=None):
+    """The index folder (--index) or the store (--store) of a search command."""
+    if getattr(args, "store", None):
+        from .stores import open_store
+
+        return open_store(args.store, model=model)
     from .index import Index
 
-    documents = load_corpus(args.corpus)  # read (and validate) before loading the model
-    model = _load_model(args)
-    index = Index.build(model, documents, args.out, instruction=args.instruction, max_length=args.max_length,
-                        shard_size=args.shard_size, dtype=args.dtype, batch_size=args.batch_size, bm25=args.bm25)
-    extra = " + BM25" if index.has_bm25 else ""
-    print(f"indexed {len(index)} documents into {args.out} (dim {index.manifest['dim']}, {index.manifest['dtype']}{extra})")
-    return 0
+    return Index.open(args.index, model=model)
 
 
 def cmd_search(args) -> int:
     from .data import load_queries
-    from .index import Index
 
     if args.queries_file:
         queries = list(load_queries(args.queries_file).items())
@@ -58,24 +97,12 @@ def cmd_search(args) -> int:
     for qid, q in queries:
         if not q.strip():
             raise T1Error(f"query {qid} is empty")
-    index = Index.open(args.index)
-    if args.model is None:
-        args.model = index.manifest["model"]["name"]
-    model = _load_model(args)
-    index = Index.open(args.index, model=model)
-    cache = None
-    if args.reasoning in ("generate", "auto") and not args.no_reasoning_cache:
-        from .reasoning_cache import ReasoningCache
-
-        cache = ReasoningCache(args.reasoning_cache or args.index)
-    hits, reasoning = index.search_queries(
-        model, [q for _, q in queries], k=args.k, reasoning=args.reasoning, cache=cache,
-        query_ids=[qid for qid, _ in queries],
-        max_new_tokens=args.max_new_tokens, instruction=args.instruction, show_progress_bar=len(queries) > 1,
-        hybrid=args.fusion if args.hybrid else None, fusion_weight=args.fusion_weight,
-        num_traces=args.traces, temperature=args.temperature, top_p=args.top_p, trace_fusion=args.trace_fusion,
-        **({"margin": args.auto_margin} if args.reasoning == "auto" else {}),
-    )
+    index = _open_searchable(args)
+    try:
+        hits, reasoning = _search(args, index, queries)
+    finally:
+        if args.store:
+            index.close()
     if args.json:
         out = [{"qid": qid, "query": q, "reasoning": r, "hits": [vars(h) for h in hs]}
                for (qid, q), r, hs in zip(queries, reasoning, hits)]
@@ -92,6 +119,62 @@ def cmd_search(args) -> int:
             if snippet:
                 print(f"     {snippet}")
         print()
+    return 0
+
+
+def _search(args, index, queries):
+    from .index import Index
+
+    if args.model is None:
+        args.model = index.manifest["model"]["name"]
+    index.use_ann(args.ann, ef_search=args.ef_search, nprobe=args.nprobe, refine=args.refine)
+    if args.store and args.hybrid:
+        raise T1Error("--hybrid needs an index folder with BM25 (--index built with `t1 index --bm25`)")
+    model = _load_model(args)
+    if args.store:
+        index.check(model)
+    else:
+        index = Index.open(args.index, model=model).use_ann(args.ann, ef_search=args.ef_search, nprobe=args.nprobe,
+                                                             refine=args.refine)
+    cache = None
+    if args.reasoning in ("generate", "auto") and not args.no_reasoning_cache:
+        from .backbones import cache_dir
+        from .reasoning_cache import ReasoningCache
+
+        cache = ReasoningCache(args.reasoning_cache or args.index or cache_dir())
+    return index.search_queries(
+        model, [q for _, q in queries], k=args.k, reasoning=args.reasoning, cache=cache,
+        query_ids=[qid for qid, _ in queries],
+        max_new_tokens=args.max_new_tokens, instruction=args.instruction, show_progress_bar=len(queries) > 1,
+        hybrid=args.fusion if args.hybrid else None, fusion_weight=args.fusion_weight,
+        num_traces=args.traces, temperature=args.temperature, top_p=args.top_p, trace_fusion=args.trace_fusion,
+        **({"margin": args.auto_margin} if args.reasoning == "auto" else {}),
+    )
+
+
+def cmd_ann(args) -> int:
+    from .index import Index
+
+    index = Index.open(args.index)
+    if args.action == "build":
+        from .ann import build
+
+        info = build(index, args.kind or "hnsw", m=args.m, ef_construction=args.ef_construction, nlist=args.nlist,
+                     pq_m=args.pq_m, nbits=args.nbits, sample=args.sample, seed=args.seed,
+                     ef_search=args.ef_search or 128, nprobe=args.nprobe, refine=args.refine or 256)
+        settings = ", ".join(f"{k} {v}" for k, v in {**info["params"], **info["search"]}.items())
+        print(f"built {info['kind']} over {info['count']} vectors of {args.index} in {info['build_s']} s ({settings})")
+        return 0
+    from .ann import check
+
+    result = check(index, args.kind, queries=args.queries, k=args.k, ef_search=args.ef_search, nprobe=args.nprobe,
+                   refine=args.refine, seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['kind']}: recall@{args.k} {result['recall']:.4f} against exact search over {result['queries']} "
+              f"sampled documents (each excluding itself); {result['ann_qps']:.1f} queries/s vs exact "
+              f"{result['exact_qps']:.1f} ({result['speedup']:.1f}x)")
     return 0
 
 
@@ -117,6 +200,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+ANN_KINDS = ["hnsw", "ivf-pq"]
+
+
+def _add_ann_search_args(p: argparse.ArgumentParser, with_auto: bool) -> None:
+    if with_auto:
+        p.add_argument("--ann", choices=["auto", "exact", *ANN_KINDS], default="auto",
+                       help="auto (default): the index's approximate structure if it has one (HNSW first), else "
+                            "exact; exact; or a structure built by `t1 ann build` (a Qdrant store: its HNSW, or exact)")
+    p.add_argument("--ef-search", type=int, default=None,
+                   help="hnsw: candidate list size at search time (default: as built, 128); a Qdrant store: hnsw_ef")
+    p.add_argument("--nprobe", type=int, default=None, help="ivf-pq: inverted lists visited (default: as built)")
+    p.add_argument("--refine", type=int, default=None,
+                   help="ivf-pq: PQ candidates re-scored exactly (default: as built, 256)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_MODEL
 
@@ -127,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="encode a corpus into an index folder (resumable)")
     _add_model_args(p, DEFAULT_MODEL)
     p.add_argument("--corpus", required=True, help="BEIR corpus.jsonl, or JSONL/CSV/parquet with id and text")
-    p.add_argument("--out", required=True, help="index folder")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="index folder")
+    where.add_argument("--store", help="a vector database instead of a folder: qdrant://HOST:PORT/COLLECTION, or a "
+                                       "local Qdrant folder PATH[#COLLECTION]")
     p.add_argument("--instruction", default=None, help="document instruction (default: the model's)")
     p.add_argument("--max-length", type=int, default=None, help="max tokens per document")
     p.add_argument("--batch-size", type=int, default=32)
@@ -135,11 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     p.add_argument("--bm25", action="store_true", help="also store a BM25 index for `t1 search --hybrid` (added to "
                                                        "an existing index without re-encoding)")
+    p.add_argument("--ann", choices=ANN_KINDS, default=None,
+                   help="also build an approximate-search structure (faiss; default settings, see `t1 ann build`)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="reason about queries and search an index")
     _add_model_args(p, None)  # default: the index's own model
-    p.add_argument("--index", required=True, help="index folder built by `t1 index`")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--index", help="index folder built by `t1 index`")
+    where.add_argument("--store", help="Qdrant store built by `t1 index --store`")
     p.add_argument("query", nargs="*", help="query text(s)")
     p.add_argument("--queries", dest="queries_file", default=None, help="file of queries (JSONL/CSV/TXT)")
     p.add_argument("-k", "--k", type=int, default=10)
@@ -162,7 +267,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reasoning-cache", default=None,
                    help="folder or file of the reasoning cache (default: the index folder)")
     p.add_argument("--no-reasoning-cache", action="store_true", help="generate every trace anew, store nothing")
+    _add_ann_search_args(p, with_auto=True)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("ann", help="approximate search: build a faiss structure in an index folder, or check its "
+                                   "recall against exact search")
+    p.add_argument("action", choices=["build", "check"])
+    p.add_argument("--index", required=True, help="index folder built by `t1 index`")
+    p.add_argument("--kind", choices=ANN_KINDS, default=None,
+                   help="hnsw (a graph; default for build) or ivf-pq (inverted lists of product-quantized codes, "
+                        "re-scored exactly); check: the index's (HNSW first)")
+    p.add_argument("--m", type=int, default=32, help="hnsw: links per node (default 32)")
+    p.add_argument("--ef-construction", type=int, default=200, help="hnsw: build-time candidate list (default 200)")
+    p.add_argument("--nlist", type=int, default=None, help="ivf-pq: inverted lists (default: a power of 2 near sqrt(N))")
+    p.add_argument("--pq-m", type=int, default=None, help="ivf-pq: sub-quantizers (default: about dim / 8)")
+    p.add_argument("--nbits", type=int, default=None, help="ivf-pq: bits per sub-quantizer code (default 8)")
+    p.add_argument("--sample", type=int, default=None,
+                   help="ivf-pq: rows to train on (default: 64 per list, at least 65,536)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (training rows; check: query rows)")
+    p.add_argument("--queries", type=int, default=1000, help="check: documents used as queries (default 1000)")
+    p.add_argument("-k", "--k", type=int, default=10, help="check: recall@k (default 10)")
+    p.add_argument("--json", action="store_true", help="check: machine-readable output")
+    _add_ann_search_args(p, with_auto=False)
+    p.set_defaults(func=cmd_ann)
 
     p = sub.add_parser("traces", help="export cached reasoning traces as JSONL (id, query, reasoning)")
     p.add_argument("action", choices=["export"])

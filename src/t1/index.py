@@ -6,10 +6,21 @@ Layout of an index folder::
     emb-00000.npy        float16/float32 [rows, dim], L2-normalised
     docs-00000.jsonl     {"id", "title", "snippet"} per row, same order
     bm25/                optional (`bm25=True`): a BM25 index of the same rows, for hybrid search
+    ann-hnsw.faiss       optional approximate-search structures (`t1.ann`, `t1 ann build`), listed
+    ann-ivf-pq.faiss     in the manifest's "ann" entry
 
 Building is resumable: each shard's docs file is written, then its .npy (both atomically), and
 a shard counts as done only once its .npy exists, so an interrupted build re-run with the same
 arguments continues from the last complete shard.
+
+Building is also distributed: under `torchrun` / `accelerate launch` (an initialized process
+group, see `t1.distributed`) rank 0 lists the missing shards, the ranks encode disjoint shares of
+them into the same folder (a filesystem they all see), and rank 0 marks the index complete once
+every shard exists. A rerun after any rank died resumes like a one-process build.
+
+Exact search reads the shards in row chunks with plain file reads (no memory map), so its memory
+is bounded by the chunk size (`Index.chunk_rows`), not by the index size; hits' titles and
+snippets are read line by line from the docs files rather than loaded all at once.
 """
 
 from __future__ import annotations
@@ -17,10 +28,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -34,7 +46,10 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SNIPPET_CHARS = 300
 SEARCH_CHUNK_ROWS = 65536
+# Below 20 queries faiss scores without BLAS; there, chunks that stay in cache are ~2x faster.
+FEW_QUERIES, FEW_QUERIES_CHUNK_ROWS = 20, 8192
 BM25_DIR = "bm25"
+SHARD_WAIT_S = 120.0  # how long rank 0 waits for another rank's shard to show on a shared filesystem
 
 
 @dataclass
@@ -58,10 +73,255 @@ def _shard_name(i: int) -> tuple[str, str]:
     return f"emb-{i:05d}.npy", f"docs-{i:05d}.jsonl"
 
 
-class Index:
+def _doc_row(d: Document) -> dict:
+    return {"id": d.id, "title": d.title, "snippet": d.text[:SNIPPET_CHARS]}
+
+
+# ---------------------------------------------------------------- building, one process or many
+class ShardSink:
+    """Where a build puts its shards: `Index.build` writes files; a vector database
+    (`t1.stores.qdrant`) writes points. The build loop (`build_shards`) is the same."""
+
+    def read_manifest(self) -> dict | None:
+        raise NotImplementedError
+
+    def write_manifest(self, manifest: dict) -> None:
+        raise NotImplementedError
+
+    def done(self, i: int, chunk: Sequence[Document]) -> bool:
+        raise NotImplementedError
+
+    def write(self, i: int, chunk: Sequence[Document], embeddings: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def wait_done(self, shards: list[tuple[int, Sequence[Document]]]) -> list[int]:
+        """Shards still missing once the ranks reported them written."""
+        return [i for i, chunk in shards if not self.done(i, chunk)]
+
+
+class _FolderSink(ShardSink):
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def read_manifest(self) -> dict | None:
+        path = self.folder / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise T1Error(f"{path}: malformed manifest ({e.msg})") from None
+
+    def write_manifest(self, manifest: dict) -> None:
+        write_json(self.folder / MANIFEST, manifest)
+
+    def done(self, i, chunk) -> bool:
+        return (self.folder / _shard_name(i)[0]).exists()
+
+    def write(self, i, chunk, embeddings) -> None:
+        emb_file, docs_file = _shard_name(i)
+        write_jsonl(self.folder / docs_file, (_doc_row(d) for d in chunk))
+        save_npy(self.folder / emb_file, embeddings)
+
+    def wait_done(self, shards) -> list[int]:
+        # Another node's rename may take a moment to show here (NFS attribute caches).
+        deadline = time.monotonic() + SHARD_WAIT_S
+        missing = super().wait_done(shards)
+        while missing and time.monotonic() < deadline:
+            time.sleep(1.0)
+            os.listdir(self.folder)  # refreshes the directory cache on NFS
+            missing = [i for i in missing if not self.done(i, shards[i][1])]
+        return missing
+
+
+def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: dict, *, where: str,
+                 encode: Callable[[Sequence[Document]], np.ndarray], group=None,
+                 show_progress_bar: bool | None = None) -> tuple[dict, bool]:
+    """Encode `documents` shard by shard into `sink`, resuming, split over the ranks of `group`.
+
+    Rank 0 checks an existing manifest against `spec` and lists the missing shards; each rank
+    encodes every world-th of them; rank 0 marks the manifest complete once all exist. Returns
+    (the manifest, whether it was complete before this call), the same on every rank."""
+    from .distributed import current
+
+    group = group or current()
+    shard_size = spec["shard_size"]
+    starts = range(0, len(documents), shard_size)
+    shards = [(i, documents[start : start + shard_size]) for i, start in enumerate(starts)]
+    state = None
+    if group.is_main:
+        try:
+            old = sink.read_manifest()
+            if old is not None:
+                what = _differences(old, spec)
+                if what:
+                    raise T1Error(f"{where} holds an index built with a different {', '.join(what)}; "
+                                  "use another output folder or delete this one")
+            if old is not None and old.get("complete"):
+                state = ("complete", old, [])
+            else:
+                sink.write_manifest({**spec, "complete": False})
+                state = ("build", None, [i for i, chunk in shards if not sink.done(i, chunk)])
+        except T1Error as e:
+            state = ("error", str(e), [])
+    state = group.broadcast(state)
+    if state[0] == "error":
+        raise T1Error(state[1])
+    if state[0] == "complete":
+        return state[1], True
+    mine = state[2][group.rank :: group.world]
+    bar = tqdm(total=sum(len(shards[i][1]) for i in mine), desc="Indexing", unit="doc",
+               disable=show_progress_bar is False or not group.is_main)
+    for i in mine:
+        chunk = shards[i][1]
+        sink.write(i, chunk, encode(chunk))
+        bar.update(len(chunk))
+    bar.close()
+    written = group.all_gather(mine)  # every rank has finished its share
+    manifest = None
+    if group.is_main:
+        missing = sink.wait_done(shards)
+        if missing:
+            manifest = f"{where}: shards {missing[:5]} are missing after every rank finished; re-run to resume"
+        else:
+            manifest = {**spec, "complete": True, "shards": len(shards)}
+            if group.world > 1:
+                manifest["built_by"] = {"world_size": group.world, "shards_per_rank": [len(w) for w in written]}
+            sink.write_manifest(manifest)
+    manifest = group.broadcast(manifest)
+    if isinstance(manifest, str):
+        raise T1Error(manifest)
+    return manifest, False
+
+
+# ---------------------------------------------------------------- searching, whatever holds the vectors
+class Searchable:
+    """What every searchable collection of T1 document embeddings offers on top of its own
+    `search` (an index folder, `Index`; a vector database, `t1.stores.qdrant.QdrantIndex`):
+    multi-trace fusion, adaptive reasoning and query encoding."""
+
+    has_bm25 = False
+
+    def search(self, query_embeddings, k: int = 10, exclude=None, **kwargs) -> list[list[Hit]]:
+        raise NotImplementedError
+
+    @property
+    def bm25(self):
+        raise T1Error(f"{self.folder}: hybrid search needs a t1 index folder with BM25 (`t1 index --bm25`)")
+
+    def search_hybrid(self, query_embeddings, query_texts, k=10, exclude=None, fusion="rrf", weight=0.5,
+                      depth=100) -> list[list[Hit]]:
+        return self.bm25  # raises
+
+    def search_traces(self, trace_embeddings: np.ndarray, k: int = 10, exclude=None,
+                      depth: int = 100) -> list[list[Hit]]:
+        """Score-level fusion of several traces per query: each trace's embedding ([queries,
+        traces, dim]) is searched `depth` deep, and the lists are fused by reciprocal rank."""
+        from .fusion import fuse
+
+        per_trace = [self.search(trace_embeddings[:, t], k=max(k, depth), exclude=exclude)
+                     for t in range(trace_embeddings.shape[1])]
+        out = []
+        for q in range(trace_embeddings.shape[0]):
+            found = {h.id: h for hits in per_trace for h in hits[q]}
+            fused = fuse([{h.id: h.score for h in hits[q]} for hits in per_trace], "rrf", k=k)
+            out.append([Hit(i, float(s), found[i].title, found[i].snippet) for i, s in fused])
+        return out
+
+    def search_adaptive(self, model, queries: Sequence[str], k: int = 10, exclude=None, margin: float = 0.02,
+                        query_ids: Sequence[str] | None = None, **encode_kwargs):
+        """Reasoning only where it is worth its cost (`reasoning="auto"`). Every query is first
+        embedded without reasoning (one forward pass); when its best document leads the second
+        by at least `margin` in cosine, the embedding is confident and its ranking is kept;
+        otherwise the model reasons and the query is searched again. Returns (hits, reasoning
+        texts, "" where the model did not reason)."""
+        queries = list(queries)
+        quick = model.encode_query(queries, reasoning="none", instruction=encode_kwargs.get("instruction"),
+                                   batch_size=encode_kwargs.get("batch_size", 8))
+        first = self.search(quick.embeddings, k=max(k, 2), exclude=exclude)
+        unsure = [i for i, h in enumerate(first) if len(h) > 1 and h[0].score - h[1].score < margin]
+        hits, reasoning = [h[:k] for h in first], [""] * len(queries)
+        if unsure:
+            deep = model.encode_query([queries[i] for i in unsure], reasoning="generate",
+                                      query_ids=None if query_ids is None else [query_ids[i] for i in unsure],
+                                      **encode_kwargs)
+            again = self.search(deep.embeddings, k=k, exclude=None if exclude is None else [exclude[i] for i in unsure])
+            for j, i in enumerate(unsure):
+                hits[i], reasoning[i] = again[j], deep.reasoning[j]
+        return hits, reasoning
+
+    def search_queries(self, model, queries: Sequence[str], k: int = 10, exclude=None, backend: str = "auto",
+                       hybrid: str | None = None, fusion_weight: float = 0.5, trace_fusion: str = "mean",
+                       **encode_kwargs):
+        """Encode `queries` with `model` (reasoning first, by default) and search; `hybrid`
+        ("rrf" or "weighted") fuses the result with BM25; with several traces per query
+        (`num_traces`), `trace_fusion` "mean" searches their mean embedding and "rrf" fuses
+        their result lists. Returns (hits per query, reasoning texts)."""
+        if trace_fusion not in ("mean", "rrf"):
+            raise T1Error(f"trace fusion must be 'mean' or 'rrf', got {trace_fusion!r}")
+        if hybrid:
+            self.bm25  # fail before the (slow) reasoning when there is no BM25 index
+        if encode_kwargs.get("reasoning") == "auto":
+            if hybrid:
+                raise T1Error("reasoning 'auto' does not combine with hybrid search yet")
+            encode_kwargs.pop("reasoning")
+            return self.search_adaptive(model, queries, k, exclude, **encode_kwargs)
+        encoded_kwargs = dict(encode_kwargs)
+        encoded_kwargs.pop("margin", None)
+        encoded = model.encode_query(list(queries), **encoded_kwargs)
+        if hybrid:
+            hits = self.search_hybrid(encoded.embeddings, list(queries), k, exclude, hybrid, fusion_weight)
+        elif trace_fusion == "rrf" and encoded.trace_embeddings is not None:
+            hits = self.search_traces(encoded.trace_embeddings, k, exclude)
+        else:
+            hits = self.search(encoded.embeddings, k=k, exclude=exclude, backend=backend)
+        return hits, encoded.reasoning
+
+
+# ---------------------------------------------------------------- the index folder
+class _NpyShard:
+    """Row ranges of a .npy file read with plain reads: what is read is all that is resident."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            fmt = np.lib.format
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran or len(shape) != 2:
+            raise T1Error(f"{path}: not a C-ordered 2-D array")
+        self.rows, self.dim = shape
+        self.dtype = np.dtype(dtype)
+
+    def chunks(self, chunk_rows: int):
+        row_bytes = self.dim * self.dtype.itemsize
+        buf = np.empty((min(chunk_rows, self.rows), self.dim), dtype=self.dtype)
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(self.offset)
+            for start in range(0, self.rows, chunk_rows):
+                n = min(chunk_rows, self.rows - start)
+                view = buf[:n]
+                got = f.readinto(memoryview(view).cast("B"))
+                if got != n * row_bytes:
+                    raise T1Error(f"{self.path}: truncated shard")
+                yield start, view
+
+
+class Index(Searchable):
+    """A complete index folder. Searches are exact unless the folder holds an approximate
+    structure (`t1 ann build`): then they go through it, as `use_ann` sets (default "auto")."""
+
     def __init__(self, folder: str | Path, manifest: dict):
         self.folder = Path(folder)
         self.manifest = manifest
+        # rows per exact-search chunk (what bounds its memory); None: SEARCH_CHUNK_ROWS, or
+        # FEW_QUERIES_CHUNK_ROWS for a few queries
+        self.chunk_rows: int | None = None
+        self._ann_setting = {"ann": "auto", "ef_search": None, "nprobe": None, "refine": None}
+        self._ann_loaded: dict = {}
+        self._line_offsets: dict[int, np.ndarray] = {}
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -77,64 +337,91 @@ class Index:
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         bm25: bool = False,
+        group=None,
     ) -> "Index":
         """Encode `documents` with `model` into `folder`, resuming a build interrupted earlier.
         With `bm25`, also store a BM25 index of the documents; a complete index that lacks one
-        gets it added without re-encoding."""
+        gets it added without re-encoding.
+
+        Under torchrun / accelerate (an initialized process group, or `group`, a
+        `t1.distributed.Group`), every rank calls this with the same arguments and encodes its
+        share of the shards; every rank gets the complete index, and rank 0 adds BM25."""
+        from .distributed import current
+
         if dtype not in ("float16", "float32"):
             raise T1Error(f"dtype must be float16 or float32, got {dtype!r}")
         if not documents:
             raise T1Error("cannot index an empty corpus")
+        group = group or current()
         folder = Path(folder)
         _check_writable(folder)
-        instruction = model.config.document_instruction if instruction is None else instruction
-        max_length = max_length or model.config.max_document_length
-        spec = {
-            "format_version": FORMAT_VERSION,
-            "model": {"name": model.name_or_path, "fingerprint": model.fingerprint()},
-            "instruction": instruction,
-            "max_length": max_length,
-            "dim": model.dim,
-            "dtype": dtype,
-            "count": len(documents),
-            "shard_size": shard_size,
-            "corpus_hash": corpus_hash(documents),
-        }
-        path = folder / MANIFEST
-        if path.exists():
-            old = json.loads(path.read_text())
-            what = _differences(old, spec)
-            if what:
-                raise T1Error(f"{folder} holds an index built with a different {', '.join(what)}; "
-                              "use another output folder or delete this one")
-            if old.get("complete"):
-                index = cls(folder, old)
-                if bm25 and not index.has_bm25:
-                    index._add_bm25(documents)
-                return index
-        manifest = {**spec, "complete": False}
-        write_json(path, manifest)
+        spec = index_spec(model, documents, instruction, max_length, shard_size, dtype)
 
-        shards = range(0, len(documents), shard_size)
-        bar = tqdm(total=len(documents), desc="Indexing", unit="doc",
-                   disable=show_progress_bar is False)
-        for i, start in enumerate(shards):
-            emb_file, docs_file = _shard_name(i)
-            chunk = documents[start : start + shard_size]
-            if not (folder / emb_file).exists():
-                write_jsonl(folder / docs_file, ({"id": d.id, "title": d.title, "snippet": d.text[:SNIPPET_CHARS]} for d in chunk))
-                emb = model.encode_document([d.full_text for d in chunk], instruction=instruction,
-                                            max_length=max_length, batch_size=batch_size, show_progress_bar=False)
-                save_npy(folder / emb_file, emb.astype(dtype))
-            bar.update(len(chunk))
-        bar.close()
-        manifest["complete"] = True
-        manifest["shards"] = len(shards)
-        write_json(path, manifest)
+        def encode(chunk):
+            emb = model.encode_document([d.full_text for d in chunk], instruction=spec["instruction"],
+                                        max_length=spec["max_length"], batch_size=batch_size, show_progress_bar=False)
+            return emb.astype(dtype)
+
+        manifest, _ = build_shards(_FolderSink(folder), model, documents, spec, where=str(folder), encode=encode,
+                                   group=group, show_progress_bar=show_progress_bar)
         index = cls(folder, manifest)
-        if bm25:
+        if bm25 and not index.has_bm25 and group.is_main:
             index._add_bm25(documents)
         return index
+
+    @classmethod
+    def from_embeddings(cls, folder: str | Path, embeddings: np.ndarray | Iterable[np.ndarray], ids: Sequence[str],
+                        titles: Sequence[str] | None = None, snippets: Sequence[str] | None = None,
+                        shard_size: int = 8192, dtype: str = "float16", model_name: str = "external") -> "Index":
+        """An index of embeddings computed elsewhere (one array, or an iterable of row blocks so
+        that a large set never sits in memory at once). It is searched like any index; it is
+        tied to no T1 model (`Index.open(..., model=...)` refuses it)."""
+        if dtype not in ("float16", "float32"):
+            raise T1Error(f"dtype must be float16 or float32, got {dtype!r}")
+        folder = Path(folder)
+        _check_writable(folder)
+        if isinstance(embeddings, np.ndarray):
+            embeddings = [embeddings]
+        titles = titles if titles is not None else [""] * len(ids)
+        snippets = snippets if snippets is not None else [""] * len(ids)
+        n, shard, dim, left = 0, 0, None, None
+
+        def flush(rows: np.ndarray) -> None:
+            nonlocal shard
+            start = shard * shard_size
+            if start + len(rows) > len(ids):
+                raise T1Error(f"more embeddings than the {len(ids)} ids")
+            emb_file, docs_file = _shard_name(shard)
+            write_jsonl(folder / docs_file, ({"id": ids[i], "title": titles[i], "snippet": snippets[i][:SNIPPET_CHARS]}
+                                             for i in range(start, start + len(rows))))
+            save_npy(folder / emb_file, rows.astype(dtype))
+            shard += 1
+
+        for block in embeddings:
+            block = np.atleast_2d(np.asarray(block))
+            dim = block.shape[1] if dim is None else dim
+            if block.shape[1] != dim:
+                raise T1Error(f"embedding blocks have dimensions {dim} and {block.shape[1]}")
+            n += len(block)
+            rows = block if left is None or not len(left) else np.concatenate([left, block])
+            start = 0
+            while len(rows) - start >= shard_size:
+                flush(rows[start : start + shard_size])
+                start += shard_size
+            left = rows[start:].copy()
+        if left is not None and len(left):
+            flush(left)
+        if n != len(ids) or n == 0:
+            raise T1Error(f"got {n} embeddings for {len(ids)} ids")
+        h = hashlib.sha256()
+        for i in ids:
+            h.update(i.encode())
+            h.update(b"\0")
+        manifest = {"format_version": FORMAT_VERSION, "model": {"name": model_name, "fingerprint": model_name},
+                    "instruction": None, "max_length": None, "dim": dim, "dtype": dtype, "count": n,
+                    "shard_size": shard_size, "corpus_hash": h.hexdigest()[:16], "complete": True, "shards": shard}
+        write_json(folder / MANIFEST, manifest)
+        return cls(folder, manifest)
 
     def _add_bm25(self, documents: Sequence[Document]) -> None:
         from .bm25 import BM25Index
@@ -189,6 +476,7 @@ class Index:
 
     @cached_property
     def _docs(self) -> list[dict]:
+        """Every row's {"id", "title", "snippet"} (loads them all; searching does not need this)."""
         rows = []
         for _, docs_file in self._shards():
             with open(docs_file, encoding="utf-8") as f:
@@ -197,7 +485,13 @@ class Index:
 
     @cached_property
     def ids(self) -> list[str]:
-        return [d["id"] for d in self._docs]
+        if "_docs" in self.__dict__:
+            return [d["id"] for d in self._docs]
+        out = []
+        for _, docs_file in self._shards():
+            with open(docs_file, encoding="utf-8") as f:
+                out.extend(json.loads(line)["id"] for line in f)
+        return out
 
     @cached_property
     def _position(self) -> dict[str, int]:
@@ -207,34 +501,124 @@ class Index:
         """All embeddings as one float32 array (loads the whole index into memory)."""
         return np.concatenate([np.load(e).astype(np.float32) for e, _ in self._shards()])
 
-    def _chunks(self):
-        offset = 0
-        for emb_file, _ in self._shards():
-            emb = np.load(emb_file, mmap_mode="r")
-            for start in range(0, len(emb), SEARCH_CHUNK_ROWS):
-                yield offset + start, emb[start : start + SEARCH_CHUNK_ROWS]
-            offset += len(emb)
+    @cached_property
+    def _npy(self) -> list[_NpyShard]:
+        return [_NpyShard(e) for e, _ in self._shards()]
+
+    @cached_property
+    def _shard_starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum([s.rows for s in self._npy])]).astype(np.int64)
+
+    def _chunks(self, chunk_rows: int | None = None):
+        """(global row offset, rows) blocks of at most `chunk_rows` rows, read from the shards."""
+        chunk_rows = chunk_rows or self.chunk_rows or SEARCH_CHUNK_ROWS
+        for shard, offset in zip(self._npy, self._shard_starts):
+            for start, rows in shard.chunks(chunk_rows):
+                yield int(offset) + start, rows
+
+    def _records(self, positions: Iterable[int]) -> dict[int, dict]:
+        """{"id", "title", "snippet"} of the rows at `positions`, read from the docs files."""
+        positions = sorted({int(p) for p in positions})
+        if "_docs" in self.__dict__:
+            return {p: self._docs[p] for p in positions}
+        out = {}
+        shard_of = np.searchsorted(self._shard_starts, positions, side="right") - 1
+        for s in sorted(set(shard_of.tolist())):
+            docs_file = self.folder / _shard_name(s)[1]
+            offsets = self._line_offsets.get(s)
+            if offsets is None:
+                offsets = self._line_offsets[s] = _line_offsets(docs_file)
+            with open(docs_file, "rb") as f:
+                for p, sp in zip(positions, shard_of):
+                    if sp == s:
+                        f.seek(offsets[p - self._shard_starts[s]])
+                        out[p] = json.loads(f.readline())
+        return out
+
+    # ---------------------------------------------------------------- approximate search settings
+    @property
+    def ann_kinds(self) -> list[str]:
+        """The approximate-search structures this index holds ("hnsw", "ivf-pq")."""
+        return [k for k, info in self.manifest.get("ann", {}).items() if (self.folder / info["file"]).exists()]
+
+    def use_ann(self, ann: str = "auto", ef_search: int | None = None, nprobe: int | None = None,
+                refine: int | None = None) -> "Index":
+        """How later searches run: "auto" (the default: HNSW if built, else IVF-PQ if built,
+        else exact), "exact", "hnsw" or "ivf-pq", with the structure's search settings
+        (None: those stored when it was built). Returns the index."""
+        from .ann import check_search_settings
+
+        check_search_settings(ann, ef_search, nprobe, refine)
+        self._ann_setting = {"ann": ann, "ef_search": ef_search, "nprobe": nprobe, "refine": refine}
+        return self
+
+    def _resolve_ann(self, ann: str | None) -> str | None:
+        from .ann import KINDS
+
+        ann = self._ann_setting["ann"] if ann is None else ann
+        if ann == "exact":
+            return None
+        kinds = self.ann_kinds
+        if ann == "auto":
+            return next((k for k in KINDS if k in kinds), None)
+        if ann not in KINDS:
+            raise T1Error(f"ann must be auto, exact, {' or '.join(KINDS)}; got {ann!r}")
+        if ann not in kinds:
+            raise T1Error(f"{self.folder}: no {ann} structure; build it with `t1 ann build --index {self.folder} "
+                          f"--kind {ann}`")
+        return ann
+
+    def ann_index(self, kind: str):
+        """The loaded faiss structure `kind` (read once, then kept)."""
+        if kind not in self._ann_loaded:
+            from .ann import load
+
+            self._ann_loaded[kind] = load(self, kind)
+        return self._ann_loaded[kind]
 
     # ---------------------------------------------------------------- searching
+    def search_positions(self, query_embeddings: np.ndarray, k: int = 10, exclude=None, backend: str = "auto",
+                         ann: str | None = None, ef_search: int | None = None, nprobe: int | None = None,
+                         refine: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, row positions), each [queries, k], best first; -1 where fewer than k rows
+        qualify. Exact, or approximate through a faiss structure (see `use_ann`)."""
+        query_embeddings = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
+        if query_embeddings.shape[1] != self.manifest["dim"]:
+            raise T1Error(f"query embeddings have dimension {query_embeddings.shape[1]}, index has {self.manifest['dim']}")
+        excluded = self._excluded(exclude, len(query_embeddings))
+        kind = self._resolve_ann(ann)
+        if kind is None:
+            rows = self.chunk_rows or (FEW_QUERIES_CHUNK_ROWS if len(query_embeddings) < FEW_QUERIES else None)
+            return exact_search(query_embeddings, self._chunks(rows), k, excluded, backend)
+        from .ann import search as ann_search
+
+        setting = self._ann_setting
+        return ann_search(self.ann_index(kind), self.manifest["ann"][kind], query_embeddings, k, excluded,
+                          ef_search=ef_search or setting["ef_search"], nprobe=nprobe or setting["nprobe"],
+                          refine=refine or setting["refine"])
+
     def search(
         self,
         query_embeddings: np.ndarray,
         k: int = 10,
         exclude: Sequence[set[str] | Sequence[str]] | None = None,
         backend: str = "auto",
+        ann: str | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        refine: int | None = None,
     ) -> list[list[Hit]]:
-        """Exact top-k by inner product for each query embedding (rows of a 2-D array);
-        `exclude[q]` lists document ids removed from query q's candidates before the cut."""
-        query_embeddings = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
-        if query_embeddings.shape[1] != self.manifest["dim"]:
-            raise T1Error(f"query embeddings have dimension {query_embeddings.shape[1]}, index has {self.manifest['dim']}")
-        excluded = self._excluded(exclude, len(query_embeddings))
-        scores, positions = exact_search(query_embeddings, self._chunks(), k, excluded, backend)
-        return [[self._hit(p, s) for s, p in zip(row_s, row_p) if p >= 0] for row_s, row_p in zip(scores, positions)]
+        """Top-k by inner product for each query embedding (rows of a 2-D array); `exclude[q]`
+        lists document ids removed from query q's candidates before the cut. Exact (`backend`
+        numpy or faiss) unless an approximate structure is in use (`ann`, `use_ann`)."""
+        scores, positions = self.search_positions(query_embeddings, k, exclude, backend, ann, ef_search, nprobe,
+                                                  refine)
+        records = self._records(p for row in positions for p in row if p >= 0)
+        return [[_make_hit(records[p], s) for s, p in zip(row_s, row_p) if p >= 0]
+                for row_s, row_p in zip(scores, positions)]
 
     def _hit(self, position: int, score: float) -> Hit:
-        doc = self._docs[position]
-        return Hit(doc["id"], float(score), doc.get("title", ""), doc.get("snippet", ""))
+        return _make_hit(self._records([position])[position], score)
 
     def _excluded(self, exclude, n_queries: int) -> list[np.ndarray] | None:
         """Per-query row positions of the excluded ids (ids not in the index are ignored)."""
@@ -242,6 +626,8 @@ class Index:
             return None
         if len(exclude) != n_queries:
             raise T1Error(f"got {len(exclude)} exclusion lists for {n_queries} queries")
+        if not any(exclude):
+            return None
         return [np.array(sorted(self._position[i] for i in ex if i in self._position), dtype=np.int64) for ex in exclude]
 
     def search_hybrid(self, query_embeddings: np.ndarray, query_texts: Sequence[str], k: int = 10, exclude=None,
@@ -260,70 +646,39 @@ class Index:
         for d_hits, s_hits in zip(dense, sparse):
             fused = fuse([{h.id: h.score for h in d_hits}, {self.ids[i]: s for i, s in s_hits}], fusion,
                          [weight, 1.0 - weight], k)
-            out.append([self._hit(self._position[i], s) for i, s in fused])
+            records = self._records(self._position[i] for i, _ in fused)
+            out.append([_make_hit(records[self._position[i]], s) for i, s in fused])
         return out
 
-    def search_traces(self, trace_embeddings: np.ndarray, k: int = 10, exclude=None,
-                      depth: int = 100) -> list[list[Hit]]:
-        """Score-level fusion of several traces per query: each trace's embedding ([queries,
-        traces, dim]) is searched `depth` deep, and the lists are fused by reciprocal rank."""
-        from .fusion import fuse
 
-        per_trace = [self.search(trace_embeddings[:, t], k=max(k, depth), exclude=exclude)
-                     for t in range(trace_embeddings.shape[1])]
-        out = []
-        for q in range(trace_embeddings.shape[0]):
-            fused = fuse([{h.id: h.score for h in hits[q]} for hits in per_trace], "rrf", k=k)
-            out.append([self._hit(self._position[i], s) for i, s in fused])
-        return out
+def _make_hit(doc: dict, score: float) -> Hit:
+    return Hit(doc["id"], float(score), doc.get("title", ""), doc.get("snippet", ""))
 
-    def search_adaptive(self, model, queries: Sequence[str], k: int = 10, exclude=None, margin: float = 0.02,
-                        query_ids: Sequence[str] | None = None, **encode_kwargs):
-        """Reasoning only where it is worth its cost (`reasoning="auto"`). Every query is first
-        embedded without reasoning (one forward pass); when its best document leads the second
-        by at least `margin` in cosine, the embedding is confident and its ranking is kept;
-        otherwise the model reasons and the query is searched again. Returns (hits, reasoning
-        texts, "" where the model did not reason)."""
-        queries = list(queries)
-        quick = model.encode_query(queries, reasoning="none", instruction=encode_kwargs.get("instruction"),
-                                   batch_size=encode_kwargs.get("batch_size", 8))
-        first = self.search(quick.embeddings, k=max(k, 2), exclude=exclude)
-        unsure = [i for i, h in enumerate(first) if len(h) > 1 and h[0].score - h[1].score < margin]
-        hits, reasoning = [h[:k] for h in first], [""] * len(queries)
-        if unsure:
-            deep = model.encode_query([queries[i] for i in unsure], reasoning="generate",
-                                      query_ids=None if query_ids is None else [query_ids[i] for i in unsure],
-                                      **encode_kwargs)
-            again = self.search(deep.embeddings, k=k, exclude=None if exclude is None else [exclude[i] for i in unsure])
-            for j, i in enumerate(unsure):
-                hits[i], reasoning[i] = again[j], deep.reasoning[j]
-        return hits, reasoning
 
-    def search_queries(self, model, queries: Sequence[str], k: int = 10, exclude=None, backend: str = "auto",
-                       hybrid: str | None = None, fusion_weight: float = 0.5, trace_fusion: str = "mean",
-                       **encode_kwargs):
-        """Encode `queries` with `model` (reasoning first, by default) and search; `hybrid`
-        ("rrf" or "weighted") fuses the result with BM25; with several traces per query
-        (`num_traces`), `trace_fusion` "mean" searches their mean embedding and "rrf" fuses
-        their result lists. Returns (hits per query, reasoning texts)."""
-        if trace_fusion not in ("mean", "rrf"):
-            raise T1Error(f"trace fusion must be 'mean' or 'rrf', got {trace_fusion!r}")
-        if hybrid:
-            self.bm25  # fail before the (slow) reasoning when there is no BM25 index
-        if encode_kwargs.get("reasoning") == "auto":
-            if hybrid:
-                raise T1Error("reasoning 'auto' does not combine with hybrid search yet")
-            encode_kwargs.pop("reasoning")
-            return self.search_adaptive(model, queries, k, exclude, **encode_kwargs)
-        encode_kwargs.pop("margin", None)
-        encoded = model.encode_query(list(queries), **encode_kwargs)
-        if hybrid:
-            hits = self.search_hybrid(encoded.embeddings, list(queries), k, exclude, hybrid, fusion_weight)
-        elif trace_fusion == "rrf" and encoded.trace_embeddings is not None:
-            hits = self.search_traces(encoded.trace_embeddings, k, exclude)
-        else:
-            hits = self.search(encoded.embeddings, k=k, exclude=exclude, backend=backend)
-        return hits, encoded.reasoning
+def _line_offsets(path: Path) -> np.ndarray:
+    """Byte offset of each line of a file."""
+    offsets, pos = [], 0
+    with open(path, "rb") as f:
+        for line in f:
+            offsets.append(pos)
+            pos += len(line)
+    return np.array(offsets, dtype=np.int64)
+
+
+def index_spec(model, documents: Sequence[Document], instruction: str | None, max_length: int | None,
+               shard_size: int, dtype: str) -> dict:
+    """The settings that identify a build (what a resumed build must match)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": {"name": model.name_or_path, "fingerprint": model.fingerprint()},
+        "instruction": model.config.document_instruction if instruction is None else instruction,
+        "max_length": max_length or model.config.max_document_length,
+        "dim": model.dim,
+        "dtype": dtype,
+        "count": len(documents),
+        "shard_size": shard_size,
+        "corpus_hash": corpus_hash(documents),
+    }
 
 
 def _differences(old: dict, spec: dict) -> list[str]:

@@ -4,6 +4,9 @@ Shards are scanned in row chunks so memory stays bounded whatever the corpus siz
 top-k per query is merged chunk by chunk. Excluded documents (BRIGHT's `excluded_ids`) are removed
 from the candidates *before* the top-k cut, so they never push a relevant document out. faiss
 (`faiss.knn`, BLAS-backed) and numpy give the same ranking; faiss is used when installed.
+
+Ties are broken by row position, in exact search and in approximate search (`t1.ann`) alike, so
+a shorter top-k list is always a prefix of a longer one.
 """
 
 from __future__ import annotations
@@ -77,11 +80,20 @@ def exact_search(
         scores, rows = _chunk_topk(queries, chunk, k, local_ex, backend)
         rows = np.where(np.isfinite(scores) & (rows >= 0), rows + offset, -1)
         scores = np.where(rows >= 0, scores, -np.inf)
-        cand_s = np.concatenate([best_scores, scores], axis=1)
-        cand_p = np.concatenate([best_pos, rows], axis=1)
-        # Sort by score desc, then position asc, so both backends break ties identically.
-        order = np.lexsort((np.where(cand_p < 0, np.iinfo(np.int64).max, cand_p), -cand_s), axis=1)[:, :k]
-        best_scores = np.take_along_axis(cand_s, order, axis=1)
-        best_pos = np.take_along_axis(cand_p, order, axis=1)
+        best_scores, best_pos = best_first(np.concatenate([best_scores, scores], axis=1),
+                                           np.concatenate([best_pos, rows], axis=1), k)
     best_pos[~np.isfinite(best_scores)] = -1
     return best_scores, best_pos
+
+
+def best_first(scores: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (score, position) pairs of each row, by score descending, then position
+    ascending (so every backend breaks ties the same way); position -1 marks an empty slot and
+    sorts last. Rows with fewer than k candidates are padded with (-inf, -1)."""
+    scores = np.where(positions >= 0, scores, -np.inf).astype(np.float32)
+    if scores.shape[1] < k:
+        pad = k - scores.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
+    order = np.lexsort((np.where(positions < 0, np.iinfo(np.int64).max, positions), -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(positions, order, axis=1)

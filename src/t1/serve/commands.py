@@ -23,7 +23,10 @@ def register(sub) -> None:
                        description="Serve a t1 index over HTTP (FastAPI + uvicorn): POST /search, "
                                    "POST /search/stream (server-sent events), POST /encode, GET /health, GET /info, "
                                    "the search page at /, API docs at /docs.")
-    p.add_argument("--index", required=True, help="index folder built by `t1 index` (opened read-only)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--index", help="index folder built by `t1 index` (opened read-only)")
+    where.add_argument("--store", help="Qdrant store built by `t1 index --store`: qdrant://HOST:PORT/COLLECTION or a "
+                                       "local Qdrant folder PATH[#COLLECTION] (only queried)")
     p.add_argument("--model", default=None, help="T1 model (default: the one the index was built with)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -106,8 +109,13 @@ def cmd_serve(args) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     if api_key is not None and not api_key.strip():
         raise T1Error("--api-key is empty")
-    index = Index.open(args.index)
-    if args.reasoning_cache is not None:
+    if args.store:
+        from ..stores import open_store
+
+        index = open_store(args.store)
+    else:
+        index = Index.open(args.index)
+    if args.reasoning_cache is not None and not args.store:
         cache = Path(args.reasoning_cache).resolve()
         if cache == index.folder.resolve() or index.folder.resolve() in cache.parents:
             raise T1Error(f"--reasoning-cache {args.reasoning_cache}: inside the index folder, which t1 serve "
@@ -125,7 +133,8 @@ def cmd_serve(args) -> int:
     from ..model import T1Model
 
     model = T1Model.from_pretrained(args.model, device=args.device)
-    index = Index.open(args.index, model=model)  # refuses an index of another model
+    # refuses an index of another model
+    index = index.check(model) if args.store else Index.open(args.index, model=model)
     settings = ServeSettings(api_key=api_key, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                              adaptive_wait=not args.fixed_wait,
                              max_queue=args.max_queue, timeout_s=args.timeout, max_k=args.max_k,
@@ -162,5 +171,7 @@ def cmd_serve(args) -> int:
         for sig, old in previous.items():
             signal.signal(sig, old)
         sock.close()
+        if args.store:
+            index.close()
     print("t1 serve: stopped", file=sys.stderr, flush=True)
     return 0

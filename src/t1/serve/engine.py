@@ -65,7 +65,8 @@ class Engine:
         self.model = model
         self.index = index
         self.fingerprint = model.fingerprint()
-        self.ids = frozenset(index.ids)
+        ids = index.ids  # a list (index folder), or a store's id lookup (`t1.stores.qdrant.StoreIds`)
+        self.ids = frozenset(ids) if isinstance(ids, (list, tuple)) else ids
         self.batch_size = max(1, batch_size)
         self.cache_path = None if reasoning_cache is None else Path(reasoning_cache)
         self.cache = None  # opened on the worker thread (SQLite connections stay on their thread)

@@ -1,0 +1,165 @@
+"""A Qdrant store (qdrant-client's embedded local mode; the same calls reach a server): the round
+trip against an index folder, exclusions, k beyond the collection, resuming, model checks, the
+CLI and `t1 serve --store`."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qdrant_client")
+
+from t1 import Document, T1Error, T1Model  # noqa: E402
+from t1.cli import main  # noqa: E402
+from t1.index import Index  # noqa: E402
+from t1.stores.qdrant import QdrantIndex, parse_spec, point_id  # noqa: E402
+
+DOCS = [Document(f"d{i}", text, f"title {i}") for i, text in enumerate(
+    ["cell protein gene", "river water rock", "prime integer theorem", "solar energy carbon",
+     "robot sensor code", "virus vaccine cell", "graph tree proof"])]
+QUERIES = ["water rock", "prime proof", "plant cell energy"]
+
+
+def test_specs_and_point_ids():
+    assert parse_spec("qdrant://db.example:6333/docs") == (
+        {"url": "http://db.example:6333", "api_key": None}, "docs", False)
+    assert parse_spec("qdrants://db.example/docs")[0]["url"] == "https://db.example:6333"
+    assert parse_spec("runs/qdrant#papers") == ({"path": "runs/qdrant"}, "papers", True)
+    assert parse_spec("runs/qdrant")[1] == "t1"
+    for bad in ("qdrant://host:6333/", "http://host/x", "qdrant://host:port/x"):
+        with pytest.raises(T1Error):
+            parse_spec(bad)
+    assert point_id("d1") == point_id("d1") != point_id("d2")
+    assert len(point_id("d1")) == 36
+
+
+def test_round_trip_matches_the_index_folder(tiny_model, tmp_path):
+    spec = f"{tmp_path / 'qdrant'}#docs"
+    store = QdrantIndex.build(tiny_model, DOCS, spec, shard_size=3, show_progress_bar=False)
+    folder = Index.build(tiny_model, DOCS, tmp_path / "idx", shard_size=3)
+    try:
+        assert len(store) == 7 and store.manifest["complete"] and store.manifest["shards"] == 3
+        assert {k: v for k, v in store.manifest.items()} == folder.manifest
+        q = tiny_model.encode_query(QUERIES, reasoning="none").embeddings
+        got, want = store.search(q, k=5), folder.search(q, k=5)
+        for g, w in zip(got, want):
+            assert [h.id for h in g] == [h.id for h in w]
+            assert [h.score for h in g] == pytest.approx([h.score for h in w], abs=2e-3)
+        assert got[0][0].title.startswith("title ") and got[0][0].snippet
+
+        # exclusions before the cut, and k larger than the collection
+        exclude = [{want[0][0].id, want[0][1].id, "no-such-id"}, set(), {want[2][0].id}]
+        got = store.search(q, k=50, exclude=exclude)
+        assert [len(h) for h in got] == [5, 7, 6]
+        assert all(not ({h.id for h in hits} & ex) for hits, ex in zip(got, exclude))
+        assert [[h.id for h in hits] for hits in got] == [[h.id for h in hits] for hits in
+                                                          folder.search(q, k=50, exclude=exclude)]
+        assert store.search(q[:1], k=0) == [[]]
+
+        # the search helpers shared with index folders: several traces, adaptive reasoning
+        traces = np.stack([q, q[::-1]], axis=1)
+        assert [[h.id for h in r] for r in store.search_traces(traces, k=3)] == \
+               [[h.id for h in r] for r in folder.search_traces(traces, k=3)]
+        hits, reasoning = store.search_queries(tiny_model, QUERIES, k=3, reasoning="none", exclude=exclude)
+        assert [[h.id for h in r] for r in hits] == [[h.id for h in r] for r in folder.search_queries(
+            tiny_model, QUERIES, k=3, reasoning="none", exclude=exclude)[0]]
+        with pytest.raises(T1Error, match="hybrid search needs"):
+            store.search_queries(tiny_model, QUERIES, hybrid="rrf", reasoning="none")
+
+        # ids are looked up in the store, never all loaded
+        assert "d3" in store.ids and "d99" not in store.ids
+        assert {"d1", "d99", "x"} - store.ids == {"d99", "x"}
+        with pytest.raises(T1Error, match="nprobe"):
+            store.search(q, k=3, nprobe=4)
+        with pytest.raises(T1Error, match="dimension"):
+            store.search(np.zeros((1, 3)), k=3)
+    finally:
+        store.close()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_and_refusals(tiny_model, tiny_model_path, tmp_path, monkeypatch):
+    spec = str(tmp_path / "qdrant")
+    original, calls = T1Model.encode_document, []
+
+    def dies(self, texts, **kw):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise Killed
+        return original(self, texts, **kw)
+
+    monkeypatch.setattr(T1Model, "encode_document", dies)
+    with pytest.raises(Killed):
+        QdrantIndex.build(tiny_model, DOCS, spec, shard_size=3)
+    with pytest.raises(T1Error, match="incomplete"):
+        QdrantIndex.open(spec)
+    calls.clear()
+    monkeypatch.setattr(T1Model, "encode_document", lambda self, texts, **kw: (calls.append(len(texts)),
+                                                                               original(self, texts, **kw))[1])
+    QdrantIndex.build(tiny_model, DOCS, spec, shard_size=3).close()
+    assert calls == [3, 1]  # only the two missing shards were encoded
+    calls.clear()
+    QdrantIndex.build(tiny_model, DOCS, spec, shard_size=3).close()  # complete: nothing to do
+    assert calls == []
+
+    import torch
+
+    other = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
+    with torch.no_grad():
+        other.backbone.get_input_embeddings().weight[5] += 0.1
+    with pytest.raises(T1Error, match="different model"):
+        QdrantIndex.open(spec, model=other)
+    with pytest.raises(T1Error, match="different model"):
+        QdrantIndex.build(other, DOCS, spec, shard_size=3)
+    with pytest.raises(T1Error, match="different corpus_hash"):
+        QdrantIndex.build(tiny_model, DOCS[:-1] + [Document("d6", "changed")], spec, shard_size=3)
+    with pytest.raises(T1Error, match="no t1 collection 'other'"):
+        QdrantIndex.open(spec + "#other")
+    store = QdrantIndex.open(spec, model=tiny_model)
+    assert len(store) == 7 and store.client.count(store.collection, exact=True).count == 7
+    store.close()
+
+
+def test_cli_and_serve_with_a_store(tiny_model, tiny_model_path, tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in DOCS))
+    spec = f"{tmp_path / 'qdrant'}#papers"
+    assert main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--store", spec,
+                 "--device", "cpu"]) == 0
+    assert "indexed 7 documents into" in capsys.readouterr().out
+    assert main(["search", "--store", spec, "--device", "cpu", "--json", "--reasoning", "none", "-k", "20",
+                 "water rock"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert len(result["hits"]) == 7 and result["hits"][0]["title"].startswith("title")
+    assert main(["search", "--store", spec, "--device", "cpu", "--hybrid", "q"]) == 2
+    assert "--hybrid needs an index folder" in capsys.readouterr().err
+    assert main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--store", spec,
+                 "--bm25"]) == 2
+    assert "--bm25 and --ann apply to an index folder" in capsys.readouterr().err
+    assert main(["serve", "--store", f"{tmp_path / 'qdrant'}#nothing", "--port", "0"]) == 2
+    assert "no t1 collection 'nothing'" in capsys.readouterr().err
+
+    from fastapi.testclient import TestClient
+
+    from t1.serve.app import ServeSettings, create_app
+    from t1.serve.engine import Engine
+
+    store = QdrantIndex.open(spec, model=tiny_model)
+    try:
+        q = tiny_model.encode_query(["water rock"], reasoning="none").embeddings
+        want = [h.id for h in store.search(q, k=50, exclude=[{"d1"}])[0]]
+        with TestClient(create_app(Engine(tiny_model, store), ServeSettings(max_new_tokens=4))) as client:
+            info = client.get("/info").json()
+            assert info["index"]["documents"] == 7 and info["index"]["folder"] == spec
+            r = client.post("/search", json={"query": "water rock", "k": 50, "reasoning": "none", "exclude": ["d1"]})
+            assert r.status_code == 200, r.text
+            assert [h["id"] for h in r.json()["results"][0]["hits"]] == want and len(want) == 6
+            r = client.post("/search", json={"query": "water rock", "reasoning": "none", "exclude": ["nope"]})
+            assert r.status_code == 422 and "unknown document id 'nope'" in r.text
+            r = client.post("/search", json={"query": "water rock", "hybrid": True})
+            assert r.status_code == 422
+    finally:
+        store.close()
