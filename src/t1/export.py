@@ -32,6 +32,7 @@ def export_model(source: str, out: str | Path, settings: dict | None = None, mer
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         model.save_pretrained(tmp)
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
         tmp.chmod(0o755)  # mkdtemp's 0700 would keep other users out of a published folder
         for file in tmp.iterdir():
             file.chmod(0o644)
