@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tiny_model import CHAT_TEMPLATE, training_text
+from tiny_model import build_tiny_tokenizer
 
 EMB_TOKEN = "<emb_token>"
 PADDED_ROWS = 8  # Qwen pads its embedding matrix past len(tokenizer) (151,936 rows for 151,670 tokens)
@@ -14,21 +14,11 @@ PADDED_ROWS = 8  # Qwen pads its embedding matrix past len(tokenizer) (151,936 r
 
 def build_tiny_qwen3(folder: str | Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AddedToken, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers import AddedToken, Qwen3Config, Qwen3ForCausalLM
 
     folder = Path(folder)
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(training_text(), trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                        pad_token="<|endoftext|>", bos_token="<|im_start|>")
+    tokenizer = build_tiny_tokenizer()
     tokenizer.add_tokens([AddedToken(EMB_TOKEN, special=True, normalized=False)], special_tokens=True)
-    tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     config = Qwen3Config(
         vocab_size=len(tokenizer) + PADDED_ROWS, hidden_size=hidden, intermediate_size=2 * hidden,

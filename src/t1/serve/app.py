@@ -425,6 +425,17 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
             return refuse(request, 500, f"internal error ({type(exc).__name__})")
         return job.future.result()
 
+    async def run_planned(request: Request, planner, req) -> tuple[Job | None, dict | Response]:
+        """Plan a request, queue it and wait: (job, its result) or (job or None, the error response)."""
+        try:
+            plan, work = planner(req, settings, engine)
+        except BadRequest as e:
+            return None, refuse(request, 422, str(e))
+        job = queued(request, plan, work)
+        if isinstance(job, Response):
+            return None, job
+        return job, await outcome(request, job)
+
     def timings(job: Job, result: dict) -> dict:
         return {"queue_ms": round(((job.started or job.arrived) - job.arrived) * 1000, 2), **result["timings"],
                 "total_ms": round((time.perf_counter() - job.arrived) * 1000, 2),
@@ -464,16 +475,10 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True,
               summary="reason about one query or a list, and search the index")
     async def search(req: SearchRequest, request: Request):
-        try:
-            plan, work = plan_search(req, settings, engine)
-        except BadRequest as e:
-            return refuse(request, 422, str(e))
-        job = queued(request, plan, work)
-        if isinstance(job, Response):
-            return job
-        result = await outcome(request, job)
+        job, result = await run_planned(request, plan_search, req)
         if isinstance(result, Response):
             return result
+        plan = job.key  # the batch key is the request's plan
         return {"results": result["results"], "mode": plan.reasoning,
                 "k": req.k, "timings": timings(job, result)}
 
@@ -546,17 +551,10 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     @app.post("/encode", response_model=EncodeResponse, response_model_exclude_none=True,
               summary="embed documents (as the index does) or queries")
     async def encode(req: EncodeRequest, request: Request):
-        try:
-            plan, work = plan_encode(req, settings, engine)
-        except BadRequest as e:
-            return refuse(request, 422, str(e))
-        job = queued(request, plan, work)
-        if isinstance(job, Response):
-            return job
-        result = await outcome(request, job)
+        job, result = await run_planned(request, plan_encode, req)
         if isinstance(result, Response):
             return result
-        return {"kind": plan.kind, "dim": engine.model.dim, "embeddings": result["embeddings"].tolist(),
+        return {"kind": job.key.kind, "dim": engine.model.dim, "embeddings": result["embeddings"].tolist(),
                 "reasoning": result.get("reasoning"), "timings": timings(job, result)}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
