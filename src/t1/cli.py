@@ -148,7 +148,7 @@ def _search(args, index, queries):
         max_new_tokens=args.max_new_tokens, instruction=args.instruction, show_progress_bar=len(queries) > 1,
         hybrid=args.fusion if args.hybrid else None, fusion_weight=args.fusion_weight,
         num_traces=args.traces, temperature=args.temperature, top_p=args.top_p, trace_fusion=args.trace_fusion,
-        **({"margin": args.auto_margin} if args.reasoning == "auto" else {}),
+        margin=args.auto_margin,
     )
 
 

@@ -252,11 +252,12 @@ class Searchable:
 
     def search_queries(self, model, queries: Sequence[str], k: int = 10, exclude=None, backend: str = "auto",
                        hybrid: str | None = None, fusion_weight: float = 0.5, trace_fusion: str = "mean",
-                       **encode_kwargs):
+                       margin: float = 0.02, **encode_kwargs):
         """Encode `queries` with `model` (reasoning first, by default) and search; `hybrid`
         ("rrf" or "weighted") fuses the result with BM25; with several traces per query
         (`num_traces`), `trace_fusion` "mean" searches their mean embedding and "rrf" fuses
-        their result lists. Returns (hits per query, reasoning texts)."""
+        their result lists; `reasoning="auto"` reasons only below `margin` (`search_adaptive`).
+        Returns (hits per query, reasoning texts)."""
         if trace_fusion not in ("mean", "rrf"):
             raise T1Error(f"trace fusion must be 'mean' or 'rrf', got {trace_fusion!r}")
         if hybrid:
@@ -265,10 +266,8 @@ class Searchable:
             if hybrid:
                 raise T1Error("reasoning 'auto' does not combine with hybrid search yet")
             encode_kwargs.pop("reasoning")
-            return self.search_adaptive(model, queries, k, exclude, **encode_kwargs)
-        encoded_kwargs = dict(encode_kwargs)
-        encoded_kwargs.pop("margin", None)
-        encoded = model.encode_query(list(queries), **encoded_kwargs)
+            return self.search_adaptive(model, queries, k, exclude, margin=margin, **encode_kwargs)
+        encoded = model.encode_query(list(queries), **encode_kwargs)
         if hybrid:
             hits = self.search_hybrid(encoded.embeddings, list(queries), k, exclude, hybrid, fusion_weight)
         elif trace_fusion == "rrf" and encoded.trace_embeddings is not None:
