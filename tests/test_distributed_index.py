@@ -13,14 +13,13 @@ import torch
 from t1 import Document, T1Model
 from t1.distributed import SINGLE, Group, current, env_world
 from t1.index import Index
+from interrupt import Killed, encode_counting  # noqa: E402
 
 WORDS = "cell protein gene river water rock prime integer theorem solar energy carbon robot sensor code".split()
 DOCS = [Document(f"d{i}", " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(3 + i % 4)), f"title {i}")
         for i in range(11)]
 
 
-class Killed(Exception):
-    """A rank that died part-way (here: the one-process build that ran before)."""
 
 
 def _write_corpus(path):
@@ -34,18 +33,10 @@ def test_two_processes_resume_and_match_one_process(tmp_path, tiny_model_path, m
     model = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
 
     # A build that died after its first shard (of 6): the two-process run must resume it.
-    original, calls = T1Model.encode_document, []
-
-    def dies(self, texts, **kw):
-        calls.append(len(texts))
-        if len(calls) == 2:
-            raise Killed
-        return original(self, texts, **kw)
-
-    monkeypatch.setattr(T1Model, "encode_document", dies)
+    encode_counting(monkeypatch, die_at=2)
     with pytest.raises(Killed):
         Index.build(model, DOCS, two, shard_size=2)
-    monkeypatch.setattr(T1Model, "encode_document", original)
+    monkeypatch.undo()
     first = (two / "emb-00000.npy").stat().st_mtime_ns
     assert not (two / "emb-00001.npy").exists() and not json.loads((two / "manifest.json").read_text())["complete"]
 

@@ -12,6 +12,7 @@ pytest.importorskip("qdrant_client")
 from t1 import Document, T1Error, T1Model  # noqa: E402
 from t1.cli import main  # noqa: E402
 from t1.index import Index  # noqa: E402
+from interrupt import Killed, encode_counting  # noqa: E402
 from t1.stores.qdrant import QdrantIndex, parse_spec, point_id  # noqa: E402
 
 DOCS = [Document(f"d{i}", text, f"title {i}") for i, text in enumerate(
@@ -77,28 +78,17 @@ def test_round_trip_matches_the_index_folder(tiny_model, tmp_path):
         store.close()
 
 
-class Killed(Exception):
-    pass
 
 
 def test_resume_and_refusals(tiny_model, tiny_model_path, tmp_path, monkeypatch):
     spec = str(tmp_path / "qdrant")
-    original, calls = T1Model.encode_document, []
-
-    def dies(self, texts, **kw):
-        calls.append(len(texts))
-        if len(calls) == 2:
-            raise Killed
-        return original(self, texts, **kw)
-
-    monkeypatch.setattr(T1Model, "encode_document", dies)
+    encode_counting(monkeypatch, die_at=2)
     with pytest.raises(Killed):
         QdrantIndex.build(tiny_model, DOCS, spec, shard_size=3)
     with pytest.raises(T1Error, match="incomplete"):
         QdrantIndex.open(spec)
-    calls.clear()
-    monkeypatch.setattr(T1Model, "encode_document", lambda self, texts, **kw: (calls.append(len(texts)),
-                                                                               original(self, texts, **kw))[1])
+    monkeypatch.undo()
+    calls = encode_counting(monkeypatch)
     QdrantIndex.build(tiny_model, DOCS, spec, shard_size=3).close()
     assert calls == [3, 1]  # only the two missing shards were encoded
     calls.clear()
