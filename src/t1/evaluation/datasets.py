@@ -16,14 +16,11 @@ query's candidates before the top-k cut; the literal "N/A" in any id list means 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import Document, load_beir, load_corpus, read_jsonl
+from ..data import Document, check_judged, load_beir, load_corpus, read_jsonl, read_rows
 from ..errors import T1Error
-
-logger = logging.getLogger(__name__)
 
 BRIGHT_HUB = "xlangai/BRIGHT"
 BRIGHT_TASKS = (
@@ -105,15 +102,7 @@ def _rows(source: str, config: str, task: str) -> list[tuple[str, dict]]:
     files = local_files(root, config, task)
     if not files:
         raise T1Error(f"{root / config}: no {task}.jsonl or {task}.parquet")
-    rows = []
-    for path in files:
-        if path.suffix == ".jsonl":
-            rows.extend((f"{path}:{lineno}", obj) for lineno, obj in read_jsonl(path))
-        else:
-            import pyarrow.parquet as pq
-
-            rows.extend((f"{path}:row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist()))
-    return rows
+    return [pair for path in files for pair in read_rows(path)]
 
 
 def _id_list(row: dict, key: str, where: str) -> list[str]:
@@ -201,10 +190,7 @@ def load_bright_reasoning(source: str, task: str, model: str) -> dict[str, str]:
 def load_bright_task(source: str, task: str, long: bool = False, reasoning: str | None = None) -> EvalData:
     ex = load_bright_examples(source, task, long)
     corpus = load_bright_documents(source, task, long)
-    ids = {d.id for d in corpus}
-    missing = sum(g not in ids for gold in ex.qrels.values() for g in gold)
-    if missing:
-        logger.warning("BRIGHT %s: %d gold ids are not in the corpus", task, missing)
+    check_judged(ex.qrels, corpus, f"BRIGHT {task} gold ids", f"its {'long ' if long else ''}documents")
     given = None
     if reasoning:
         texts = load_bright_reasoning(source, task, reasoning)
@@ -233,6 +219,7 @@ def _load_hub_beir(repo: str, split: str) -> EvalData:
         qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(row["score"])
     queries = {str(r["_id"]): r["text"] for r in query_rows}
     corpus = [Document(str(r["_id"]), r["text"], r.get("title") or "") for r in corpus_rows]
+    check_judged(qrels, corpus, f"{repo}-qrels {split}", f"{repo} corpus")
     return EvalData(f"{repo.split('/')[-1]}/{split}", corpus, {q: queries[q] for q in qrels if q in queries}, qrels)
 
 
@@ -258,6 +245,8 @@ def load_reasoning_file(path: str | Path) -> dict[str, str]:
         text = row.get("reasoning", row.get("query"))
         if row.get("id") is None or not isinstance(text, str):
             raise T1Error(f"{path}:{lineno}: expected fields 'id' and 'reasoning'")
+        if str(row["id"]) in out:
+            raise T1Error(f"{path}:{lineno}: duplicate id {str(row['id'])!r}")
         out[str(row["id"])] = text
     if not out:
         raise T1Error(f"{path}: no reasoning rows")
