@@ -15,12 +15,17 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
+from .errors import T1Error
+
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise T1Error(f"{path}: cannot write ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
@@ -32,6 +37,19 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """Fail now, before hours of work, if `folder` cannot become a writable folder: it, or the
+    nearest part of its path that exists, must be a writable folder."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"{existing} is a file"
+        raise T1Error(f"{folder}: cannot be an output folder ({where})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise T1Error(f"{folder}: cannot write there ({existing} is not writable)")
+    return folder
 
 
 def _umask() -> int:

@@ -2,7 +2,8 @@
 
 Layout of an index folder::
 
-    manifest.json        model fingerprint, instruction, max length, dim, dtype, corpus hash, count
+    manifest.json        model fingerprint, instruction, max length, dim, dtype, corpus hash, count,
+                         and each shard file's bytes, rows and sha256 ("files")
     emb-00000.npy        float16/float32 [rows, dim], L2-normalised
     docs-00000.jsonl     {"id", "title", "snippet"} per row, same order
     bm25/                optional (`bm25=True`): a BM25 index of the same rows, for hybrid search
@@ -17,6 +18,11 @@ Building is also distributed: under `torchrun` / `accelerate launch` (an initial
 group, see `t1.distributed`) rank 0 lists the missing shards, the ranks encode disjoint shares of
 them into the same folder (a filesystem they all see), and rank 0 marks the index complete once
 every shard exists. A rerun after any rank died resumes like a one-process build.
+
+Opening an index checks every shard file's size and rows against the manifest (file sizes and
+.npy headers only), so a damaged index is an error, not a traceback or a wrong answer;
+`Index.verify` (`t1 index --verify`) also compares the sha256 checksums. Indexes written before
+the manifest recorded the files are still opened (sizes checked against the .npy headers).
 
 Exact search reads the shards in row chunks with plain file reads (no memory map), so its memory
 is bounded by the chunk size (`Index.chunk_rows`), not by the index size; hits' titles and
@@ -37,13 +43,14 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .atomic import save_npy, write_json, write_jsonl
+from .atomic import check_output_folder, save_npy, write_json, write_jsonl
 from .data import Document
 from .errors import T1Error
 from .search import exact_search
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+REQUIRED_KEYS = ("model", "instruction", "dim", "dtype", "count", "shard_size", "shards", "corpus_hash")
 SNIPPET_CHARS = 300
 SEARCH_CHUNK_ROWS = 65536
 # Below 20 queries faiss scores without BLAS; there, chunks that stay in cache are ~2x faster.
@@ -98,6 +105,10 @@ class ShardSink:
         """Shards still missing once the ranks reported them written."""
         return [i for i, chunk in shards if not self.done(i, chunk)]
 
+    def describe(self, shards: int) -> dict:
+        """Manifest entries of a complete build that describe what was written."""
+        return {}
+
 
 class _FolderSink(ShardSink):
     def __init__(self, folder: Path):
@@ -133,6 +144,9 @@ class _FolderSink(ShardSink):
             missing = [i for i in missing if not self.done(i, shards[i][1])]
         return missing
 
+    def describe(self, shards: int) -> dict:
+        return {"files": _describe_files(self.folder, shards)}
+
 
 def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: dict, *, where: str,
                  encode: Callable[[Sequence[Document]], np.ndarray], group=None,
@@ -146,6 +160,8 @@ def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: di
 
     group = group or current()
     shard_size = spec["shard_size"]
+    if shard_size < 1:
+        raise T1Error(f"shard size must be at least 1, got {shard_size}")
     starts = range(0, len(documents), shard_size)
     shards = [(i, documents[start : start + shard_size]) for i, start in enumerate(starts)]
     state = None
@@ -184,7 +200,7 @@ def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: di
         if missing:
             manifest = f"{where}: shards {missing[:5]} are missing after every rank finished; re-run to resume"
         else:
-            manifest = {**spec, "complete": True, "shards": len(shards)}
+            manifest = {**spec, "complete": True, "shards": len(shards), **sink.describe(len(shards))}
             if group.world > 1:
                 manifest["built_by"] = {"world_size": group.world, "shards_per_rank": [len(w) for w in written]}
             sink.write_manifest(manifest)
@@ -283,16 +299,24 @@ class _NpyShard:
 
     def __init__(self, path: Path):
         self.path = path
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            fmt = np.lib.format
-            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-            self.offset = f.tell()
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                fmt = np.lib.format
+                read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, fortran, dtype = read_header(f)
+                self.offset = f.tell()
+        except (ValueError, EOFError) as e:
+            raise T1Error(f"{path}: not a .npy array ({e})") from None
         if fortran or len(shape) != 2:
             raise T1Error(f"{path}: not a C-ordered 2-D array")
         self.rows, self.dim = shape
         self.dtype = np.dtype(dtype)
+
+    @property
+    def nbytes(self) -> int:
+        """The file size its header implies."""
+        return self.offset + self.rows * self.dim * self.dtype.itemsize
 
     def chunks(self, chunk_rows: int):
         row_bytes = self.dim * self.dtype.itemsize
@@ -351,6 +375,8 @@ class Index(Searchable):
             raise T1Error(f"dtype must be float16 or float32, got {dtype!r}")
         if not documents:
             raise T1Error("cannot index an empty corpus")
+        if batch_size < 1:
+            raise T1Error(f"batch size must be at least 1, got {batch_size}")
         group = group or current()
         folder = Path(folder)
         _check_writable(folder)
@@ -377,6 +403,8 @@ class Index(Searchable):
         tied to no T1 model (`Index.open(..., model=...)` refuses it)."""
         if dtype not in ("float16", "float32"):
             raise T1Error(f"dtype must be float16 or float32, got {dtype!r}")
+        if shard_size < 1:
+            raise T1Error(f"shard size must be at least 1, got {shard_size}")
         folder = Path(folder)
         _check_writable(folder)
         if isinstance(embeddings, np.ndarray):
@@ -418,7 +446,8 @@ class Index(Searchable):
             h.update(b"\0")
         manifest = {"format_version": FORMAT_VERSION, "model": {"name": model_name, "fingerprint": model_name},
                     "instruction": None, "max_length": None, "dim": dim, "dtype": dtype, "count": n,
-                    "shard_size": shard_size, "corpus_hash": h.hexdigest()[:16], "complete": True, "shards": shard}
+                    "shard_size": shard_size, "corpus_hash": h.hexdigest()[:16], "complete": True, "shards": shard,
+                    "files": _describe_files(folder, shard)}
         write_json(folder / MANIFEST, manifest)
         return cls(folder, manifest)
 
@@ -445,25 +474,104 @@ class Index(Searchable):
     # ---------------------------------------------------------------- opening
     @classmethod
     def open(cls, folder: str | Path, model=None, instruction: str | None = None) -> "Index":
-        """Open a complete index; with `model`, refuse one built by a different model."""
-        folder = Path(folder)
-        path = folder / MANIFEST
-        if not path.exists():
-            raise T1Error(f"{folder}: not a t1 index (no {MANIFEST})")
-        try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise T1Error(f"{path}: malformed manifest ({e.msg})") from None
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise T1Error(f"{folder}: index format {manifest.get('format_version')} is not supported (expected {FORMAT_VERSION})")
-        if not manifest.get("complete"):
-            raise T1Error(f"{folder}: index is incomplete; re-run `t1 index` with the same arguments to resume")
+        """Open a complete index; with `model`, refuse one built by a different model. Every
+        shard file's size and rows are checked against the manifest (no file is read whole)."""
+        index = cls._read(folder)
+        manifest = index.manifest
         if model is not None and model.fingerprint() != manifest["model"]["fingerprint"]:
             raise T1Error(f"{folder}: index was built with a different model ({manifest['model']['name']}, "
                           f"fingerprint {manifest['model']['fingerprint']}); rebuild it with this model")
         if instruction is not None and instruction != manifest["instruction"]:
             raise T1Error(f"{folder}: index was built with instruction {manifest['instruction']!r}, not {instruction!r}")
+        problems = index._problems()
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise T1Error(f"{folder}: damaged index: {problems[0]}{more}; rebuild it (`t1 index --verify {folder}` "
+                          "lists every problem)")
+        return index
+
+    @classmethod
+    def _read(cls, folder: str | Path) -> "Index":
+        """The index whose manifest is complete and has every key, its files unchecked."""
+        folder = Path(folder)
+        path = folder / MANIFEST
+        if not path.is_file():
+            raise T1Error(f"{folder}: not a t1 index (no {MANIFEST})")
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise T1Error(f"{path}: malformed manifest ({getattr(e, 'msg', e)})") from None
+        if not isinstance(manifest, dict):
+            raise T1Error(f"{path}: malformed manifest (not a JSON object)")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise T1Error(f"{folder}: index format {manifest.get('format_version')} is not supported (expected {FORMAT_VERSION})")
+        if not manifest.get("complete"):
+            raise T1Error(f"{folder}: index is incomplete; re-run `t1 index` with the same arguments to resume")
+        missing = [k for k in REQUIRED_KEYS if k not in manifest]
+        if not missing and not {"name", "fingerprint"} <= set(manifest["model"] or {}):
+            missing = ["model.name/model.fingerprint"]
+        if missing:
+            raise T1Error(f"{path}: damaged manifest: no {missing[0]!r} entry; rebuild the index")
+        count, shard_size, shards = manifest["count"], manifest["shard_size"], manifest["shards"]
+        if shards != -(-count // max(shard_size, 1)):
+            raise T1Error(f"{path}: damaged manifest: {shards} shards cannot hold {count} documents in shards of "
+                          f"{shard_size}; rebuild the index")
         return cls(folder, manifest)
+
+    @classmethod
+    def verify(cls, folder: str | Path) -> str:
+        """Check every shard file of the index in `folder`: presence, size, rows and sha256 (reads
+        every byte). Returns a one-line report; a damaged index is a `T1Error` naming its problems."""
+        index = cls._read(folder)
+        problems = index._problems(deep=True)
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise T1Error(f"{folder}: damaged index: {shown}")
+        what = f"{len(index)} documents in {index.manifest['shards']} shards"
+        if "files" not in index.manifest:
+            return (f"{what}: files present, sizes and rows match; no checksums to compare (the index was "
+                    "written before t1 recorded them)")
+        return f"{what}: files present, sizes, rows and sha256 checksums match"
+
+    def _problems(self, deep: bool = False) -> list[str]:
+        """What is wrong with the shard files: missing, wrong size or rows, a .npy of another shape
+        (cheap: file sizes and .npy headers). `deep` also counts docs rows and compares the
+        sha256 checksums recorded at build time (reading every file)."""
+        files, problems = self.manifest.get("files"), []
+        for i, paths in enumerate(self._shards()):
+            rows = self._shard_rows(i)
+            for path in paths:
+                name = path.name
+                if not path.is_file():
+                    problems.append(f"{name} is missing")
+                    continue
+                size, want = path.stat().st_size, (files or {}).get(name)
+                if files is not None and want is None:
+                    problems.append(f"{name} is not in the manifest")
+                elif want is not None and size != want["bytes"]:
+                    problems.append(f"{name} has {size} bytes, the manifest says {want['bytes']}")
+                if path.suffix == ".npy":
+                    try:
+                        shard = _NpyShard(path)
+                    except T1Error as e:
+                        problems.append(str(e).replace(f"{path}: ", f"{name}: "))
+                        continue
+                    if shard.rows != rows or shard.dim != self.manifest["dim"]:
+                        problems.append(f"{name} holds {shard.rows} x {shard.dim} embeddings, expected "
+                                        f"{rows} x {self.manifest['dim']}")
+                    elif size < shard.nbytes:
+                        problems.append(f"{name} is truncated ({size} of {shard.nbytes} bytes)")
+                if deep and (want is not None or path.suffix != ".npy"):
+                    found = _describe_file(path)
+                    if path.suffix != ".npy" and found["rows"] != rows:
+                        problems.append(f"{name} has {found['rows']} rows, expected {rows}")
+                    elif want is not None and found["sha256"] != want["sha256"]:
+                        problems.append(f"{name} does not match its sha256 checksum")
+        return problems
+
+    def _shard_rows(self, i: int) -> int:
+        """How many rows shard `i` holds (every shard is full but the last)."""
+        return min(self.manifest["shard_size"], self.manifest["count"] - i * self.manifest["shard_size"])
 
     def __len__(self) -> int:
         return self.manifest["count"]
@@ -476,21 +584,22 @@ class Index(Searchable):
     @cached_property
     def _docs(self) -> list[dict]:
         """Every row's {"id", "title", "snippet"} (loads them all; searching does not need this)."""
-        rows = []
-        for _, docs_file in self._shards():
-            with open(docs_file, encoding="utf-8") as f:
-                rows.extend(json.loads(line) for line in f)
+        return [row for i in range(self.manifest["shards"]) for row in self._docs_rows(i)]
+
+    def _docs_rows(self, i: int) -> list[dict]:
+        """The rows of shard i's docs file, checked against the manifest's count."""
+        docs_file = self.folder / _shard_name(i)[1]
+        with open(docs_file, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+        if len(rows) != self._shard_rows(i):
+            raise T1Error(f"{docs_file}: {len(rows)} rows, expected {self._shard_rows(i)}; the index is damaged, "
+                          "rebuild it")
         return rows
 
     @cached_property
     def ids(self) -> list[str]:
-        if "_docs" in self.__dict__:
-            return [d["id"] for d in self._docs]
-        out = []
-        for _, docs_file in self._shards():
-            with open(docs_file, encoding="utf-8") as f:
-                out.extend(json.loads(line)["id"] for line in f)
-        return out
+        return [d["id"] for d in self._docs] if "_docs" in self.__dict__ else [
+            row["id"] for i in range(self.manifest["shards"]) for row in self._docs_rows(i)]
 
     @cached_property
     def _position(self) -> dict[str, int]:
@@ -527,6 +636,9 @@ class Index(Searchable):
             offsets = self._line_offsets.get(s)
             if offsets is None:
                 offsets = self._line_offsets[s] = _line_offsets(docs_file)
+                if len(offsets) != self._shard_rows(s):
+                    raise T1Error(f"{docs_file}: {len(offsets)} rows, expected {self._shard_rows(s)}; the index is "
+                                  "damaged, rebuild it")
             with open(docs_file, "rb") as f:
                 for p, sp in zip(positions, shard_of):
                     if sp == s:
@@ -689,10 +801,24 @@ def _differences(old: dict, spec: dict) -> list[str]:
     return [k for k in spec if key(k, old) != key(k, spec)]
 
 
+def _describe_files(folder: Path, shards: int) -> dict:
+    """The manifest's "files" entry: bytes, rows and sha256 of every shard file."""
+    return {name: _describe_file(folder / name) for i in range(shards) for name in _shard_name(i)}
+
+
+def _describe_file(path: Path) -> dict:
+    h, lines = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            lines += block.count(b"\n")
+    rows = _NpyShard(path).rows if path.suffix == ".npy" else lines
+    return {"bytes": path.stat().st_size, "rows": rows, "sha256": h.hexdigest()}
+
+
 def _check_writable(folder: Path) -> None:
+    check_output_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise T1Error(f"{folder}: cannot create output folder ({e.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise T1Error(f"{folder}: output folder is not writable")
