@@ -9,7 +9,10 @@ A run folder holds::
     reasoning.jsonl   T1 only: {"id", "query", "reasoning"} per query (+ "ended", "tokens" when generated)
     run.json          what was run: dataset, retriever, settings, sizes, wall times
 
-Every file is written atomically, and metrics.json last: its presence marks a finished run.
+Nothing is written until the retrieval and its scoring are done, so a failed or interrupted
+re-evaluation leaves the previous run's files as they were. Then every file is written atomically,
+metrics.json last: its presence marks a finished run (an old one is removed just before the new
+files replace the old, so it never stands beside another run's results).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import re
 import time
 from pathlib import Path
 
-from ..atomic import atomic_open, write_json, write_jsonl
+from ..atomic import atomic_open, check_output_folder, write_json, write_jsonl
 from ..errors import T1Error
 from .metrics import Evaluation, evaluate, format_headline
 
@@ -79,10 +82,7 @@ def run_evaluation(data, retriever, out: str | Path, k: int = 1000, info: dict |
     `data` is an `EvalData`; its `excluded` ids are removed before the top-k cut and its
     `reasoning` (given traces, e.g. BRIGHT's GPT-4 reasoning) is passed to the retriever.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in (METRICS_FILE, REASONING_FILE):  # metrics.json marks a finished run: never an old one
-        (out / stale).unlink(missing_ok=True)
+    out = check_output_folder(out)
     start = time.perf_counter()
     results = retriever.retrieve(data.queries, k=k, exclude=data.excluded or None, reasoning=data.reasoning)
     retrieve_s = time.perf_counter() - start
@@ -91,6 +91,7 @@ def run_evaluation(data, retriever, out: str | Path, k: int = 1000, info: dict |
         raise AssertionError(f"excluded document {leaked[0][1]!r} returned for query {leaked[0][0]!r}")
     evaluation = evaluate(data.qrels, results)
 
+    (out / METRICS_FILE).unlink(missing_ok=True)  # metrics.json marks a finished run: never an old one
     write_trec_run(out / RUN_FILE, results, tag=retriever.name)
     write_json(out / RESULTS_FILE, results)
     write_json(out / PER_QUERY_FILE, evaluation.per_query)
@@ -99,6 +100,8 @@ def run_evaluation(data, retriever, out: str | Path, k: int = 1000, info: dict |
     if reasoning:
         write_jsonl(out / REASONING_FILE, ({"id": q, "query": data.queries[q], "reasoning": reasoning.get(q, ""),
                                             **stats.get(q, {})} for q in data.queries))
+    else:
+        (out / REASONING_FILE).unlink(missing_ok=True)
     write_json(out / INFO_FILE, {
         "kind": "eval",
         "dataset": data.name,
