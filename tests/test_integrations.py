@@ -28,6 +28,48 @@ def _importorskip(module: str, extra: str):
     return pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[{extra}]' or '.[test]')")
 
 
+def rank_and_score(model, queries, instruction, documents, qrels, candidates=None, **encode):
+    """What an mteb retrieval run must come to, computed without mteb: `queries` ({qid: text})
+    reason and embed with `instruction`, `documents` ({id: text}) embed with the model's document
+    instruction, each query scores its `candidates` (default: every document) by cosine, and
+    nDCG@10 comes from t1's own metric (pytrec_eval). Returns (nDCG@10, scores, traces)."""
+    from t1.evaluation.metrics import evaluate
+
+    q = model.encode_query(list(queries.values()), instruction=instruction, reasoning="generate", **encode)
+    d = model.encode_document(list(documents.values()), instruction=model.config.document_instruction)
+    cos = q.embeddings @ d.T  # both L2-normalised
+    ids = list(documents)
+    scores = {qid: {ids[j]: float(cos[i, j]) for j in range(len(ids))
+                    if candidates is None or ids[j] in candidates[qid]} for i, qid in enumerate(queries)}
+    return evaluate(qrels, scores, cutoffs=(10,)).mean["ndcg@10"], scores, q.reasoning
+
+
+def bright_fixture_expected(model, task: str, **encode):
+    """`rank_and_score` for mteb's BRIGHT v1.1 task `task` as it loads tests/fixtures/bright
+    (a domain without its own fixture file reads the biology one, as `fixture_bright_load_dataset`
+    serves it): BRIGHT's query instruction, candidates without each query's excluded ids."""
+    from integration_helpers import BRIGHT_FIXTURE
+
+    def rows(part):
+        file = BRIGHT_FIXTURE / part / f"{task}.jsonl"
+        file = file if file.exists() else BRIGHT_FIXTURE / part / "biology.jsonl"
+        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+    examples, documents = rows("examples"), {d["id"]: d["content"] for d in rows("documents")}
+    candidates = {e["id"]: set(documents) - set(e["excluded_ids"]) for e in examples}
+    qrels = {e["id"]: dict.fromkeys(e["gold_ids"], 1) for e in examples}
+    return rank_and_score(model, {e["id"]: e["query"] for e in examples}, bright_instruction(task), documents,
+                          qrels, candidates, **encode)
+
+
+def assert_same_scores(predicted: dict, expected: dict):
+    """mteb's predictions ({qid: {doc: score}}) are the scores computed without it."""
+    assert set(predicted) == set(expected)
+    for qid, docs in expected.items():
+        assert set(predicted[qid]) == set(docs), qid
+        np.testing.assert_allclose([predicted[qid][d] for d in docs], list(docs.values()), atol=1e-4, err_msg=qid)
+
+
 # ------------------------------------------------------------------ sentence-transformers names
 def test_prompt_is_the_instruction_and_prompt_name_names_one(tiny_model):
     m, docs = tiny_model, ["cell protein gene", "river rock climate"]
@@ -187,6 +229,15 @@ def test_mteb_evaluate_local_task_reasons_for_queries_and_honours_exclusions(tin
     import mteb
     from t1.integrations.mteb import T1Encoder
 
+    instruction = "Given a question, retrieve passages that answer it"
+    task = local_retrieval_task(prompt={"query": instruction + ":"})
+    task.load_data()
+    split = task.dataset["default"]["test"]
+    expected, expected_scores, traces = rank_and_score(
+        tiny_model, {q["id"]: q["text"] for q in split["queries"]}, instruction,
+        {d["id"]: d["text"] for d in split["corpus"]}, split["relevant_docs"],
+        {qid: set(ids) for qid, ids in split["top_ranked"].items()}, max_new_tokens=4)
+
     calls = []
     for method in ("encode_query", "encode_document"):
         real = getattr(type(tiny_model), method)
@@ -199,10 +250,10 @@ def test_mteb_evaluate_local_task_reasons_for_queries_and_honours_exclusions(tin
         # leave a bound method on the shared model that hides later class-level patches.
         monkeypatch.setattr(type(tiny_model), method, spy)
     enc = T1Encoder(tiny_model, max_new_tokens=4)
-    task = local_retrieval_task(prompt={"query": "Given a question, retrieve passages that answer it:"})
+    task = local_retrieval_task(prompt={"query": instruction + ":"})
     results = mteb.evaluate(enc, task, cache=None, prediction_folder=tmp_path, show_progress_bar=False)
-    score = results.task_results[0].get_score()
-    assert 0.0 <= score <= 1.0
+    # mteb's nDCG@10 is the one computed without mteb, from the same model's embeddings
+    assert results.task_results[0].get_score() == pytest.approx(expected, abs=1e-4)
     queries = [c for c in calls if c[0] == "encode_query"]
     docs = [c for c in calls if c[0] == "encode_document"]
     assert [q[1] for q in queries] == [["why do cells divide", "how do rivers carve rock"]]
@@ -210,10 +261,11 @@ def test_mteb_evaluate_local_task_reasons_for_queries_and_honours_exclusions(tin
     assert sorted(t for d in docs for t in d[1]) == sorted(["cells divide by mitosis to grow and repair tissue",
                                                             "rivers carve rock over millions of years",
                                                             "why do cells divide", "prime numbers have exactly two divisors"])
-    assert len(enc.traces["T1LocalRetrieval"]) == 2
+    assert enc.traces["T1LocalRetrieval"] == traces
     predictions = json.loads((tmp_path / "T1LocalRetrieval_predictions.json").read_text())["default"]["test"]
     assert set(predictions["q1"]) == {"d1", "d2", "d4"}  # d3 (the query itself) is excluded for q1
     assert set(predictions["q2"]) == {"d1", "d2", "d3", "d4"}
+    assert_same_scores(predictions, expected_scores)
 
 
 def test_mteb_bright_leetcode_excluded_ids_never_ranked(tiny_qwen3_path, tmp_path, monkeypatch):
@@ -233,15 +285,17 @@ def test_mteb_bright_leetcode_excluded_ids_never_ranked(tiny_qwen3_path, tmp_pat
         excluded[row["id"]] = {d for d in row["excluded_ids"] if d != "N/A"}
     assert any(excluded.values())
     enc = T1Encoder(str(tiny_qwen3_path), device="cpu", max_new_tokens=4)
+    expected, expected_scores, traces = bright_fixture_expected(enc.model, "leetcode", max_new_tokens=4)
     task = mteb.get_task("BrightLeetcodeRetrieval")
     results = mteb.evaluate(enc, task, cache=None, prediction_folder=tmp_path, show_progress_bar=False)
-    assert 0.0 <= results.task_results[0].get_score() <= 1.0
+    assert results.task_results[0].get_score() == pytest.approx(expected, abs=1e-4)
+    assert enc.traces["BrightLeetcodeRetrieval"] == traces
     predictions = json.loads((tmp_path / "BrightLeetcodeRetrieval_predictions.json").read_text())["default"]["standard"]
     corpus = {json.loads(line)["id"] for line in (BRIGHT_FIXTURE / "documents" / "leetcode.jsonl").read_text().splitlines()}
     for qid, ranked in predictions.items():
         assert not set(ranked) & excluded[qid]
         assert set(ranked) == corpus - excluded[qid]
-    assert len(enc.traces["BrightLeetcodeRetrieval"]) == len(predictions)
+    assert_same_scores(predictions, expected_scores)
 
 
 # ------------------------------------------------------------------ LangChain

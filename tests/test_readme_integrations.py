@@ -76,11 +76,20 @@ def test_python_snippet_runs(title, code, hub, capsys):
     exec(compile(code, f"README.md: {title}", "exec"), namespace)
     assert capsys.readouterr().out.strip()  # every snippet prints its result
     if "mteb" in title:
-        results = namespace["results"]
-        assert len(results.task_results) == 12
-        assert all(0.0 <= r.get_score() <= 1.0 for r in results.task_results)
-        encoder = namespace["encoder"]
+        from t1.evaluation.datasets import BRIGHT_TASKS
+        from t1.integrations.mteb import bright_task
+        from test_integrations import bright_fixture_expected
+
+        results, encoder = namespace["results"], namespace["encoder"]
         assert encoder.model.name_or_path == HUB_T1 and len(encoder.traces) == 12
+        tasks = {r.task_name: bright_task(r.task_name) for r in results.task_results}
+        assert len(tasks) == len(results.task_results)  # the 12 short tasks, once each
+        assert sorted(tasks.values()) == sorted((t, False) for t in BRIGHT_TASKS)
+        for result in results.task_results:
+            # each task's nDCG@10, computed without mteb from the same model's embeddings
+            expected, _, traces = bright_fixture_expected(encoder.model, tasks[result.task_name][0])
+            assert result.get_score() == pytest.approx(expected, abs=1e-4), result.task_name
+            assert encoder.traces[result.task_name] == traces, result.task_name
     if "Hub T1" in title:
         model = namespace["model"]
         assert model.emb_token_id == model.tokenizer.convert_tokens_to_ids("<emb_token>")
