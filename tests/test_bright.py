@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from t1.evaluation.datasets import (
     load_eval_data,
 )
 from t1.evaluation.retrievers import BM25Retriever, T1Retriever
-from t1.evaluation.runs import read_trec_run, run_evaluation
+from t1.evaluation.runs import ranked, read_trec_run, run_evaluation
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bright"
 QUERY_COUNTS = dict(zip(BRIGHT_TASKS, (103, 116, 103, 101, 101, 117, 108, 142, 112, 111, 194, 76)))
@@ -203,4 +204,16 @@ def test_t1_protocol_with_generation_and_cached_index(tmp_path, tiny_model_path,
     assert r.settings["index"] == str(index_folder)
     assert r.reasoning == {} and not (tmp_path / "again" / "reasoning.jsonl").exists()
     assert all(len(docs) == 5 for docs in read_trec_run(tmp_path / "again" / "run.trec").values())
-    assert 0 <= ev.mean["ndcg@10"] <= 1
+    # the metric, computed here from the written run and the gold ids (binary gains, 5 documents kept)
+    run = read_trec_run(tmp_path / "again" / "run.trec")
+
+    def ndcg10(qid):
+        gains = [float(doc in data.qrels[qid]) for doc, _ in ranked(run[qid])[:10]]
+        ideal = sum(1 / math.log2(i + 2) for i in range(min(10, len(data.qrels[qid]))))
+        return sum(g / math.log2(i + 2) for i, g in enumerate(gains)) / ideal
+
+    expected = [ndcg10(q) for q in data.queries]
+    assert 0 < sum(expected) < len(expected)  # neither every gold document first nor none found
+    assert ev.per_query.keys() == data.queries.keys()
+    assert [ev.per_query[q]["ndcg@10"] for q in data.queries] == pytest.approx(expected)
+    assert ev.mean["ndcg@10"] == pytest.approx(sum(expected) / len(expected))

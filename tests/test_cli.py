@@ -79,7 +79,7 @@ def test_unwritable_output_keeps_nothing_broken(tiny_model_path, corpus, tmp_pat
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--out", str(blocker / "idx"), "--device", "cpu"]) == 2
-    assert "cannot create output folder" in capsys.readouterr().err
+    assert "cannot be an output folder" in capsys.readouterr().err
     assert blocker.read_text() == "not a folder"
 
 

@@ -1,27 +1,17 @@
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 from conftest import shared_data
 
-from t1.errors import T1Error
-from t1.evaluation.commands import register
+from t1.cli import main
 from t1.evaluation.runs import read_trec_run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bright"
 
 
 def t1(*argv) -> int:
-    """Run a subcommand as the t1 CLI does: a T1Error is one line on stderr and exit 2."""
-    parser = argparse.ArgumentParser(prog="t1")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([str(a) for a in argv])
-    try:
-        return args.func(args)
-    except T1Error as e:
-        print(f"t1: error: {e}")
-        return 2
+    return main([str(a) for a in argv])
 
 
 def write_beir(folder: Path) -> Path:
@@ -102,11 +92,11 @@ def test_user_mistakes_exit_2(tmp_path, capsys):
     assert t1("eval", "--dataset", tmp_path / "missing", "--retriever", "bm25", "--out", tmp_path / "o") == 2
     assert t1("eval", "--dataset", folder, "--retriever", "bm25", "--reasoning", "generate", "--out", tmp_path / "o") == 2
     assert t1("eval", "--dataset", folder, "--split", "dev", "--retriever", "bm25", "--out", tmp_path / "o") == 2
-    assert t1("bright", "--retriever", "bm25", "--data", FIXTURE, "--tasks", "chemistry", "--out", tmp_path / "b") == 2
+    assert t1("bright", "--retriever", "bm25", "--dataset", FIXTURE, "--tasks", "chemistry", "--out", tmp_path / "b") == 2
     assert t1("report", tmp_path / "nothing") == 2
-    assert t1("bright", "--retriever", "bm25", "--data", FIXTURE, "--out", tmp_path / "all") == 2  # 10 tasks lack files
+    assert t1("bright", "--retriever", "bm25", "--dataset", FIXTURE, "--out", tmp_path / "all") == 2  # 10 tasks lack files
     assert not (tmp_path / "all" / "run.json").exists()
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("t1: error:")]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("t1: error:")]
     assert len(lines) == 7
     assert "no files for examples/earth_science" in lines[6]
     assert "unknown retriever 'dense'" in lines[0] and "missing: no such folder" in lines[1]
@@ -115,9 +105,9 @@ def test_user_mistakes_exit_2(tmp_path, capsys):
 
 def test_report_renders_bright_and_beir_tables(tmp_path, capsys):
     bright_out = tmp_path / "runs" / "bm25-bright"
-    assert t1("bright", "--retriever", "bm25", "--data", FIXTURE, "--tasks", "biology", "leetcode",
+    assert t1("bright", "--retriever", "bm25", "--dataset", FIXTURE, "--tasks", "biology", "leetcode",
               "--out", bright_out, "--no-progress") == 0
-    assert t1("bright", "--retriever", "bm25", "--data", FIXTURE, "--tasks", "biology",
+    assert t1("bright", "--retriever", "bm25", "--dataset", FIXTURE, "--tasks", "biology",
               "--out", tmp_path / "runs" / "bio-only", "--no-progress") == 0
     folder = write_beir(tmp_path / "mini")
     assert t1("eval", "--dataset", folder, "--retriever", "bm25", "--out", tmp_path / "runs" / "bm25-mini", "--no-progress") == 0
@@ -141,4 +131,4 @@ def test_report_renders_bright_and_beir_tables(tmp_path, capsys):
 def test_hub_datasets_fail_cleanly_offline(tmp_path, capsys):
     # conftest sets HF_HUB_OFFLINE=1: a hub id must give one clear line, not a traceback
     assert t1("eval", "--dataset", "t1-tests/no-such-dataset", "--retriever", "bm25", "--out", tmp_path / "o") == 2
-    assert "from the Hugging Face hub" in capsys.readouterr().out
+    assert "from the Hugging Face hub" in capsys.readouterr().err

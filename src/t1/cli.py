@@ -15,13 +15,69 @@ import sys
 from .errors import T1Error
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose mistakes (a missing or unknown flag, a bad value) are `T1Error`s: one line,
+    exit 2, like every other user mistake."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, exit_on_error=False, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        try:
+            return super().parse_known_args(args, namespace)
+        except argparse.ArgumentError as e:
+            # the types below say what a value must be: "--k must be at least 1, got 0"
+            raise T1Error(f"{e.argument_name} {e.message}" if e.message.startswith("must ") else str(e)) from None
+
+    def error(self, message):
+        raise T1Error(f"{message} (see {self.prog} --help)")
+
+
+def _number(kind, minimum, what, inclusive=True, maximum=None):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not (value > minimum or inclusive and value == minimum) or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+# The argparse types of every t1 command: a zero or negative size is refused while the command
+# line is parsed, before any file is read or model loaded.
+positive_int = _number(int, 1, "at least 1")
+non_negative_int = _number(int, 0, "at least 0")
+positive_float = _number(float, 0.0, "positive", inclusive=False)
+non_negative_float = _number(float, 0.0, "at least 0")
+fraction = _number(float, 0.0, "between 0 and 1", maximum=1.0)
+top_p = _number(float, 0.0, "above 0 and at most 1", inclusive=False, maximum=1.0)
+
+
+def device_arg(text: str) -> str:
+    """cpu, cuda, cuda:N or mps, present on this machine (checked before any model loads)."""
+    from .model import check_device
+
+    try:
+        check_device(text)
+    except T1Error as e:
+        message = str(e).removeprefix("device ")
+        raise argparse.ArgumentTypeError(message if message.startswith("must") else
+                                         f"must be a device this machine has: {message}") from None
+    return text
+
+
+DEVICE_HELP = "cpu, cuda, cuda:1, mps ... (default: cuda if available)"
 MODEL_HELP = ("T1 model: 't1-smollm2-135m' (the shipped trained model), a model folder, a hub id, or "
               "'smollm2-135m-instruct' (the untrained offline backbone)")
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--model", default=default, help=MODEL_HELP + (f" (default {default})" if default else ""))
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
 
 
 def _load_model(args):
@@ -31,18 +87,25 @@ def _load_model(args):
 
 
 def cmd_index(args) -> int:
+    from .atomic import check_output_folder
     from .data import load_corpus
     from .distributed import from_env, leave, local_device
 
+    if args.verify:
+        return _verify_index(args.verify)
+    if not args.corpus:
+        raise T1Error("--corpus is required to build an index (--out or --store)")
     if args.store and (args.bm25 or args.ann):
         raise T1Error("--bm25 and --ann apply to an index folder (--out); a Qdrant store (--store) has its own "
                       "HNSW graph")
     documents = load_corpus(args.corpus)  # read (and validate) before loading the model
+    if args.out:
+        check_output_folder(args.out)
     group = from_env()  # torchrun / accelerate launch: every rank encodes its share of the shards
     try:
         args.device = local_device(group, args.device)
         model = _load_model(args)
-        settings = dict(instruction=args.instruction, max_length=args.max_length, shard_size=args.shard_size,
+        settings = dict(instruction=args.document_instruction, max_length=args.max_length, shard_size=args.shard_size,
                         dtype=args.dtype, batch_size=args.batch_size, group=group)
         if args.store:
             from .stores import build_store
@@ -72,6 +135,14 @@ def cmd_index(args) -> int:
             leave()
 
 
+def _verify_index(folder) -> int:
+    from .index import Index
+
+    report = Index.verify(folder)
+    print(f"{folder}: {report}")
+    return 0
+
+
 def _open_searchable(args, model=None):
     """The index folder (--index) or the store (--store) of a search command."""
     if getattr(args, "store", None):
@@ -92,8 +163,6 @@ def cmd_search(args) -> int:
         queries = [(f"q{i}", q) for i, q in enumerate(args.query, 1)]
     if not queries:
         raise T1Error("give a query, or --queries FILE")
-    if args.traces < 1:
-        raise T1Error(f"--traces must be at least 1, got {args.traces}")
     for qid, q in queries:
         if not q.strip():
             raise T1Error(f"query {qid} is empty")
@@ -145,7 +214,7 @@ def _search(args, index, queries):
     return index.search_queries(
         model, [q for _, q in queries], k=args.k, reasoning=args.reasoning, cache=cache,
         query_ids=[qid for qid, _ in queries],
-        max_new_tokens=args.max_new_tokens, instruction=args.instruction, show_progress_bar=len(queries) > 1,
+        max_new_tokens=args.max_new_tokens, instruction=args.query_instruction, show_progress_bar=len(queries) > 1,
         hybrid=args.fusion if args.hybrid else None, fusion_weight=args.fusion_weight,
         num_traces=args.traces, temperature=args.temperature, top_p=args.top_p, trace_fusion=args.trace_fusion,
         margin=args.auto_margin,
@@ -208,31 +277,42 @@ def _add_ann_search_args(p: argparse.ArgumentParser, with_auto: bool) -> None:
         p.add_argument("--ann", choices=["auto", "exact", *ANN_KINDS], default="auto",
                        help="auto (default): the index's approximate structure if it has one (HNSW first), else "
                             "exact; exact; or a structure built by `t1 ann build` (a Qdrant store: its HNSW, or exact)")
-    p.add_argument("--ef-search", type=int, default=None,
+    p.add_argument("--ef-search", type=positive_int, default=None,
                    help="hnsw: candidate list size at search time (default: as built, 128); a Qdrant store: hnsw_ef")
-    p.add_argument("--nprobe", type=int, default=None, help="ivf-pq: inverted lists visited (default: as built)")
-    p.add_argument("--refine", type=int, default=None,
+    p.add_argument("--nprobe", type=positive_int, default=None, help="ivf-pq: inverted lists visited (default: as built)")
+    p.add_argument("--refine", type=positive_int, default=None,
                    help="ivf-pq: PQ candidates re-scored exactly (default: as built, 256)")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, traces_help: str) -> None:
+    """--traces, --temperature, --top-p, --trace-fusion (t1 search, eval, bright)."""
+    p.add_argument("--traces", type=positive_int, default=1, help=traces_help)
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature with --traces N")
+    p.add_argument("--top-p", type=top_p, default=0.95, help="nucleus sampling with --traces N")
+    p.add_argument("--trace-fusion", choices=["mean", "rrf"], default="mean",
+                   help="with --traces N: mean of the trace embeddings, or reciprocal-rank fusion of their results")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_MODEL
 
-    parser = argparse.ArgumentParser(prog="t1", description="T1: a retriever that reasons before it embeds.")
+    parser = Parser(prog="t1", description="T1: a retriever that reasons before it embeds.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="encode a corpus into an index folder (resumable)")
     _add_model_args(p, DEFAULT_MODEL)
-    p.add_argument("--corpus", required=True, help="BEIR corpus.jsonl, or JSONL/CSV/parquet with id and text")
+    p.add_argument("--corpus", help="BEIR corpus.jsonl, or JSONL/CSV/parquet with id and text (with --out or --store)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="index folder")
     where.add_argument("--store", help="a vector database instead of a folder: qdrant://HOST:PORT/COLLECTION, or a "
                                        "local Qdrant folder PATH[#COLLECTION]")
-    p.add_argument("--instruction", default=None, help="document instruction (default: the model's)")
-    p.add_argument("--max-length", type=int, default=None, help="max tokens per document")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--shard-size", type=int, default=8192)
+    where.add_argument("--verify", metavar="FOLDER",
+                       help="check an index folder instead of building one: every shard's size, rows and sha256")
+    p.add_argument("--document-instruction", default=None, help="document instruction (default: the model's)")
+    p.add_argument("--max-length", type=positive_int, default=None, help="max tokens per document")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--shard-size", type=positive_int, default=8192)
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     p.add_argument("--bm25", action="store_true", help="also store a BM25 index for `t1 search --hybrid` (added to "
                                                        "an existing index without re-encoding)")
@@ -247,23 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--store", help="Qdrant store built by `t1 index --store`")
     p.add_argument("query", nargs="*", help="query text(s)")
     p.add_argument("--queries", dest="queries_file", default=None, help="file of queries (JSONL/CSV/TXT)")
-    p.add_argument("-k", "--k", type=int, default=10)
+    p.add_argument("-k", "--k", type=positive_int, default=10)
     p.add_argument("--reasoning", choices=["generate", "none", "auto"], default="generate",
                    help="generate (default), none, or auto: reason only when the plain embedding's top result "
                         "does not lead the second by --auto-margin")
-    p.add_argument("--auto-margin", type=float, default=0.02, help="with --reasoning auto (cosine; default 0.02)")
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--instruction", default=None, help="query instruction (default: the model's)")
+    p.add_argument("--auto-margin", type=non_negative_float, default=0.02,
+                   help="with --reasoning auto (cosine; default 0.02)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None)
+    p.add_argument("--query-instruction", default=None, help="query instruction (default: the model's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--hybrid", action="store_true", help="fuse with the index's BM25 (built by `t1 index --bm25`)")
     p.add_argument("--fusion", choices=["rrf", "weighted"], default="rrf",
                    help="hybrid: reciprocal rank fusion (default) or a weighted sum of min-max normalised scores")
-    p.add_argument("--fusion-weight", type=float, default=0.5, help="hybrid: weight of the T1 list (BM25: 1 - W)")
-    p.add_argument("--traces", type=int, default=1, help="test-time scaling: sample N traces per query and fuse them")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --traces N")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling with --traces N")
-    p.add_argument("--trace-fusion", choices=["mean", "rrf"], default="mean",
-                   help="with --traces N: mean of the trace embeddings, or reciprocal-rank fusion of their results")
+    p.add_argument("--fusion-weight", type=fraction, default=0.5, help="hybrid: weight of the T1 list (BM25: 1 - W)")
+    add_sampling_args(p, "test-time scaling: sample N traces per query and fuse them")
     p.add_argument("--reasoning-cache", default=None,
                    help="folder or file of the reasoning cache (default: the index folder)")
     p.add_argument("--no-reasoning-cache", action="store_true", help="generate every trace anew, store nothing")
@@ -277,16 +354,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=ANN_KINDS, default=None,
                    help="hnsw (a graph; default for build) or ivf-pq (inverted lists of product-quantized codes, "
                         "re-scored exactly); check: the index's (HNSW first)")
-    p.add_argument("--m", type=int, default=32, help="hnsw: links per node (default 32)")
-    p.add_argument("--ef-construction", type=int, default=200, help="hnsw: build-time candidate list (default 200)")
-    p.add_argument("--nlist", type=int, default=None, help="ivf-pq: inverted lists (default: a power of 2 near sqrt(N))")
-    p.add_argument("--pq-m", type=int, default=None, help="ivf-pq: sub-quantizers (default: about dim / 8)")
-    p.add_argument("--nbits", type=int, default=None, help="ivf-pq: bits per sub-quantizer code (default 8)")
-    p.add_argument("--sample", type=int, default=None,
+    p.add_argument("--m", type=positive_int, default=32, help="hnsw: links per node (default 32)")
+    p.add_argument("--ef-construction", type=positive_int, default=200, help="hnsw: build-time candidate list (default 200)")
+    p.add_argument("--nlist", type=positive_int, default=None, help="ivf-pq: inverted lists (default: a power of 2 near sqrt(N))")
+    p.add_argument("--pq-m", type=positive_int, default=None, help="ivf-pq: sub-quantizers (default: about dim / 8)")
+    p.add_argument("--nbits", type=positive_int, default=None, help="ivf-pq: bits per sub-quantizer code (default 8)")
+    p.add_argument("--sample", type=positive_int, default=None,
                    help="ivf-pq: rows to train on (default: 64 per list, at least 65,536)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (training rows; check: query rows)")
-    p.add_argument("--queries", type=int, default=1000, help="check: documents used as queries (default 1000)")
-    p.add_argument("-k", "--k", type=int, default=10, help="check: recall@k (default 10)")
+    p.add_argument("--queries", type=positive_int, default=1000, help="check: documents used as queries (default 1000)")
+    p.add_argument("-k", "--k", type=positive_int, default=10, help="check: recall@k (default 10)")
     p.add_argument("--json", action="store_true", help="check: machine-readable output")
     _add_ann_search_args(p, with_auto=False)
     p.set_defaults(func=cmd_ann)
@@ -322,14 +399,15 @@ def _register_plugins(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
     try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        if not args.verbose:
+            import transformers
+
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
         return args.func(args)
     except T1Error as e:
         print(f"t1: error: {e}", file=sys.stderr)

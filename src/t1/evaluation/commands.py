@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli import DEVICE_HELP, add_sampling_args, device_arg, fraction, non_negative_float, positive_int
 from ..errors import T1Error
 
 RETRIEVER_HELP = ("bm25, st:MODEL (e.g. st:all-minilm-l6-v2), t1:MODEL (t1-smollm2-135m, a folder, a hub id), or "
@@ -19,25 +20,22 @@ def _progress(args) -> bool | None:
 
 def _add_retriever_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retriever", required=True, help=RETRIEVER_HELP)
-    p.add_argument("-k", "--k", type=int, default=1000, help="documents kept per query (default 1000)")
+    p.add_argument("-k", "--k", type=positive_int, default=1000, help="documents kept per query (default 1000)")
     p.add_argument("--query-instruction", default=None,
                    help="T1 query instruction (default: BRIGHT's task instruction, else the model's)")
-    p.add_argument("--doc-instruction", default=None, help="T1 document instruction (default: the model's)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="T1 reasoning length limit")
-    p.add_argument("--batch-size", type=int, default=None, help="query batch size (T1 default 8, st 64)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, BRIGHT's)")
-    p.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4, BRIGHT's)")
+    p.add_argument("--document-instruction", default=None, help="T1 document instruction (default: the model's)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None, help="T1 reasoning length limit")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="query batch size (T1 default 8, st 64)")
+    p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
+    p.add_argument("--k1", type=non_negative_float, default=0.9, help="BM25 k1 (default 0.9, BRIGHT's)")
+    p.add_argument("--b", type=fraction, default=0.4, help="BM25 b (default 0.4, BRIGHT's)")
     p.add_argument("--fusion", choices=["rrf", "weighted"], default="rrf",
                    help="hybrid: reciprocal rank fusion (default) or a weighted sum of min-max normalised scores")
-    p.add_argument("--fusion-weight", type=float, default=0.5, help="hybrid: weight of the dense list (BM25 gets 1 - W)")
+    p.add_argument("--fusion-weight", type=fraction, default=0.5,
+                   help="hybrid: weight of the dense list (BM25 gets 1 - W)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--traces", type=int, default=1, help="T1 test-time scaling: sample N traces per query")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature with --traces N")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling with --traces N")
-    p.add_argument("--trace-fusion", choices=["mean", "rrf"], default="mean",
-                   help="with --traces N: mean of the trace embeddings, or reciprocal-rank fusion of their results")
-    p.add_argument("--auto-margin", type=float, default=0.02,
+    add_sampling_args(p, "T1 test-time scaling: sample N traces per query")
+    p.add_argument("--auto-margin", type=non_negative_float, default=0.02,
                    help="T1 --reasoning auto: reason when the plain embedding's top result leads the second by less")
     p.add_argument("--no-reasoning-cache", action="store_true",
                    help="generate every trace anew (default: reuse traces cached under $T1_CACHE by an earlier run "
@@ -47,8 +45,10 @@ def _add_retriever_args(p: argparse.ArgumentParser) -> None:
 def cmd_eval(args) -> int:
     from .datasets import is_bright_source, load_eval_data, load_reasoning_file
     from .retrievers import T1_MODES, make_retriever, parse_retriever
+    from ..atomic import check_output_folder
     from .runs import INFO_FILE, describe, read_json, run_evaluation
 
+    check_output_folder(args.out)
     kind, inner = parse_retriever(args.retriever)
     if kind == "hybrid":
         kind = parse_retriever(inner)[0]
@@ -73,7 +73,7 @@ def cmd_eval(args) -> int:
     retriever = make_retriever(
         args.retriever, data.corpus, mode=mode,
         query_instruction=args.query_instruction if args.query_instruction is not None else data.query_instruction,
-        document_instruction=args.doc_instruction, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        document_instruction=args.document_instruction, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         device=args.device, k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
         reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,
         top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin, show_progress=_progress(args))
@@ -94,14 +94,15 @@ def _default_bright_out(args) -> str:
 
 
 def cmd_bright(args) -> int:
+    from ..atomic import check_output_folder
     from .bright import run_bright
     from .report import bright_table, load_runs
 
-    out = args.out or _default_bright_out(args)
+    out = check_output_folder(args.out or _default_bright_out(args))
     print(f"BRIGHT run folder: {out}", file=sys.stderr)
     summary = run_bright(
-        args.retriever, out, source=args.data, tasks=args.tasks, long=args.long, reasoning=args.reasoning,
-        k=args.k, query_instruction=args.query_instruction, document_instruction=args.doc_instruction,
+        args.retriever, out, source=args.dataset, tasks=args.tasks, long=args.long, reasoning=args.reasoning,
+        k=args.k, query_instruction=args.query_instruction, document_instruction=args.document_instruction,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
         k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
         reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,
@@ -137,7 +138,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("bright", help="run the BRIGHT benchmark task by task (resumable)")
     _add_retriever_args(p)
-    p.add_argument("--data", default="xlangai/BRIGHT", help="local BRIGHT folder, or the hub id (default)")
+    p.add_argument("--dataset", default="xlangai/BRIGHT", help="local BRIGHT folder, or the hub id (default)")
     p.add_argument("--tasks", nargs="+", default=None, help="subset of tasks (default: all 12, or the 8 long ones)")
     p.add_argument("--long", action="store_true", help="long documents (8 tasks)")
     p.add_argument("--reasoning", default=None,

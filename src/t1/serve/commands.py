@@ -12,6 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
+from ..cli import DEVICE_HELP, device_arg, non_negative_float, non_negative_int, positive_float, positive_int
 from ..errors import T1Error
 
 API_KEY_ENV = "T1_API_KEY"
@@ -28,51 +29,33 @@ def register(sub) -> None:
     where.add_argument("--store", help="Qdrant store built by `t1 index --store`: qdrant://HOST:PORT/COLLECTION or a "
                                        "local Qdrant folder PATH[#COLLECTION] (only queried)")
     p.add_argument("--model", default=None, help="T1 model (default: the one the index was built with)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=non_negative_int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--api-key", default=None,
                    help=f"require this key on every route but /health (default: ${API_KEY_ENV} if set; the "
                         "variable keeps the key out of the process list)")
-    p.add_argument("--max-batch", type=int, default=16,
+    p.add_argument("--max-batch", type=positive_int, default=16,
                    help="most queries (times traces) run as one batch (default 16; 1 turns batching off)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0,
+    p.add_argument("--max-wait-ms", type=non_negative_float, default=5.0,
                    help="how long a request waits for others to join its batch (default 5)")
     p.add_argument("--fixed-wait", action="store_true",
                    help="always wait --max-wait-ms (default: not when every request in the server is queued already)")
     p.add_argument("--no-batching", action="store_true", help="run every request alone (--max-batch 1 --max-wait-ms 0)")
-    p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond this get 503 (default 256)")
-    p.add_argument("--timeout", type=float, default=120.0,
+    p.add_argument("--max-queue", type=positive_int, default=256, help="requests waiting beyond this get 503 (default 256)")
+    p.add_argument("--timeout", type=positive_float, default=120.0,
                    help="seconds a request may take, queueing included, before it gets 504 (default 120)")
-    p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
-    p.add_argument("--max-queries", type=int, default=32, help="most queries in one request (default 32)")
-    p.add_argument("--max-query-chars", type=int, default=8192, help="longest query in characters (default 8192)")
-    p.add_argument("--max-new-tokens", type=int, default=None,
+    p.add_argument("--max-k", type=positive_int, default=100, help="largest k a request may ask for (default 100)")
+    p.add_argument("--max-queries", type=positive_int, default=32, help="most queries in one request (default 32)")
+    p.add_argument("--max-query-chars", type=positive_int, default=8192, help="longest query in characters (default 8192)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None,
                    help="reasoning length: the default and the most a request may ask for (default: the model's)")
     p.add_argument("--reasoning-cache", default=None,
                    help="folder of a reasoning cache to reuse and fill (default: none; never inside the index)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--drain-timeout", type=float, default=60.0,
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--drain-timeout", type=non_negative_float, default=60.0,
                    help="on SIGTERM or Ctrl-C, seconds to let requests in flight finish (default 60)")
     p.set_defaults(func=cmd_serve)
-
-
-def _check(args) -> None:
-    rules = [(0 <= args.port <= 65535, f"--port must be between 0 and 65535, got {args.port}"),
-             (args.max_batch >= 1, f"--max-batch must be at least 1, got {args.max_batch}"),
-             (args.max_wait_ms >= 0, f"--max-wait-ms must be >= 0, got {args.max_wait_ms}"),
-             (args.max_queue >= 1, f"--max-queue must be at least 1, got {args.max_queue}"),
-             (args.timeout > 0, f"--timeout must be positive, got {args.timeout}"),
-             (args.max_k >= 1, f"--max-k must be at least 1, got {args.max_k}"),
-             (args.max_queries >= 1, f"--max-queries must be at least 1, got {args.max_queries}"),
-             (args.max_query_chars >= 1, f"--max-query-chars must be at least 1, got {args.max_query_chars}"),
-             (args.max_new_tokens is None or args.max_new_tokens >= 0,
-              f"--max-new-tokens must be >= 0, got {args.max_new_tokens}"),
-             (args.threads is None or args.threads >= 1, f"--threads must be at least 1, got {args.threads}"),
-             (args.drain_timeout >= 0, f"--drain-timeout must be >= 0, got {args.drain_timeout}")]
-    for ok, message in rules:
-        if not ok:
-            raise T1Error(message)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -103,7 +86,8 @@ def cmd_serve(args) -> int:
     from .app import ServeSettings, create_app
     from .engine import Engine
 
-    _check(args)
+    if args.port > 65535:
+        raise T1Error(f"--port must be between 0 and 65535, got {args.port}")
     if args.no_batching:
         args.max_batch, args.max_wait_ms = 1, 0.0
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
