@@ -20,7 +20,7 @@ class Parser(argparse.ArgumentParser):
     exit 2, like every other user mistake."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, exit_on_error=False, **kwargs)
+        super().__init__(*args, exit_on_error=False, allow_abbrev=False, **kwargs)  # one spelling per flag
 
     def parse_known_args(self, args=None, namespace=None):
         try:
@@ -87,7 +87,6 @@ def _load_model(args):
 
 
 def cmd_index(args) -> int:
-    from .atomic import check_output_folder
     from .data import load_corpus
     from .distributed import from_env, leave, local_device
 
@@ -100,7 +99,9 @@ def cmd_index(args) -> int:
                       "HNSW graph")
     documents = load_corpus(args.corpus)  # read (and validate) before loading the model
     if args.out:
-        check_output_folder(args.out)
+        from .index import check_output
+
+        check_output(args.out, documents, args.shard_size, args.dtype)
     group = from_env()  # torchrun / accelerate launch: every rank encodes its share of the shards
     try:
         args.device = local_device(group, args.device)

@@ -106,7 +106,8 @@ def read_parquet(path: str | Path) -> Iterator[tuple[str, dict]]:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise T1Error(f"{path}: not a readable parquet file ({first})") from None
+        reason = first.rsplit("': ", 1)[-1]  # pyarrow repeats the path: "... input source '<path>': <reason>"
+        raise T1Error(f"{path}: not a readable parquet file ({reason})") from None
     for i, row in enumerate(table.to_pylist()):
         yield f"{path}:row {i}", row
 

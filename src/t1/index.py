@@ -169,10 +169,7 @@ def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: di
         try:
             old = sink.read_manifest()
             if old is not None:
-                what = _differences(old, spec)
-                if what:
-                    raise T1Error(f"{where} holds an index built with a different {', '.join(what)}; "
-                                  "use another output folder or delete this one")
+                _refuse_other(old, spec, where)
             if old is not None and old.get("complete"):
                 state = ("complete", old, [])
             else:
@@ -485,7 +482,7 @@ class Index(Searchable):
             raise T1Error(f"{folder}: index was built with instruction {manifest['instruction']!r}, not {instruction!r}")
         problems = index._problems()
         if problems:
-            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise T1Error(f"{folder}: damaged index: {problems[0]}{more}; rebuild it (`t1 index --verify {folder}` "
                           "lists every problem)")
         return index
@@ -790,6 +787,23 @@ def index_spec(model, documents: Sequence[Document], instruction: str | None, ma
         "shard_size": shard_size,
         "corpus_hash": corpus_hash(documents),
     }
+
+
+def check_output(folder: str | Path, documents: Sequence[Document], shard_size: int, dtype: str) -> None:
+    """What can be checked of an index folder before the model loads: that it can be written,
+    and that an index already there was built from the same corpus with the same layout."""
+    folder = Path(check_output_folder(folder))
+    old = _FolderSink(folder).read_manifest() if folder.is_dir() else None
+    if old is not None:
+        _refuse_other(old, {"format_version": FORMAT_VERSION, "dtype": dtype, "count": len(documents),
+                            "shard_size": shard_size, "corpus_hash": corpus_hash(documents)}, str(folder))
+
+
+def _refuse_other(old: dict, spec: dict, where: str) -> None:
+    what = _differences(old, spec)
+    if what:
+        raise T1Error(f"{where} holds an index built with a different {', '.join(what)}; "
+                      "use another output folder or delete this one")
 
 
 def _differences(old: dict, spec: dict) -> list[str]:

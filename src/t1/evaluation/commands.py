@@ -99,7 +99,8 @@ def cmd_bright(args) -> int:
     from .report import bright_table, load_runs
 
     out = check_output_folder(args.out or _default_bright_out(args))
-    print(f"BRIGHT run folder: {out}", file=sys.stderr)
+    if not args.out:
+        print(f"BRIGHT run folder: {out}", file=sys.stderr)
     summary = run_bright(
         args.retriever, out, source=args.dataset, tasks=args.tasks, long=args.long, reasoning=args.reasoning,
         k=args.k, query_instruction=args.query_instruction, document_instruction=args.document_instruction,
