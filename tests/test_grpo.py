@@ -11,16 +11,11 @@ from tiny_model import WORDS
 from transformers import TrainerCallback
 
 from t1 import T1Error, T1Model
-from t1.training.grpo import (
-    DocumentPool,
-    RetrievalReward,
-    build_policy,
-    conversation,
-    fit_query,
-    grpo_config_from_dict,
-    load_grpo_config,
-    train_grpo,
-)
+from t1.cli import main
+from t1.training.arguments import ModelArguments, parse_config
+from t1.training.grpo import build_policy, conversation, fit_query, train_grpo
+from t1.training.grpo_config import T1GRPOConfig
+from t1.training.grpo_reward import DocumentPool, RetrievalReward
 from t1.training.records import Record
 from t1.training.rewards import group_advantages, trace_reward
 
@@ -44,17 +39,16 @@ def records_file(tmp_path_factory):
     return path
 
 
-def _stage(model_path, records_file, output_dir, **overrides):
-    data = {
-        "model": str(model_path), "train_file": str(records_file), "output_dir": str(output_dir),
-        "negatives_per_query": 2, "doc_refresh_steps": 1, "contrastive_weight": 0.5,
-        "lora": {"r": 4, "alpha": 8},
-        "generation": {"num_generations": G, "max_new_tokens": 10},
-        "training": {"max_steps": 2, "save_steps": 1, "learning_rate": 1e-3, "beta": 0.01,
-                     "per_device_train_batch_size": 2 * G, "seed": 0},
-    }
-    data.update(overrides)
-    return grpo_config_from_dict(data)
+LORA = {"use_peft": True, "lora_r": 4, "lora_alpha": 8}
+
+
+def _stage(model_path, records_file, output_dir, model_args=LORA, **overrides):
+    """(ModelArguments, T1GRPOConfig) for two small steps on the tiny model."""
+    settings = {"train_file": str(records_file), "output_dir": str(output_dir), "negatives_per_query": 2,
+                "doc_refresh_steps": 1, "contrastive_weight": 0.5, "num_generations": G, "max_completion_length": 10,
+                "max_steps": 2, "save_steps": 1, "learning_rate": 1e-3, "beta": 0.01,
+                "per_device_train_batch_size": 2 * G, "seed": 0, **overrides}
+    return ModelArguments(model_name_or_path=str(model_path), **model_args), T1GRPOConfig(**settings)
 
 
 def _trainable(model):
@@ -78,7 +72,7 @@ def test_reward_scores_the_inference_embedding(tiny_model, tmp_path):
     """The reward of a trace is trace_reward over the same cosine scores retrieval would use."""
     records = [Record("cell protein", ["gene brain water."], ["rock climate."]),
                Record("solar energy", ["carbon plant."], ["market price.", "rock climate."])]
-    stage = _stage("unused", "unused", tmp_path)
+    _, stage = _stage("unused", "unused", tmp_path)
     reward = RetrievalReward(tiny_model, records, stage)
     tok, emb = tiny_model.tokenizer, tiny_model.emb_token_id
     trace = tok("because the gene", add_special_tokens=False)["input_ids"]
@@ -101,7 +95,7 @@ def test_reward_scores_the_inference_embedding(tiny_model, tmp_path):
     expected_rows = [(q[0], n, True), (q[0], n, False), (q[1], n, False), (q[2], 0, True)]
     for row, (query_vec, length, emitted) in enumerate(expected_rows):
         expected = trace_reward(d @ query_vec, positive[row], length, emitted,
-                                stage.generation.max_new_tokens, stage.reward)
+                                stage.max_completion_length, stage.reward)
         assert out[row] == pytest.approx(expected.total, abs=1e-4)
     assert reward.last[0].format == 1.0 and reward.last[1].format == 0.0
 
@@ -118,18 +112,44 @@ def test_document_pool_refreshes_every_k_steps(tiny_model):
     assert torch.allclose(again.norm(dim=1), torch.ones(3), atol=1e-5)
 
 
-def test_config_overrides(tmp_path):
+def test_config_file_then_flags(tmp_path):
     path = tmp_path / "stage3.yaml"
-    path.write_text("model: m\ntrain_file: t.jsonl\noutput_dir: out\nreward:\n  rank_metric: rr\n"
-                    "training:\n  learning_rate: 1e-6\n")
-    config = load_grpo_config(path, ["max_steps=3", "reward.k=5", "generation.num_generations=4", "lora=null"])
-    assert config.training == {"learning_rate": 1e-6, "max_steps": 3}
-    assert (config.reward.rank_metric, config.reward.k, config.generation.num_generations) == ("rr", 5, 4)
-    assert config.lora is None
-    with pytest.raises(T1Error, match="unknown setting"):
-        load_grpo_config(path, ["rewrd.k=5"])
-    with pytest.raises(T1Error, match="num_generations"):
-        load_grpo_config(path, ["generation.num_generations=1"])
+    path.write_text("model_name_or_path: m\ntrain_file: t.jsonl\noutput_dir: out\nreward_rank_metric: rr\n"
+                    "learning_rate: 1e-6\nlora_target_modules: [q_proj, v_proj]\n")
+    model_args, config = parse_config((ModelArguments, T1GRPOConfig), [
+        "--config", str(path), "--max_steps", "3", "--reward_k", "5", "--num_generations", "4", "--use_peft", "false"],
+        prog="t1 train grpo")
+    assert (config.learning_rate, config.max_steps) == (1e-6, 3)  # YAML's "1e-6" string read as a float
+    assert (config.reward.rank_metric, config.reward.k, config.num_generations) == ("rr", 5, 4)
+    assert model_args.use_peft is False and model_args.lora_target_modules == ["q_proj", "v_proj"]
+    assert config.bf16 is False and config.remove_unused_columns is False  # CPU: no bf16 by default
+
+
+@pytest.mark.parametrize("yaml_text, flags, message", [
+    ("", ["--rewrd_k", "5"], "unknown setting(s) rewrd_k"),
+    ("rewrd_k: 5\n", [], "stage3.yaml: unknown setting(s) rewrd_k"),
+    ("reward_k: five\n", [], "stage3.yaml: argument --reward_k/--reward-k: invalid int value: 'five'"),
+    ("", ["--num_generations", "1"], "num_generations must be >= 2"),
+    ("", ["--reward_rank_metric", "mrr"], "invalid choice: 'mrr'"),
+    ("max_steps: [1, 2]\n", [], "stage3.yaml: max_steps takes one value, got a list"),
+])
+def test_config_mistakes_are_one_line_before_any_work(tmp_path, capsys, yaml_text, flags, message):
+    path = tmp_path / "stage3.yaml"
+    path.write_text(f"train_file: {tmp_path / 'missing.jsonl'}\noutput_dir: {tmp_path / 'out'}\n" + yaml_text)
+    assert main(["train", "grpo", "--config", str(path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_lists_every_field(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "grpo", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("--reward_k", "--contrastive_temperature", "--lora_r", "--model_name_or_path", "--beta",
+                 "--num_generations", "--learning_rate"):
+        assert name in out, name
 
 
 # ---------------------------------------------------------------------------- training
@@ -159,11 +179,11 @@ def test_two_grpo_steps_then_resume(tiny_model_path, records_file, tmp_path):
     stage = _stage(tiny_model_path, records_file, out)
 
     # Run 1: interrupted after one step (checkpoint-1 written).
-    model = build_policy(stage, device="cpu")
+    model = build_policy(*stage)
     before = _trainable(model)
     assert before, "the policy has trainable parameters"
     stream = io.StringIO()
-    final, trainer = train_grpo(stage, callbacks=[_StopAfter(1)], model=model, stream=stream)
+    final, trainer = train_grpo(*stage, callbacks=[_StopAfter(1)], model=model, stream=stream)
     assert trainer.state.global_step == 1 and not final.exists()
     assert (out / "checkpoint-1" / "t1_config.json").exists()
 
@@ -179,10 +199,10 @@ def test_two_grpo_steps_then_resume(tiny_model_path, records_file, tmp_path):
     assert "step 1/2 | reward" in stream.getvalue()
 
     # Run 2: the same command resumes from checkpoint-1 and finishes.
-    model2 = build_policy(stage, device="cpu")
+    model2 = build_policy(*stage)
     snapshot = _Snapshot(model2)
     stream = io.StringIO()
-    final, trainer = train_grpo(stage, callbacks=[snapshot], model=model2, stream=stream)
+    final, trainer = train_grpo(*stage, callbacks=[snapshot], model=model2, stream=stream)
     assert "resuming stage 3 from" in stream.getvalue() and "checkpoint-1" in stream.getvalue()
     assert all(torch.equal(snapshot.params[n], after[n]) for n in after), "resumed with the step-1 weights"
     assert trainer.state.global_step == 2
@@ -200,8 +220,8 @@ def test_two_grpo_steps_then_resume(tiny_model_path, records_file, tmp_path):
     assert vec.shape == (trained.dim,) and np.isfinite(vec).all()
 
     # vLLM loads starting weights from disk: a LoRA start is merged into output_dir/start first.
-    vllm_stage = _stage(final, records_file, tmp_path / "vllm", training={"use_vllm": True})
-    policy = build_policy(vllm_stage, device="cpu")
+    vllm_stage = _stage(final, records_file, tmp_path / "vllm", use_vllm=True)
+    policy = build_policy(*vllm_stage)
     start = tmp_path / "vllm" / "start"
     assert not (start / "adapter_config.json").exists() and policy.config.backbone == str(start)
     merged = T1Model.from_pretrained(str(start), device="cpu")
@@ -210,12 +230,11 @@ def test_two_grpo_steps_then_resume(tiny_model_path, records_file, tmp_path):
 
 def test_full_weights_with_kl_reference(tiny_model_path, records_file, tmp_path):
     """Full fine-tuning from a raw backbone: the KL reference must include the added <emb_token>."""
-    stage = _stage(tiny_model_path, records_file, tmp_path / "full", lora=None, contrastive_weight=0.0,
-                   training={"max_steps": 1, "save_steps": 1, "learning_rate": 1e-3, "beta": 0.05,
-                             "per_device_train_batch_size": G})
-    model = build_policy(stage, device="cpu")
+    stage = _stage(tiny_model_path, records_file, tmp_path / "full", model_args={"use_peft": False},
+                   contrastive_weight=0.0, max_steps=1, beta=0.05, per_device_train_batch_size=G)
+    model = build_policy(*stage)
     before = _trainable(model)
-    final, trainer = train_grpo(stage, model=model, stream=io.StringIO())
+    final, trainer = train_grpo(*stage, model=model, stream=io.StringIO())
     reference = tmp_path / "full" / "reference"
     assert trainer.ref_model is not None and (reference / "config.json").exists()
     assert trainer.ref_model.get_input_embeddings().weight.shape[0] == len(model.tokenizer)
@@ -244,15 +263,14 @@ def test_curriculum_runs_three_stages_into_one_table(tiny_model_path, tmp_path):
 
     data = _beir_folder(tmp_path / "beir", random.Random(1))
     train = {"per_device_train_batch_size": 4, "max_steps": 1, "learning_rate": 1e-3, "logging_steps": 1,
-             "save_strategy": "no", "report_to": [], "disable_tqdm": True}
-    common = {"model": str(tiny_model_path), "query_instruction": "Find passages", "max_query_length": 48,
-              "max_document_length": 48, "negatives_per_query": 2, "lora": None}
+             "save_strategy": "no", "report_to": "none", "disable_tqdm": True}
+    common = {"model_name_or_path": str(tiny_model_path), "query_instruction": "Find passages",
+              "max_query_length": 48, "max_document_length": 48, "negatives_per_query": 2, "use_peft": False}
     configs = {
-        "stage1": {**common, "training": train},
-        "stage2": {**common, "max_reasoning_length": 8, "training": train},
-        "stage3": {**common, "generation": {"num_generations": 2, "max_new_tokens": 6},
-                   "training": {"max_steps": 1, "save_steps": 1, "learning_rate": 1e-3,
-                                "per_device_train_batch_size": 4}},
+        "stage1": {**common, **train},
+        "stage2": {**common, "max_reasoning_length": 8, **train},
+        "stage3": {**common, "num_generations": 2, "max_completion_length": 6, "max_steps": 1, "save_steps": 1,
+                   "learning_rate": 1e-3, "per_device_train_batch_size": 4},
     }
     for name, cfg in configs.items():
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
@@ -264,8 +282,14 @@ def test_curriculum_runs_three_stages_into_one_table(tiny_model_path, tmp_path):
                                                          "stage3": ["none", "generate"]}},
     }
     (tmp_path / "curriculum.yaml").write_text(yaml.safe_dump(curriculum))
-    config = load_curriculum_config(tmp_path / "curriculum.yaml", ["eval.max_documents=12", "stage3.seed=3"])
-    assert config.stage3.overrides == {"seed": 3} and config.eval.max_documents == 12
+    config = load_curriculum_config(tmp_path / "curriculum.yaml", ["--eval.max_documents", "12", "--stage3.seed", "3"])
+    assert config.stage3.overrides == {"seed": "3"} and config.eval.max_documents == 12
+
+    # Every stage's settings are checked before any work: a bad stage-3 value stops stage 1 from starting.
+    bad = load_curriculum_config(tmp_path / "curriculum.yaml", ["--stage3.num_generations", "1"])
+    with pytest.raises(T1Error, match="num_generations must be >= 2"):
+        run_curriculum(bad, log=print)
+    assert not (tmp_path / "run").exists()
 
     log = []
     table = run_curriculum(config, log=log.append)
@@ -285,15 +309,14 @@ def test_curriculum_runs_three_stages_into_one_table(tiny_model_path, tmp_path):
     assert not any(line.startswith("stage") for line in log)
 
 
-def test_commands_register_grpo_and_curriculum():
-    import argparse
+def test_curriculum_flags_are_typed(tmp_path):
+    from t1.training.curriculum import load_curriculum_config
 
-    from t1.training.grpo_commands import _split_config, register_grpo
-
-    parser = argparse.ArgumentParser()
-    register_grpo(parser.add_subparsers(dest="stage"))
-    args = parser.parse_args(["grpo", "max_steps=2", "--config", "c.yaml", "reward.k=5", "--plot", "r.png"])
-    assert args.func.__name__ == "_grpo"
-    assert _split_config(args, "--plot") == ("c.yaml", ["max_steps=2", "reward.k=5"]) and args.plot == "r.png"
-    args = parser.parse_args(["curriculum", "--config", "cur.yaml", "stage3.max_steps=1"])
-    assert args.func.__name__ == "_curriculum" and _split_config(args) == ("cur.yaml", ["stage3.max_steps=1"])
+    path = tmp_path / "cur.yaml"
+    path.write_text("output_dir: out\ndataset: d\nstage1: s1.yaml\nstage2: s2.yaml\nstage3: s3.yaml\n")
+    config = load_curriculum_config(path, ["--eval.k", "20", "--traces.temperature", "1e-1", "--eval.bm25", "false"])
+    assert (config.eval.k, config.traces.temperature, config.eval.bm25) == (20, 0.1, False)
+    with pytest.raises(T1Error, match="eval.k must be int, got 'ten'"):
+        load_curriculum_config(path, ["--eval.k", "ten"])
+    with pytest.raises(T1Error, match="unknown setting"):
+        load_curriculum_config(path, ["--evl.k", "1"])

@@ -77,9 +77,8 @@ def test_trace_reward_combines_the_weighted_terms():
 def test_reward_config_validation():
     with pytest.raises(ValueError, match="rank_metric"):
         RewardConfig(rank_metric="map")
-    with pytest.raises(ValueError, match="unknown reward settings"):
-        RewardConfig.from_dict({"rank_weigth": 1.0})
-    assert RewardConfig.from_dict({"k": 5}).k == 5
+    with pytest.raises(ValueError, match="reward_k must be >= 1"):
+        RewardConfig(k=0)
 
 
 def test_group_advantages_by_hand():

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import shared_data
 from t1 import T1Error
 from t1.training.collator import Collator, RecordDataset, text_key
-from t1.training.config import load_config
+from t1.training.arguments import ModelArguments, T1TrainingArguments, parse_config
 from t1.training.losses import info_nce
 from t1.training.mining import interleave, mine
 from t1.training.reasoning_data import merge_teacher, score_traces
@@ -55,30 +55,46 @@ def test_records_stage2_needs_reasoning(tmp_path):
 
 
 # ---------------------------------------------------------------- config
-def test_config_yaml_and_overrides(tmp_path):
+TYPES = (ModelArguments, T1TrainingArguments)
+
+
+def test_config_yaml_then_flags(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("train_file: t.jsonl\noutput_dir: out\nlora: null\ntraining:\n  learning_rate: 1e-4\n  seed: 3\n")
-    config = load_config(path, ["temperature=0.02", "max_steps=7", "lora.r=4", "--weight_decay", "0.1"])
-    assert config.lora is not None and config.lora.r == 4 and config.temperature == 0.02
-    assert config.training == {"learning_rate": 1e-4, "seed": 3, "max_steps": 7, "weight_decay": 0.1}
-    args = config.training_arguments()
-    assert args.learning_rate == 1e-4 and args.max_steps == 7
+    path.write_text("train_file: t.jsonl\noutput_dir: out\nuse_peft: false\nlearning_rate: 1e-4\nseed: 3\n"
+                    "model_settings: {max_new_tokens: 24}\n")
+    model_args, args = parse_config(TYPES, ["--config", str(path), "--contrastive_temperature", "0.02",
+                                            "--max_steps", "7", "--use_peft", "true", "--lora_r", "4",
+                                            "--weight-decay", "0.1"], prog="t1 train contrastive")
+    assert model_args.use_peft and model_args.lora_r == 4 and args.contrastive_temperature == 0.02
+    assert (args.learning_rate, args.seed, args.max_steps, args.weight_decay) == (1e-4, 3, 7, 0.1)
+    assert model_args.model_settings == {"max_new_tokens": 24}
     assert args.remove_unused_columns is False and args.dataloader_drop_last is True
-    assert load_config(path).lora is None  # full fine-tuning
-    with pytest.raises(T1Error, match="unknown setting 'tempreature'"):
-        load_config(path, ["tempreature=1"])
+    assert parse_config(TYPES, ["--config", str(path)], prog="x")[0].use_peft is False  # full fine-tuning
+    with pytest.raises(T1Error, match="unknown setting.*tempreature"):
+        parse_config(TYPES, ["--config", str(path), "--tempreature", "1"], prog="x")
     with pytest.raises(T1Error, match="contrastive_weight"):
-        load_config(path, ["contrastive_weight=1.5"])
+        parse_config(TYPES, ["--config", str(path), "--contrastive_weight", "1.5"], prog="x")
+    with pytest.raises(T1Error, match="train_file is not set"):
+        parse_config(TYPES, ["--output_dir", "out"], prog="x")
 
 
-def test_example_configs_load():
+def test_example_configs_parse():
+    """Every shipped stage config names only known fields with values of the right type (the
+    multi-GPU ones with bf16 off, which this CPU cannot run)."""
     from pathlib import Path
 
+    from t1.training.grpo_config import T1GRPOConfig
+
     folder = Path(__file__).resolve().parents[1] / "configs"
-    for name in ("stage1-smollm2-cpu", "stage2-smollm2-cpu", "stage1-qwen3-4b-8gpu", "stage2-qwen3-4b-8gpu"):
-        config = load_config(folder / f"{name}.yaml")
-        assert config.train_file and config.output_dir
-    assert load_config(folder / "stage1-qwen3-4b-8gpu.yaml").lora.r == 32
+    files = sorted(folder.glob("stage*.yaml")) + sorted(folder.glob("*/stage*.yaml"))
+    assert len(files) == 9
+    for path in files:
+        types = (ModelArguments, T1GRPOConfig if "stage3" in path.name else T1TrainingArguments)
+        model_args, args = parse_config(types, ["--config", str(path), "--bf16", "false"], prog="x")
+        assert args.train_file and args.output_dir and model_args.model_name_or_path, path
+    model_args, _ = parse_config(TYPES, ["--config", str(folder / "stage1-qwen3-4b-8gpu.yaml"), "--bf16", "false"],
+                                 prog="x")
+    assert model_args.lora_r == 32 and model_args.target_modules == "all-linear"
 
 
 # ---------------------------------------------------------------- loss
@@ -88,7 +104,7 @@ def test_info_nce_matches_cross_entropy_and_masks_shared_positives():
     loss, accuracy = info_nce(q, d, group_size=2, temperature=0.1)
     scores = F.normalize(q, dim=-1) @ F.normalize(d, dim=-1).T / 0.1
     assert torch.allclose(loss, F.cross_entropy(scores, torch.tensor([0, 2, 4])))
-    assert 0 <= accuracy <= 1
+    assert accuracy == (scores.argmax(dim=1) == torch.tensor([0, 2, 4])).float().mean()
     # Queries 0 and 1 share their positive passage (documents 0 and 2): neither copy is a
     # negative of the other query. Query 2 has document 4 as its positive.
     doc_keys = torch.tensor([10, 11, 10, 13, 14, 15])
@@ -102,8 +118,18 @@ def test_score_traces_rank_and_margin():
     docs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])  # one positive, two negatives
     traces = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.9]])
     rank, margin = score_traces(traces, docs, n_positive=1)
-    assert rank.tolist() == [1, 3, 2]
+    assert rank == [1, 3, 2]
     assert margin[0] == pytest.approx(1 - math.sqrt(0.5), abs=1e-5) and margin[1] < 0
+
+
+def test_trace_rejection_and_reward_share_the_tie_rule():
+    """A positive tied with a negative ranks below it, in stage 2's trace rejection as in the
+    stage-3 reward: a collapsed embedding never passes as "ranked first"."""
+    from t1.training.rewards import best_positive_rank
+
+    docs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # the positive and a negative are the same
+    rank, _ = score_traces(torch.tensor([[1.0, 0.0]]), docs, n_positive=1)
+    assert rank == [2] == [best_positive_rank([1.0, 1.0, 0.0], [True, False, False])]
 
 
 # ---------------------------------------------------------------- dataset and collator
@@ -143,20 +169,27 @@ def _beir(tmp_path):
     topics = ["solar energy carbon", "virus vaccine cell", "prime integer theorem", "river water rock",
               "robot sensor code", "market price data", "brain gene protein", "graph tree proof"]
     corpus = [Document(f"d{i}", f"{t} {t.split()[0]} study {i}", f"title {i}") for i, t in enumerate(topics)]
-    queries = {"q0": "solar carbon energy", "q1": "vaccine for a virus", "q2": "prime theorem"}
+    queries = {"q0": "solar carbon energy study", "q1": "vaccine for a virus", "q2": "prime theorem"}
     qrels = {"q0": {"d0": 1}, "q1": {"d1": 1, "d5": 0}, "q2": {"d2": 1, "missing": 1}}
     return BeirDataset(corpus, queries, qrels)
 
 
 def test_mine_excludes_positives_and_is_deterministic(tmp_path):
+    """Negatives come from the evaluation's BM25 (k1 0.9, b 0.4): only documents sharing a term
+    with the query are candidates, as in the BM25 baseline's ranking."""
+    from t1.bm25 import BM25Index
+
     dataset = _beir(tmp_path)
     records = mine(dataset, negatives=3, depth=8, seed=1)
     assert [r["query_id"] for r in records] == ["q0", "q1", "q2"]
+    bm25 = BM25Index().index([d.full_text for d in dataset.corpus])
     for r in records:
         positives = {d for d, s in dataset.qrels[r["query_id"]].items() if s > 0}
         assert set(r["pos_ids"]) == positives & {d.id for d in dataset.corpus}
-        assert len(r["neg"]) == 3 and not positives & set(r["neg_ids"])
+        matching = {dataset.corpus[i].id for i, _ in bm25.search([r["query"]], 8)[0]} - positives
+        assert set(r["neg_ids"]) <= matching and len(r["neg"]) == min(3, len(matching))
         assert r["pos"][0].startswith("title ")
+    assert [len(r["neg"]) for r in records] == [3, 0, 0]  # only q0 shares a term ("study") with other documents
     assert records == mine(dataset, negatives=3, depth=8, seed=1)
     assert interleave([1, 2, 3], [3, 4]) == [1, 3, 2, 4]
 
@@ -195,11 +228,11 @@ def test_cli_mine_then_teacher_traces(tmp_path, capsys):
     (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
         f"{q}\t{d}\t{s}\n" for q, docs in dataset.qrels.items() for d, s in docs.items()))
     records = tmp_path / "train.jsonl"
-    assert main(["data", "mine", str(folder), "-o", str(records), "--negatives", "2", "--depth", "6"]) == 0
+    assert main(["data", "mine", str(folder), "--out", str(records), "--negatives", "2", "--depth", "6"]) == 0
     assert len(read_records(records)) == 3
     teacher = write_lines(tmp_path / "teacher.jsonl", [{"id": "q0", "reasoning": "sun"}, {"id": "q2", "reasoning": "math"}])
     out = tmp_path / "reasoning.jsonl"
-    assert main(["data", "reason", str(records), "--teacher", str(teacher), "-o", str(out)]) == 0
+    assert main(["data", "reason", str(records), "--teacher", str(teacher), "--out", str(out)]) == 0
     assert [r.reasoning for r in read_records(out, require_reasoning=True)] == ["sun", "math"]
     assert "1 records without a teacher trace" in capsys.readouterr().out
-    assert main(["data", "reason", str(tmp_path / "nope.jsonl"), "--teacher", str(teacher), "-o", str(out)]) == 2
+    assert main(["data", "reason", str(tmp_path / "nope.jsonl"), "--teacher", str(teacher), "--out", str(out)]) == 2

@@ -11,24 +11,20 @@ import pytest
 import torch
 
 from t1 import T1Model
-from t1.training.config import TrainConfig
+from t1.training.arguments import ModelArguments, T1TrainingArguments
 from test_training_trainer import make_records
 
 
 def test_two_processes_match_one_process(tmp_path, tiny_model_path):
     make_records(tmp_path / "train.jsonl", n=4)  # one global batch of 4 queries
     sgd = {"max_steps": 1, "optim": "sgd", "learning_rate": 0.5, "max_grad_norm": 0.0, "weight_decay": 0.0,
-           "save_strategy": "steps", "save_steps": 1, "logging_steps": 1, "report_to": [], "disable_tqdm": True,
-           "use_cpu": True, "seed": 3}
+           "save_strategy": "steps", "save_steps": 1, "logging_steps": 1, "report_to": "none", "disable_tqdm": True,
+           "use_cpu": True, "seed": 3, "train_file": str(tmp_path / "train.jsonl"), "negatives_per_query": 2,
+           "max_query_length": 48, "max_document_length": 48, "max_reasoning_length": 16}
+    model = {"model_name_or_path": str(tiny_model_path), "query_instruction": "Find passages", "use_peft": False}
 
-    def config(name, **kwargs):
-        training = {**sgd, **kwargs.pop("training")}
-        return TrainConfig(model=str(tiny_model_path), train_file=str(tmp_path / "train.jsonl"),
-                           output_dir=str(tmp_path / name), query_instruction="Find passages", negatives_per_query=2, max_query_length=48,
-                           max_document_length=48, max_reasoning_length=16, lora=None, training=training, **kwargs)
-
-    two = config("two", grad_cache_chunk_size=1, training={"per_device_train_batch_size": 2})
-    (tmp_path / "two.yaml").write_text(json.dumps({**vars(two), "lora": None}))
+    (tmp_path / "two.yaml").write_text(json.dumps({**model, **sgd, "output_dir": str(tmp_path / "two"),
+                                                   "grad_cache_chunk_size": 1, "per_device_train_batch_size": 2}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "t1.training", "train", "sft", "--config", str(tmp_path / "two.yaml")]
@@ -40,8 +36,8 @@ def test_two_processes_match_one_process(tmp_path, tiny_model_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        one = config("one", training={"per_device_train_batch_size": 4})
-        trainer = make_trainer(one, reasoning=True)
+        one = T1TrainingArguments(**sgd, output_dir=str(tmp_path / "one"), per_device_train_batch_size=4)
+        trainer = make_trainer(ModelArguments(**model), one, reasoning=True)
         trainer.train()
         trainer.save_model(one.output_dir)
         output, _ = proc.communicate(timeout=280)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from t1 import T1Model
-from t1.training.config import LoraSettings, TrainConfig
+from t1.training.arguments import ModelArguments, T1TrainingArguments
 from t1.training.records import Record, write_records
 from t1.training.trainer import T1ForTraining, make_trainer
 from tiny_model import WORDS
@@ -31,22 +31,27 @@ def make_records(path, n=8, seed=0):
     return path
 
 
-def make_config(tmp_path, model, name="out", lora=None, **kwargs) -> TrainConfig:
-    training = {"per_device_train_batch_size": 4, "max_steps": 6, "learning_rate": 1e-3, "logging_steps": 1,
-                "save_strategy": "no", "report_to": [], "disable_tqdm": True, "use_cpu": True,
-                **kwargs.pop("training", {})}
+LORA = {"use_peft": True, "lora_r": 4, "lora_alpha": 8}
+FULL = {"use_peft": False}
+
+
+def make_config(tmp_path, model, name="out", model_args=FULL, **kwargs) -> tuple:
+    """(ModelArguments, T1TrainingArguments) for a short CPU run on the tiny records."""
     train_file = tmp_path / "train.jsonl"
     if not train_file.exists():
         make_records(train_file)
-    return TrainConfig(model=str(model), train_file=str(train_file), output_dir=str(tmp_path / name),
-                       query_instruction="Find passages", negatives_per_query=2, max_query_length=48,
-                       max_document_length=48, max_reasoning_length=16, lora=lora, training=training, **kwargs)
+    training = {"per_device_train_batch_size": 4, "max_steps": 6, "learning_rate": 1e-3, "logging_steps": 1,
+                "save_strategy": "no", "report_to": "none", "disable_tqdm": True, "use_cpu": True,
+                "negatives_per_query": 2, "max_query_length": 48, "max_document_length": 48,
+                "max_reasoning_length": 16, **kwargs}
+    return (ModelArguments(model_name_or_path=str(model), query_instruction="Find passages", **model_args),
+            T1TrainingArguments(train_file=str(train_file), output_dir=str(tmp_path / name), **training))
 
 
 def run(config, reasoning=False):
-    trainer = make_trainer(config, reasoning)
+    trainer = make_trainer(*config, reasoning)
     trainer.train()
-    trainer.save_model(config.output_dir)
+    trainer.save_model(config[1].output_dir)
     t1 = trainer.model.t1.eval()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return t1, losses, trainer
@@ -65,7 +70,7 @@ def assert_same_embeddings(trained: T1Model, folder):
 
 
 def test_stage1_full_finetuning(tmp_path, tiny_model_path):
-    config = make_config(tmp_path, tiny_model_path, training={"max_steps": 8})
+    config = make_config(tmp_path, tiny_model_path, max_steps=8)
     t1, losses, _ = run(config)
     assert sum(losses[-2:]) < sum(losses[:2]), losses
     fresh = T1Model.from_pretrained(str(tiny_model_path), device="cpu").backbone.state_dict()
@@ -73,17 +78,17 @@ def test_stage1_full_finetuning(tmp_path, tiny_model_path):
     assert all(not torch.equal(fresh[k], trained[k]) for k in fresh if "layers" in k and k.endswith("weight"))
     emb = t1.emb_token_id
     assert not torch.equal(fresh["model.embed_tokens.weight"][emb], trained["model.embed_tokens.weight"][emb])
-    assert_same_embeddings(t1, config.output_dir)
+    assert_same_embeddings(t1, config[1].output_dir)
 
 
 def test_lora_stage_on_a_full_weights_stage(tmp_path, tiny_model_path):
     """A fresh adapter trained on a saved full-weights model reloads onto that model."""
-    stage1 = make_config(tmp_path, tiny_model_path, name="stage1", training={"max_steps": 2})
+    stage1 = make_config(tmp_path, tiny_model_path, name="stage1", max_steps=2)
     run(stage1)
-    stage2 = make_config(tmp_path, stage1.output_dir, name="stage2", lora=LoraSettings(r=4, alpha=8),
-                         training={"max_steps": 2})
+    stage2 = make_config(tmp_path, stage1[1].output_dir, name="stage2", model_args=LORA,
+                         max_steps=2)
     t1, _, _ = run(stage2)
-    assert_same_embeddings(t1, stage2.output_dir)
+    assert_same_embeddings(t1, stage2[1].output_dir)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +96,7 @@ def stage1_lora(tmp_path_factory, tiny_model_path):
     tmp_path = tmp_path_factory.mktemp("stage1")
     with torch.random.fork_rng():
         torch.set_num_threads(1)
-        config = make_config(tmp_path, tiny_model_path, name="stage1", lora=LoraSettings(r=4, alpha=8))
+        config = make_config(tmp_path, tiny_model_path, name="stage1", model_args=LORA)
         t1, losses, _ = run(config)
     return t1, config
 
@@ -111,13 +116,13 @@ def test_stage1_lora_trains_adapter_and_emb_token_row_only(stage1_lora, tiny_mod
     before = fresh.backbone.get_input_embeddings()(ids)
     changed = (rows != before).any(dim=1).nonzero().flatten().tolist()
     assert changed == [t1.emb_token_id]
-    assert_same_embeddings(t1, config.output_dir)
+    assert_same_embeddings(t1, config[1].output_dir)
 
 
 def test_stage2_continues_the_stage1_adapter(stage1_lora, tmp_path):
     stage1, stage1_config = stage1_lora
-    config = make_config(tmp_path, stage1_config.output_dir, name="stage2", lora=LoraSettings(),
-                         training={"max_steps": 8})
+    config = make_config(tmp_path, stage1_config[1].output_dir, name="stage2", model_args=LORA,
+                         max_steps=8)
     t1, losses, trainer = run(config, reasoning=True)
     lm = [h["lm_loss"] for h in trainer.state.log_history if "lm_loss" in h]
     assert sum(lm[-2:]) < sum(lm[:2]) and sum(losses[-2:]) < sum(losses[:2]), (lm, losses)
@@ -126,7 +131,7 @@ def test_stage2_continues_the_stage1_adapter(stage1_lora, tmp_path):
     assert any("trainable_tokens" in n for n, _ in trained)
     assert all(p.requires_grad and not torch.equal(p, before[n]) for n, p in trained)
     assert json.loads((tmp_path / "stage2" / "adapter_config.json").read_text())["r"] == 4  # kept
-    assert_same_embeddings(t1, config.output_dir)
+    assert_same_embeddings(t1, config[1].output_dir)
 
     # The training forward embeds a query exactly as inference does with the given trace.
     batch = trainer.data_collator([trainer.train_dataset[0]])
@@ -139,8 +144,8 @@ def test_stage2_continues_the_stage1_adapter(stage1_lora, tmp_path):
 
 def test_gradient_caching_equals_one_pass(tmp_path, tiny_model_path):
     sgd = {"max_steps": 1, "optim": "sgd", "learning_rate": 0.5, "max_grad_norm": 0.0, "weight_decay": 0.0}
-    plain, _, _ = run(make_config(tmp_path, tiny_model_path, name="plain", training=sgd), reasoning=True)
-    cached, _, _ = run(make_config(tmp_path, tiny_model_path, name="cached", grad_cache_chunk_size=1, training=sgd),
+    plain, _, _ = run(make_config(tmp_path, tiny_model_path, name="plain", **sgd), reasoning=True)
+    cached, _, _ = run(make_config(tmp_path, tiny_model_path, name="cached", grad_cache_chunk_size=1, **sgd),
                        reasoning=True)
     fresh = T1Model.from_pretrained(str(tiny_model_path), device="cpu").backbone.state_dict()
     a, b = plain.backbone.state_dict(), cached.backbone.state_dict()
@@ -152,7 +157,7 @@ def test_gradient_caching_equals_one_pass(tmp_path, tiny_model_path):
 def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tiny_model_path):
     from t1.cli import main
 
-    config = make_config(tmp_path, tiny_model_path, training={"save_strategy": "steps", "save_steps": 2, "max_steps": 4})
+    config = make_config(tmp_path, tiny_model_path, save_strategy="steps", save_steps=2, max_steps=4)
     uninterrupted, losses, _ = run(config)
     expected = {k: v.clone() for k, v in uninterrupted.backbone.state_dict().items()}
     # "Interrupt" after step 2: drop the later checkpoint and the final model, then resume via the CLI.
@@ -161,8 +166,14 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tiny_model_p
     shutil.rmtree(tmp_path / "out" / "checkpoint-4")
     (tmp_path / "out" / "model.safetensors").unlink()
     yaml_file = tmp_path / "config.yaml"
-    yaml_file.write_text(json.dumps({k: v for k, v in vars(config).items() if k != "lora"} | {"lora": None}))
-    assert main(["train", "contrastive", "--config", str(yaml_file), "resume=true"]) == 0
+    model_args, args = config
+    yaml_file.write_text(json.dumps({"model_name_or_path": model_args.model_name_or_path, "use_peft": False,
+                                     "query_instruction": "Find passages", "train_file": args.train_file,
+                                     "output_dir": args.output_dir, "negatives_per_query": 2,
+                                     "max_query_length": 48, "max_document_length": 48, "use_cpu": True,
+                                     "learning_rate": 1e-3, "per_device_train_batch_size": 4,
+                                     "logging_steps": 1, "report_to": "none", "save_steps": 2}))
+    assert main(["train", "contrastive", "--config", str(yaml_file), "--max_steps", "4"]) == 0
     state = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())
     assert [h["loss"] for h in state["log_history"] if "loss" in h] == pytest.approx(losses, rel=1e-5)
     resumed = T1Model.from_pretrained(str(tmp_path / "out"), device="cpu").backbone.state_dict()
@@ -172,22 +183,24 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, tiny_model_p
 
 def test_model_settings_are_saved_with_the_model(tmp_path, tiny_model_path):
     from t1 import T1Error
-    from t1.training.trainer import build_model
+    from t1.training.modeling import build_model
 
-    config = make_config(tmp_path, tiny_model_path, model_settings={"max_new_tokens": 24, "max_document_length": 96})
-    t1 = build_model(config, device="cpu")
+    settings = {"max_new_tokens": 24, "max_document_length": 96}
+    model_args, _ = make_config(tmp_path, tiny_model_path, model_args={**FULL, "model_settings": settings})
+    t1 = build_model(model_args, device="cpu")
     assert (t1.config.max_new_tokens, t1.config.max_document_length) == (24, 96)
     t1.save_pretrained(tmp_path / "saved")
     assert json.loads((tmp_path / "saved" / "t1_config.json").read_text())["max_new_tokens"] == 24
     for bad in ({"emb_token": "<x>"}, {"no_such_setting": 1}):
         with pytest.raises(T1Error, match="model_settings"):
-            build_model(make_config(tmp_path, tiny_model_path, model_settings=bad), device="cpu")
+            build_model(make_config(tmp_path, tiny_model_path, model_args={**FULL, "model_settings": bad})[0],
+                        device="cpu")
 
 
 def test_emb_token_learning_rate_gives_the_token_row_its_own_group(tmp_path, tiny_model_path):
-    config = make_config(tmp_path, tiny_model_path, name="fast", lora=LoraSettings(r=4, alpha=8),
-                         emb_token_learning_rate=0.05, training={"max_steps": 3})
-    trainer = make_trainer(config, reasoning=True)
+    config = make_config(tmp_path, tiny_model_path, name="fast", model_args=LORA,
+                         emb_token_learning_rate=0.05, max_steps=3)
+    trainer = make_trainer(*config, reasoning=True)
     trainer.train()
     groups = trainer.optimizer.param_groups
     token_groups = [g for g in groups if g.get("initial_lr") == 0.05]
@@ -198,9 +211,9 @@ def test_emb_token_learning_rate_gives_the_token_row_its_own_group(tmp_path, tin
     assert all("trainable_tokens_delta" not in names[id(p)] for g in groups if g is not token_groups[0]
                for p in g["params"])
     moved_fast = token_groups[0]["params"][0].detach().abs().max().item()
-    slow = make_config(tmp_path, tiny_model_path, name="slow", lora=LoraSettings(r=4, alpha=8),
-                       training={"max_steps": 3, "learning_rate": 1e-4})
-    slow_trainer = make_trainer(slow, reasoning=True)
+    slow = make_config(tmp_path, tiny_model_path, name="slow", model_args=LORA,
+                       max_steps=3, learning_rate=1e-4)
+    slow_trainer = make_trainer(*slow, reasoning=True)
     slow_trainer.train()
     moved_slow = max(p.detach().abs().max().item() for n, p in slow_trainer.model.named_parameters()
                      if "trainable_tokens_delta" in n)

@@ -14,6 +14,12 @@ QUERY_TEMPLATE = "{instruction}\nQuery: {query}"
 DOCUMENT_TEMPLATE = "{instruction}\n"
 
 
+def instruction_or_default(instruction: str | None, default: str | None) -> str | None:
+    """The one fallback rule for instructions: `None` means "not given" and takes the default
+    (the model's, or the dataset's); any text, the empty one included, is used as given."""
+    return default if instruction is None else instruction
+
+
 @dataclass
 class PromptBuilder:
     tokenizer: object

@@ -27,6 +27,26 @@ class Rollout:
     emitted_emb_token: list[bool]  # the model ended its trace with <emb_token> by itself
 
 
+def stop_token_ids(model) -> list[int]:
+    """Tokens that end a trace, the one list used by query-time generation, trace splitting and
+    the GRPO policy: `<emb_token>` first, then every EOS id of the generation config and the
+    tokenizer (chat models often have several, e.g. end-of-turn and end-of-text)."""
+    eos = getattr(getattr(model.backbone, "generation_config", None), "eos_token_id", None)
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    if model.tokenizer.eos_token_id is not None:
+        eos.append(model.tokenizer.eos_token_id)
+    return list(dict.fromkeys([model.emb_token_id, *eos]))
+
+
+def split_trace(completion, stop_ids, emb_token_id: int) -> tuple[list[int], bool]:
+    """(trace tokens up to its first stop token, whether that stop was `<emb_token>`)."""
+    completion = list(completion)
+    for i, token in enumerate(completion):
+        if token in stop_ids:
+            return completion[:i], token == emb_token_id
+    return completion, False
+
+
 def sampling_kwargs(do_sample: bool, temperature: float, top_p: float, top_k: int | None) -> dict:
     if not do_sample:
         return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
@@ -53,7 +73,7 @@ def generate_then_embed(
     tok = model.tokenizer
     input_ids, mask = pad(prompts, tok.pad_token_id, side="left")
     input_ids, mask = input_ids.to(device), mask.to(device)
-    stop_ids = [model.emb_token_id] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+    stop_ids = stop_token_ids(model)
     out = model.backbone.generate(
         input_ids=input_ids,
         attention_mask=mask,

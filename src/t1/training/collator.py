@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..batching import pad
+from ..prompts import instruction_or_default
 from .records import Record
 
 MAX_POSITIVE_KEYS = 32
@@ -74,7 +75,7 @@ class Collator:
     reasoning: bool = False
 
     def query(self, record: Record) -> tuple[list[int], list[int]]:
-        instruction = self.query_instruction if record.instruction is None else record.instruction
+        instruction = instruction_or_default(record.instruction, self.query_instruction)
         prompt = self.prompts.query_prompt(record.query, instruction, self.max_query_length)
         trace = self.prompts.reasoning(record.reasoning or "", self.max_reasoning_length) if self.reasoning else []
         target = trace + [self.prompts.emb_token_id]
@@ -86,8 +87,7 @@ class Collator:
             ids, lab = self.query(item["record"])
             queries.append(ids)
             labels.append(lab)
-            instruction = item["record"].document_instruction
-            instruction = self.document_instruction if instruction is None else instruction
+            instruction = instruction_or_default(item["record"].document_instruction, self.document_instruction)
             documents += [self.prompts.document(t, instruction, self.max_document_length) for t in item["documents"]]
         q_ids, q_mask = pad(queries, self.pad_id)
         d_ids, d_mask = pad(documents, self.pad_id)

@@ -1,8 +1,9 @@
-"""Command-line entry points: `t1 train contrastive|sft` and `t1 data mine|reason`.
+"""Command-line entry points: `t1 train contrastive|sft` and `t1 data mine|reason|pairs`.
 
-Training runs the same way on one CPU and on many GPUs:
+Training takes a YAML config and per-field flags on top, as TRL's scripts do (`--help` lists
+every field), and runs the same way on one CPU and on many GPUs:
 
-    t1 train contrastive --config configs/stage1-smollm2-cpu.yaml max_steps=100 lora.r=8
+    t1 train contrastive --config configs/stage1-smollm2-cpu.yaml --max_steps 100 --lora_r 8
     torchrun --nproc_per_node 8 -m t1.training train contrastive --config configs/stage1-qwen3-4b-8gpu.yaml
 """
 
@@ -13,19 +14,24 @@ import os
 
 from ..errors import T1Error
 
-OVERRIDES_HELP = ("settings that replace the config's: key=value (a config key, lora.r=32, training.seed=1, "
-                  "or any TrainingArguments field such as learning_rate=1e-4); --key value works too")
+STAGES = {"contrastive": "stage 1: InfoNCE with queries in mode `none`",
+          "sft": "stage 2: λ·InfoNCE(query + reasoning) + (1−λ)·NLL(reasoning + <emb_token>)"}
+
+
+def add_config_command(subparsers, name: str, help_text: str, func) -> None:
+    """A command whose arguments (`--config FILE`, `--field value`, `--help`) all go to a
+    dataclass parser of its own, which lists every field: `+` as argparse's prefix keeps
+    `--...` tokens out of this parser's hands."""
+    p = subparsers.add_parser(name, help=help_text, add_help=False, prefix_chars="+")
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=func)
 
 
 def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train T1 (contrastive, sft, grpo, or the whole curriculum)")
     stages = train.add_subparsers(dest="stage", required=True)
-    for name, help_text in (("contrastive", "stage 1: InfoNCE with queries in mode `none`"),
-                            ("sft", "stage 2: λ·InfoNCE(query + reasoning) + (1−λ)·NLL(reasoning + <emb_token>)")):
-        p = stages.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", help="YAML config (see configs/)")
-        p.add_argument("overrides", nargs=argparse.REMAINDER, help=OVERRIDES_HELP)
-        p.set_defaults(func=_train)
+    for name, help_text in STAGES.items():
+        add_config_command(stages, name, help_text, _train)
     from .grpo_commands import register_grpo
 
     register_grpo(stages)
@@ -35,19 +41,19 @@ def register(subparsers) -> None:
     mine = tools.add_parser("mine", help="records with BM25 (+ dense) hard negatives from a BEIR folder")
     mine.add_argument("beir_folder")
     mine.add_argument("--split", default="train", help="qrels split (qrels/<split>.tsv), default train")
-    mine.add_argument("--out", "--output", "-o", dest="output", required=True, help="JSONL file to write")
+    mine.add_argument("--out", required=True, help="JSONL file to write")
     mine.add_argument("--negatives", type=int, default=7, help="hard negatives per query (default 7)")
     mine.add_argument("--depth", type=int, default=50, help="draw negatives from the top DEPTH (default 50)")
     mine.add_argument("--skip-top", type=int, default=0, help="never take the top SKIP_TOP (false negatives)")
     mine.add_argument("--dense-model", help="also rank with this model: a T1 model, all-minilm-l6-v2, or a "
                                             "sentence-transformers model")
-    mine.add_argument("--instruction", help="query instruction stored in each record")
+    mine.add_argument("--query-instruction", help="query instruction stored in each record")
     mine.add_argument("--seed", type=int, default=0)
     mine.set_defaults(func=_mine)
 
     reason = tools.add_parser("reason", help="add reasoning traces (teacher file, or best-of-N self-generation)")
     reason.add_argument("input", help="training records (JSONL)")
-    reason.add_argument("--out", "--output", "-o", dest="output", required=True)
+    reason.add_argument("--out", required=True, help="JSONL file to write (resumed if a run was interrupted)")
     source = reason.add_mutually_exclusive_group(required=True)
     source.add_argument("--teacher", help="JSONL with `reasoning` and `query_id`/`id` or `query`")
     source.add_argument("--model", help="T1 model that writes its own traces (e.g. the stage-1 output)")
@@ -69,7 +75,7 @@ def register(subparsers) -> None:
 
     pairs = tools.add_parser("pairs", help="self-supervised records from any corpus: title -> text, sentence -> passage")
     pairs.add_argument("corpus", help="corpus file (BEIR corpus.jsonl, JSONL/CSV/parquet) or BEIR folder")
-    pairs.add_argument("--out", "--output", "-o", dest="output", required=True, help="JSONL file to write")
+    pairs.add_argument("--out", required=True, help="JSONL file to write")
     pairs.add_argument("--title", type=int, default=0, help="title -> text pairs (default 0)")
     pairs.add_argument("--sentence", type=int, default=0, help="sentence -> rest of the passage pairs (default 0)")
     pairs.add_argument("--negatives", type=int, default=3, help="BM25 hard negatives per pair (default 3)")
@@ -78,19 +84,12 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
-    from .config import load_config
+    from .arguments import ModelArguments, T1TrainingArguments, parse_config
     from .trainer import train
 
-    overrides = list(args.overrides or [])
-    config_path = args.config
-    if "--config" in overrides:  # REMAINDER swallows options given after the first override
-        i = overrides.index("--config")
-        if i + 1 >= len(overrides):
-            raise T1Error("--config needs a file")
-        config_path = overrides[i + 1]
-        del overrides[i: i + 2]
-    config = load_config(config_path, overrides)
-    folder = train(config, reasoning=args.stage == "sft")
+    model_args, training_args = parse_config((ModelArguments, T1TrainingArguments), args.argv,
+                                             prog=f"t1 train {args.stage}")
+    folder = train(model_args, training_args, reasoning=args.stage == "sft")
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"saved the trained model to {folder}")
     return 0
@@ -101,10 +100,10 @@ def _mine(args) -> int:
     from .mining import mine_beir
 
     records = mine_beir(args.beir_folder, args.split, negatives=args.negatives, depth=args.depth,
-                        skip_top=args.skip_top, dense_model=args.dense_model, instruction=args.instruction,
+                        skip_top=args.skip_top, dense_model=args.dense_model, query_instruction=args.query_instruction,
                         seed=args.seed)
-    write_jsonl(args.output, records)
-    print(f"wrote {len(records)} records to {args.output}")
+    write_jsonl(args.out, records)
+    print(f"wrote {len(records)} records to {args.out}")
     return 0
 
 
@@ -120,8 +119,8 @@ def _pairs(args) -> int:
     source = Path(args.corpus)
     corpus = load_corpus(source / "corpus.jsonl" if source.is_dir() else source)
     rows = make_pairs(corpus, {"title": args.title, "sentence": args.sentence}, negatives=args.negatives, seed=args.seed)
-    write_jsonl(args.output, rows)
-    print(f"wrote {len(rows)} records to {args.output}")
+    write_jsonl(args.out, rows)
+    print(f"wrote {len(rows)} records to {args.out}")
     return 0
 
 
@@ -132,9 +131,9 @@ def _reason(args) -> int:
     records = read_records(args.input)
     if args.teacher:
         merged, missing = merge_teacher(records, args.teacher)
-        write_records(args.output, merged)
+        write_records(args.out, merged)
         note = f" ({missing} records without a teacher trace dropped)" if missing else ""
-        print(f"wrote {len(merged)} records to {args.output}{note}")
+        print(f"wrote {len(merged)} records to {args.out}{note}")
         return 0
     from ..model import T1Model
 
@@ -144,7 +143,7 @@ def _reason(args) -> int:
     if min(settings.samples, settings.max_new_tokens, settings.max_rank, settings.batch_size) < 1:
         raise T1Error("--samples, --max-new-tokens, --max-rank and --batch-size must be >= 1")
     model = T1Model.from_pretrained(args.model, device=args.device)
-    summary = self_generate(model, records, args.output, settings, restart=args.restart)
+    summary = self_generate(model, records, args.out, settings, restart=args.restart)
     print(f"kept {summary['accepted']} of {summary['records']} records (best positive ranked <= "
-          f"{settings.max_rank}) in {args.output}")
+          f"{settings.max_rank}) in {args.out}")
     return 0

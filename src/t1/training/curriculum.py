@@ -6,10 +6,15 @@
     stage 2   reasoning SFT + contrastive                          (trainer.train)
     stage 3   GRPO on sampled traces                               (grpo.train_grpo)
 
-Each stage's own YAML config is used as is, with its model, train_file and output_dir chained
-to the curriculum's folders. Every finished piece (records, stage model, traces, evaluation run)
-is kept, so re-running the command continues where it stopped. The result is one markdown table
+Each stage's own YAML config is used as is, with its model_name_or_path, train_file and
+output_dir chained to the curriculum's folders; every stage config is parsed and checked before
+anything runs. Every finished piece (records, stage model, traces, evaluation run) is kept, so
+re-running the command continues where it stopped. The result is one markdown table
 (`<output_dir>/curriculum.md`) with a row per stage and query mode.
+
+Flags override the curriculum's YAML: `--eval.max_queries 20`, `--output_dir runs/x`; a stage
+prefix passes a field on to that stage's config (`--stage3.max_steps 5`, `--stage1.bf16 true`),
+and `--stage2.config FILE` replaces a stage's config file.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ from __future__ import annotations
 import json
 import random
 import time
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+import yaml
 
 from ..atomic import write_json, write_jsonl
 from ..errors import T1Error
 from ..export import export_model
+from ..prompts import instruction_or_default
 from .reasoning_data import SamplingSettings
 
 STAGE_NAMES = {"base": "0 · starting model", "stage1": "1 · contrastive", "stage2": "2 · reasoning SFT",
@@ -34,7 +43,7 @@ COLUMNS = ("ndcg@10", "recall@100", "mrr")
 @dataclass
 class StageRef:
     config: str = ""  # the stage's YAML config
-    overrides: dict = field(default_factory=dict)  # key: value, as `key=value` on its command line
+    overrides: dict = field(default_factory=dict)  # field: value, as `--field value` on its command line
 
 
 @dataclass
@@ -106,16 +115,14 @@ _NESTED = {"stage1": StageRef, "stage2": StageRef, "stage3": StageRef, "traces":
 
 def curriculum_from_dict(data: dict, where: str = "config") -> CurriculumConfig:
     data = dict(data)
-    _check(CurriculumConfig, data, where, "")
     for key, kind in _NESTED.items():
         value = data.get(key) or {}
         if isinstance(value, str) and kind is StageRef:
             value = {"config": value}
         if not isinstance(value, dict):
             raise T1Error(f"{where}: {key} must be a section of settings")
-        _check(kind, value, where, f"{key}.")
-        data[key] = kind(**value)
-    config = CurriculumConfig(**data)
+        data[key] = _typed(kind, value, where, f"{key}.")
+    config = _typed(CurriculumConfig, data, where, "")
     for key in ("output_dir", "dataset"):
         if not getattr(config, key):
             raise T1Error(f"{where}: {key} is not set")
@@ -128,41 +135,113 @@ def curriculum_from_dict(data: dict, where: str = "config") -> CurriculumConfig:
     return config
 
 
-def _check(kind, data: dict, where: str, prefix: str) -> None:
-    unknown = sorted(set(data) - {f.name for f in fields(kind)})
+def _typed(kind, data: dict, where: str, prefix: str):
+    """`kind(**data)` after checking every key and value against the dataclass's fields; a text
+    (from a flag) is read as the field's type."""
+    hints = typing.get_type_hints(kind)
+    unknown = sorted(set(data) - set(hints))
     if unknown:
         raise T1Error(f"{where}: unknown setting(s) {', '.join(prefix + u for u in unknown)}")
+    return kind(**{key: _value(value, hints[key], f"{where}: {prefix}{key}") for key, value in data.items()})
 
 
-def load_curriculum_config(path: str | Path | None, overrides: list[str] | None = None) -> CurriculumConfig:
-    """YAML plus `key=value` overrides. `stage3.max_steps=5` (any key after a stage prefix other
-    than `config`) goes to that stage's overrides; `stage1=path.yaml` replaces its config file."""
-    from .config import _parse_overrides, read_settings
+def _value(value, hint, where: str):
+    args = typing.get_args(hint)
+    if value is None and type(None) in args:
+        return None
+    if args and type(None) in args:  # X | None
+        hint = next(a for a in args if a is not type(None))
+    if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__") and isinstance(value, hint):
+        return value
+    base = typing.get_origin(hint) or hint
+    if isinstance(value, str) and base is not str:
+        try:
+            value = yaml.safe_load(value)
+            value = float(value) if base is float and isinstance(value, str) else value
+        except (yaml.YAMLError, ValueError):
+            pass
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        raise T1Error(f"{where} must be {getattr(base, '__name__', base)}, got {value!r}")
+    return value
 
-    data = read_settings(path)
-    for key, value in _parse_overrides(overrides or []):
-        head, _, rest = key.partition(".")
+
+def load_curriculum_config(path: str | Path | None, argv: list[str] | None = None) -> CurriculumConfig:
+    """The curriculum's YAML with `--section.key value` flags on top (see the module doc)."""
+    from .arguments import read_yaml
+
+    data = read_yaml(path) if path else {}
+    argv = list(argv or [])
+    if len(argv) % 2:
+        raise T1Error(f"command line: every flag takes a value ({' '.join(argv)})")
+    for flag, value in zip(argv[::2], argv[1::2]):
+        if not flag.startswith("--"):
+            raise T1Error(f"command line: expected a --flag, got {flag!r}")
+        head, _, rest = flag[2:].partition(".")
+        section = data.get(head)
         if head in ("stage1", "stage2", "stage3"):
-            stage = data.get(head) or {}
-            stage = {"config": stage} if isinstance(stage, str) else dict(stage)
+            stage = {"config": section} if isinstance(section, str) else dict(section or {})
             if not rest or rest == "config":
                 stage["config"] = value
             else:
                 stage["overrides"] = {**(stage.get("overrides") or {}), rest: value}
             data[head] = stage
         elif rest and head in _NESTED:
-            data[head] = {**(data.get(head) or {}), rest: value}
+            data[head] = {**(section or {}), rest: value}
         elif not rest:
-            data[key] = value
+            data[head] = value
         else:
-            raise T1Error(f"unknown setting {key!r}")
+            raise T1Error(f"command line: unknown setting {flag[2:]!r}")
     return curriculum_from_dict(data, where=str(path or "config"))
 
 
 # ---------------------------------------------------------------------------- pieces
-def _stage_overrides(ref: StageRef, **chained) -> list[str]:
-    items = {**ref.overrides, **chained}
-    return [f"{k}={json.dumps(v)}" for k, v in items.items()]
+@dataclass
+class StageConfigs:
+    """Every stage's parsed configuration, chained to the curriculum's folders."""
+
+    stage1: tuple
+    stage2: tuple
+    stage3: tuple
+
+
+def stage_configs(config: CurriculumConfig) -> StageConfigs:
+    """Parse and check all three stage configs (before any stage runs)."""
+    from .arguments import ModelArguments, T1TrainingArguments, parse_config
+    from .grpo_config import T1GRPOConfig
+
+    out = Path(config.output_dir)
+    records = records_path(config)
+    chained = {
+        "stage1": dict(model_name_or_path=None, train_file=str(stage1_records_path(config)),
+                       output_dir=str(out / "stage1")),
+        "stage2": dict(model_name_or_path=str(out / "stage1"), train_file=str(out / "train-reasoning.jsonl"),
+                       output_dir=str(out / "stage2")),
+        "stage3": dict(model_name_or_path=str(out / "stage2"), train_file=str(records), output_dir=str(out / "stage3")),
+    }
+    parsed = {}
+    for name, training in (("stage1", T1TrainingArguments), ("stage2", T1TrainingArguments),
+                           ("stage3", T1GRPOConfig)):
+        ref = getattr(config, name)
+        settings = {**ref.overrides, **{k: v for k, v in chained[name].items() if v is not None}}
+        parsed[name] = parse_config((ModelArguments, training), ["--config", ref.config], prog=f"curriculum {name}",
+                                    settings=settings)
+    return StageConfigs(**parsed)
+
+
+def records_path(config: CurriculumConfig) -> Path:
+    out = Path(config.output_dir)
+    if config.max_train_queries:
+        return out / f"train-{config.max_train_queries}.jsonl"
+    return Path(config.train_file) if config.train_file else out / "train.jsonl"
+
+
+def stage1_records_path(config: CurriculumConfig) -> Path:
+    pairs = config.pairs
+    if pairs.corpus and (pairs.title or pairs.sentence):
+        return Path(config.output_dir) / "train-stage1.jsonl"
+    return records_path(config)
 
 
 def _records(config: CurriculumConfig, out: Path) -> Path:
@@ -170,33 +249,27 @@ def _records(config: CurriculumConfig, out: Path) -> Path:
     from .mining import mine_beir
     from .records import read_records, write_records
 
-    if config.train_file:
-        source = Path(config.train_file)
-    else:
-        source = out / "train.jsonl"
-        if not source.exists():
-            rows = mine_beir(config.dataset, config.train_split, negatives=config.negatives, depth=config.depth,
-                             instruction=config.instruction)
-            write_jsonl(source, rows)
-    if not config.max_train_queries:
-        return source
-    subset = out / f"train-{config.max_train_queries}.jsonl"
+    source = Path(config.train_file) if config.train_file else out / "train.jsonl"
+    if config.train_file and not source.is_file():
+        raise T1Error(f"train_file: {source}: no such file")
+    if not source.exists():
+        rows = mine_beir(config.dataset, config.train_split, negatives=config.negatives, depth=config.depth,
+                         query_instruction=config.instruction)
+        write_jsonl(source, rows)
+    subset = records_path(config)
     if not subset.exists():
         write_records(subset, read_records(source)[: config.max_train_queries])
     return subset
 
 
-def _with_pairs(config: CurriculumConfig, records: Path, out: Path) -> Path:
+def _with_pairs(config: CurriculumConfig, records: Path) -> Path:
     """Stage 1's records: the claim records plus the self-supervised pairs (made once)."""
     from ..data import load_corpus
     from .pairs import make_pairs
     from .records import read_records, write_records
 
-    settings = config.pairs
-    if not settings.corpus or not (settings.title or settings.sentence):
-        return records
-    mixed = out / "train-stage1.jsonl"
-    if not mixed.exists():
+    settings, mixed = config.pairs, stage1_records_path(config)
+    if mixed != records and not mixed.exists():
         corpus_path = Path(settings.corpus)
         corpus = load_corpus(corpus_path / "corpus.jsonl" if corpus_path.is_dir() else corpus_path)
         pairs = make_pairs(corpus, {"title": settings.title, "sentence": settings.sentence},
@@ -235,7 +308,8 @@ def _evaluate(data, retriever_spec: str, folder: Path, k: int, model=None, mode:
     if not (folder / METRICS_FILE).exists():
         settings = settings or EvalSettings()
         retriever = make_retriever(retriever_spec, data.corpus, model=model, mode=mode,
-                                   query_instruction=settings.query_instruction or data.query_instruction,
+                                   query_instruction=instruction_or_default(settings.query_instruction,
+                                                                            data.query_instruction),
                                    max_new_tokens=settings.max_new_tokens,
                                    batch_size=settings.batch_size, device=device, show_progress=False)
         run_evaluation(data, retriever, folder, k=k, info={"mode": mode})
@@ -252,10 +326,10 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
     """Run (or continue) the curriculum; return the markdown table, also written to
     `<output_dir>/curriculum.md` (and its rows to curriculum.json)."""
     from ..model import T1Model
-    from .config import load_config
-    from .grpo import load_grpo_config, train_grpo
+    from .grpo import train_grpo
     from .trainer import train
 
+    stages = stage_configs(config)  # every stage's settings checked before any work
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "curriculum-state.json"
@@ -290,13 +364,12 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
 
     # Stage 1: contrastive.
     stage1_dir = out / "stage1"
-    cfg1 = load_config(config.stage1.config, _stage_overrides(
-        config.stage1, train_file=str(_with_pairs(config, records, out)), output_dir=str(stage1_dir), resume=True))
+    _with_pairs(config, records)
     if config.eval.base:
-        evaluate_model("base", cfg1.model)
+        evaluate_model("base", stages.stage1[0].model_name_or_path)
     if not _is_model(stage1_dir):
         log(f"stage 1 → {stage1_dir}")
-        timed("stage1", lambda: train(cfg1, reasoning=False))
+        timed("stage1", lambda: train(*stages.stage1, reasoning=False))
     evaluate_model("stage1", str(stage1_dir))
 
     # Traces for stage 2.
@@ -306,23 +379,19 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
 
     # Stage 2: reasoning SFT + contrastive.
     stage2_dir = out / "stage2"
-    cfg2 = load_config(config.stage2.config, _stage_overrides(
-        config.stage2, model=str(stage1_dir), train_file=str(traces), output_dir=str(stage2_dir), resume=True))
     if not _is_model(stage2_dir):
         log(f"stage 2 → {stage2_dir}")
-        timed("stage2", lambda: train(cfg2, reasoning=True))
+        timed("stage2", lambda: train(*stages.stage2, reasoning=True))
     evaluate_model("stage2", str(stage2_dir))
 
     # Stage 3: GRPO.
     stage3_dir = out / "stage3"
-    cfg3 = load_grpo_config(config.stage3.config, _stage_overrides(
-        config.stage3, model=str(stage2_dir), train_file=str(records), output_dir=str(stage3_dir), resume=True))
     final = stage3_dir / "final"
     if not _is_model(final):
         log(f"stage 3 → {stage3_dir}")
 
         def run_stage3():
-            _, trainer = train_grpo(cfg3)
+            _, trainer = train_grpo(*stages.stage3)
             if trainer.state.global_step < trainer.state.max_steps:
                 raise T1Error("stage 3 stopped early; re-run the same command to resume")
 

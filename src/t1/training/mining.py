@@ -15,29 +15,23 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bm25 import BM25Index
 from ..data import BeirDataset, Document, load_beir
 from ..errors import T1Error
 from ..search import exact_search
 
 logger = logging.getLogger(__name__)
 
-def bm25_rankings(corpus: list[Document], queries: list[str], depth: int) -> np.ndarray:
-    """Indices into `corpus` of the top `depth` documents per query, best first."""
-    import bm25s
-    import Stemmer
 
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    stemmer = Stemmer.Stemmer("english")
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([d.full_text for d in corpus], stopwords="en", stemmer=stemmer,
-                                   show_progress=False), show_progress=False)
-    tokens = bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False)
-    ranked, _ = retriever.retrieve(tokens, k=min(depth, len(corpus)), show_progress=False)
-    return np.asarray(ranked)
+def bm25_rankings(corpus: list[Document], queries: list[str], depth: int) -> list[list[int]]:
+    """Indices into `corpus` of the top `depth` documents per query, best first: the same BM25
+    as the evaluation baseline (`t1.bm25`), so documents matching no query term are left out."""
+    index = BM25Index().index([d.full_text for d in corpus])
+    return [[i for i, _ in hits] for hits in index.search(queries, min(depth, len(corpus)))]
 
 
 def dense_rankings(model: str, corpus: list[Document], queries: list[str], depth: int,
-                   instruction: str | None = None, batch_size: int = 32) -> np.ndarray:
+                   query_instruction: str | None = None, batch_size: int = 32) -> list[list[int]]:
     """Top `depth` by cosine similarity under a dense model: a T1 model (folder or alias, queries
     in mode `none`), `all-minilm-l6-v2` (the offline package), or any sentence-transformers model."""
     from ..backbones import GGUF_ALIASES
@@ -49,7 +43,8 @@ def dense_rankings(model: str, corpus: list[Document], queries: list[str], depth
 
         t1 = T1Model.from_pretrained(model)
         docs = t1.encode_document(texts, batch_size=batch_size)
-        qs = t1.encode_query(queries, instruction=instruction, reasoning="none", batch_size=batch_size).embeddings
+        qs = t1.encode_query(queries, instruction=query_instruction, reasoning="none",
+                             batch_size=batch_size).embeddings
     else:
         from sentence_transformers import SentenceTransformer
 
@@ -59,7 +54,7 @@ def dense_rankings(model: str, corpus: list[Document], queries: list[str], depth
         docs = encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True)
         qs = encoder.encode(queries, batch_size=batch_size, normalize_embeddings=True)
     _, positions = exact_search(qs, [(0, docs)], min(depth, len(corpus)))
-    return positions
+    return np.asarray(positions).tolist()
 
 
 def interleave(*rankings: list[int]) -> list[int]:
@@ -78,7 +73,7 @@ def mine(
     depth: int = 50,
     skip_top: int = 0,
     dense_model: str | None = None,
-    instruction: str | None = None,
+    query_instruction: str | None = None,
     seed: int = 0,
 ) -> list[dict]:
     """One record per query with at least one relevant document in the corpus:
@@ -90,14 +85,14 @@ def mine(
     queries = [dataset.queries[q] for q in qids]
     rankings = [bm25_rankings(dataset.corpus, queries, depth)]
     if dense_model:
-        rankings.append(dense_rankings(dense_model, dataset.corpus, queries, depth, instruction))
+        rankings.append(dense_rankings(dense_model, dataset.corpus, queries, depth, query_instruction))
     records, skipped, short = [], 0, 0
     for row, qid in enumerate(qids):
         positives = [d for d, score in dataset.qrels[qid].items() if score > 0 and d in index]
         if not positives:
             skipped += 1
             continue
-        ranked = interleave(*(r[row].tolist() for r in rankings))[skip_top:depth]
+        ranked = interleave(*(r[row] for r in rankings))[skip_top:depth]
         excluded = set(positives)
         candidates = [i for i in ranked if dataset.corpus[i].id not in excluded]
         rng = random.Random(f"{seed}:{qid}")
@@ -109,8 +104,8 @@ def mine(
             "neg": [dataset.corpus[i].full_text for i in chosen],
             "pos_ids": positives, "neg_ids": [dataset.corpus[i].id for i in chosen],
         }
-        if instruction:
-            record["instruction"] = instruction
+        if query_instruction:
+            record["instruction"] = query_instruction
         records.append(record)
     if skipped:
         logger.warning("%d queries have no judged-relevant document in the corpus: skipped", skipped)

@@ -83,7 +83,7 @@ def make_pairs(corpus: list[Document], counts: dict[str, int], negatives: int = 
     if negatives:
         ranked = bm25_rankings(corpus, [r["query"] for r in rows], depth)
         for row, ranking in zip(rows, ranked):
-            others = [j for j in ranking.tolist() if j != row["_index"]]
+            others = [j for j in ranking if j != row["_index"]]
             row["neg"] = [corpus[j].full_text for j in rng.sample(others, min(negatives, len(others)))]
     for row in rows:
         del row["_index"]

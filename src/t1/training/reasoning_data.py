@@ -21,6 +21,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -28,8 +29,10 @@ from tqdm.auto import tqdm
 from ..atomic import write_json
 from ..data import read_jsonl
 from ..errors import T1Error
+from ..prompts import instruction_or_default
 from ..reasoning import generate_then_embed
 from .records import Record
+from .rewards import best_positive_rank, cosine_margin
 
 logger = logging.getLogger(__name__)
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
@@ -79,16 +82,14 @@ class SamplingSettings:
     max_document_length: int | None = None  # None: the model's
 
 
-def score_traces(queries: torch.Tensor, documents: torch.Tensor, n_positive: int) -> tuple[torch.Tensor, torch.Tensor]:
+def score_traces(queries: torch.Tensor, documents: torch.Tensor, n_positive: int) -> tuple[list[int], list[float]]:
     """For trace embeddings [N, d] against one record's documents [P + M, d] (positives first):
-    rank of the best positive among the negatives (1 = above them all) and its cosine margin."""
-    scores = F.normalize(queries, dim=-1) @ F.normalize(documents, dim=-1).T
-    best_pos = scores[:, :n_positive].max(dim=1).values
-    negatives = scores[:, n_positive:]
-    if negatives.shape[1] == 0:
-        return torch.ones_like(best_pos, dtype=torch.long), torch.ones_like(best_pos)
-    rank = 1 + (negatives > best_pos[:, None]).sum(dim=1)
-    return rank, best_pos - negatives.max(dim=1).values
+    rank of the best positive among the record's documents (1 = above every negative; ties count
+    against the positive, the rule of the stage-3 reward) and its cosine margin."""
+    scores = (F.normalize(queries, dim=-1) @ F.normalize(documents, dim=-1).T).double().numpy()
+    positive = np.arange(scores.shape[1]) < n_positive
+    return ([best_positive_rank(row, positive) for row in scores],
+            [cosine_margin(row, positive) if n_positive < scores.shape[1] else 1.0 for row in scores])
 
 
 class _Progress:
@@ -160,7 +161,7 @@ def whole_sentences(text: str) -> str:
 
 def _best_of_n(model, batch: list[Record], start: int, s: SamplingSettings) -> list[dict]:
     cfg = model.config
-    prompts = [model.prompts.query_prompt(r.query, cfg.query_instruction if r.instruction is None else r.instruction,
+    prompts = [model.prompts.query_prompt(r.query, instruction_or_default(r.instruction, cfg.query_instruction),
                                           cfg.max_query_length) for r in batch]
     torch.manual_seed(s.seed + start)
     rollout = generate_then_embed(model, prompts, s.max_new_tokens, num_samples=s.samples, do_sample=True,
@@ -196,7 +197,7 @@ def _encode_documents(model, batch: list[Record], negatives: int | None = None,
     """Each record's positives + (first `negatives`) negatives, embedded with its document instruction."""
     groups: dict[str, list[int]] = {}
     for j, record in enumerate(batch):
-        instruction = model.config.document_instruction if record.document_instruction is None else record.document_instruction
+        instruction = instruction_or_default(record.document_instruction, model.config.document_instruction)
         groups.setdefault(instruction, []).append(j)
     out: list[torch.Tensor] = [None] * len(batch)
     for instruction, members in groups.items():

@@ -17,7 +17,7 @@ Everything here is pure NumPy, so each value can be checked by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +26,7 @@ RANK_METRICS = ("ndcg", "rr")
 
 @dataclass
 class RewardConfig:
-    """Weights and settings of the trace reward (the `reward:` section of a stage-3 config)."""
+    """Weights and settings of the trace reward (the `reward_*` fields of a stage-3 config)."""
 
     rank_metric: str = "ndcg"  # "ndcg" (nDCG@k) or "rr" (reciprocal rank of the best positive)
     k: int = 10
@@ -37,18 +37,9 @@ class RewardConfig:
 
     def __post_init__(self):
         if self.rank_metric not in RANK_METRICS:
-            raise ValueError(f"reward.rank_metric must be one of {RANK_METRICS}, got {self.rank_metric!r}")
+            raise ValueError(f"reward_rank_metric must be one of {RANK_METRICS}, got {self.rank_metric!r}")
         if self.k < 1:
-            raise ValueError("reward.k must be >= 1")
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "RewardConfig":
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown reward settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        return cls(**data)
+            raise ValueError("reward_k must be >= 1")
 
 
 def positive_ranks(scores, positive) -> np.ndarray:
@@ -59,6 +50,13 @@ def positive_ranks(scores, positive) -> np.ndarray:
     rank = np.empty(len(scores), dtype=np.int64)
     rank[order] = np.arange(1, len(scores) + 1)
     return rank[positive]
+
+
+def best_positive_rank(scores, positive) -> int:
+    """Rank of the best-ranked positive (pool size + 1 when there is none): the tie rule of
+    `positive_ranks`, used by the reward and by stage 2's trace rejection alike."""
+    ranks = positive_ranks(scores, positive)
+    return int(ranks.min()) if len(ranks) else len(np.asarray(scores)) + 1
 
 
 def ndcg_at_k(scores, positive, k: int = 10) -> float:
@@ -117,9 +115,7 @@ def trace_reward(scores, positive, length: int, emitted_emb_token: bool, max_len
     fmt = format_score(emitted_emb_token)
     total = (config.rank_weight * rank + config.margin_weight * margin
              - config.length_weight * frac + config.format_weight * fmt)
-    ranks = positive_ranks(scores, positive)
-    best = int(ranks.min()) if len(ranks) else len(np.asarray(scores)) + 1
-    return TraceReward(total, rank, margin, frac, fmt, best)
+    return TraceReward(total, rank, margin, frac, fmt, best_positive_rank(scores, positive))
 
 
 def group_advantages(rewards, group_size: int, scale: str = "group", eps: float = 1e-4) -> np.ndarray:

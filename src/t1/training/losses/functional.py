@@ -1,4 +1,5 @@
-"""InfoNCE over embeddings gathered from every process, and the reasoning next-token loss.
+"""The maths of the losses: InfoNCE over embeddings gathered from every process, and the
+reasoning next-token loss.
 
 Distributed recipe (as in Tevatron / open_clip): every process all-gathers the query and
 document embeddings, puts its own tensor (with its autograd graph) back in its slot, and
@@ -87,3 +88,8 @@ def next_token_nll(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn
 
 def count_targets(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != -100).sum()
+
+
+def target_tokens(labels: torch.Tensor) -> torch.Tensor:
+    """Labelled (next-token) positions in the global batch (at least 1)."""
+    return all_sum(count_targets(labels)).clamp(min=1)

@@ -1,0 +1,217 @@
+"""Training configuration as dataclasses, parsed like TRL's scripts: `--config x.yaml`, then
+per-field flags on top (`--learning_rate 1e-4 --lora_r 8`); `--help` lists every field.
+
+- `ModelArguments` (every stage): the starting model, its dtype, the LoRA adapter (TRL's
+  `ModelConfig` names) and the T1 settings saved with the trained model.
+- `T1TrainingArguments` (stages 1 and 2): `transformers.TrainingArguments` plus the contrastive
+  and reasoning settings, so everything the Trainer does on many GPUs (bf16, deepspeed, FSDP,
+  gradient accumulation, checkpoints) is one key away.
+- `T1GRPOConfig` (stage 3, in `grpo_config.py`): TRL's `GRPOConfig` plus the reward's settings.
+
+A YAML file is read as flags (`key: value` → `--key value`), so its values go through the same
+type checks as the command line and a wrong type fails at parse time, naming the file and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from ..backbones import DEFAULT_BACKBONE
+from ..errors import T1Error
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(default=DEFAULT_BACKBONE, metadata={
+        "help": "Starting model: a base causal LM (hub id, folder or alias) or a saved T1 folder (an earlier stage)."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "Weights dtype; auto: bfloat16 on GPU, float32 on CPU."})
+    use_peft: bool = field(default=True, metadata={
+        "help": "Train a LoRA adapter (and the <emb_token> row); false trains the full weights. A saved LoRA "
+                "model keeps training its own adapter."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
+        "help": "Modules LoRA adapts (all-linear: every linear layer but the LM head)."})
+    lora_modules_to_save: list[str] | None = field(default=None, metadata={
+        "help": "Modules trained in full next to LoRA. By default only the <emb_token> row of the embedding "
+                "trains; naming the embedding here trains the whole matrix."})
+    query_instruction: str | None = field(default=None, metadata={
+        "help": "Query instruction saved with the model (default: the starting model's)."})
+    document_instruction: str | None = field(default=None, metadata={
+        "help": "Document instruction saved with the model (default: the starting model's)."})
+    model_settings: dict | str | None = field(default=None, metadata={
+        "help": "Other T1 settings saved with the model for search time, as a mapping (JSON on the command "
+                "line), e.g. {\"max_new_tokens\": 64}."})
+
+    def __post_init__(self):
+        if isinstance(self.model_settings, str):
+            try:
+                self.model_settings = json.loads(self.model_settings)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"model_settings: not a JSON mapping ({e})") from None
+        self.model_settings = dict(self.model_settings or {})
+        if min(self.lora_r, self.lora_alpha) < 1 or not 0 <= self.lora_dropout < 1:
+            raise ValueError("lora_r and lora_alpha must be >= 1, lora_dropout in [0, 1)")
+
+    @property
+    def target_modules(self) -> list[str] | str:
+        """peft's spelling: the string "all-linear" rather than a one-item list."""
+        return self.lora_target_modules[0] if self.lora_target_modules == ["all-linear"] else self.lora_target_modules
+
+
+@dataclass
+class T1TrainingArguments(TrainingArguments):
+    """Stages 1 (contrastive) and 2 (reasoning SFT + contrastive)."""
+
+    train_file: str = field(default="", metadata={
+        "help": "Training records (JSONL: query, pos, neg, instruction?, reasoning?)."})
+    max_query_length: int = field(default=256, metadata={"help": "Query prompt length in tokens."})
+    max_document_length: int = field(default=256, metadata={"help": "Document length in tokens."})
+    max_reasoning_length: int = field(default=256, metadata={"help": "Stage 2: trace length in tokens."})
+    negatives_per_query: int = field(default=7, metadata={
+        "help": "Hard negatives per query (every other document of the global batch is a negative too)."})
+    contrastive_temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature."})
+    contrastive_weight: float = field(default=0.8, metadata={
+        "help": "Stage 2: λ in λ·InfoNCE + (1−λ)·NLL(reasoning + <emb_token>)."})
+    grad_cache_chunk_size: int | None = field(default=None, metadata={
+        "help": "Gradient caching: queries (with their documents) per forward pass; the loss still sees the "
+                "whole batch. Default: one pass for the per-device batch."})
+    emb_token_learning_rate: float | None = field(default=None, metadata={
+        "help": "LoRA only: learning rate of the <emb_token> row (default: the run's). Learning to emit the "
+                "token moves its tied row far from its initialisation, which a LoRA-sized rate does slowly."})
+    # Defaults that differ from TrainingArguments'.
+    per_device_train_batch_size: int = 8
+    logging_steps: float = 10
+    save_total_limit: int | None = 2
+    report_to: None | str | list[str] = "tensorboard"
+
+    def __post_init__(self):
+        if not self.train_file:
+            raise ValueError("train_file is not set")
+        if not self.output_dir:
+            raise ValueError("output_dir is not set")
+        check_contrastive(self)
+        if not 0.0 <= self.contrastive_weight <= 1.0:
+            raise ValueError("contrastive_weight must be between 0 and 1")
+        if self.grad_cache_chunk_size is not None and self.grad_cache_chunk_size < 1:
+            raise ValueError("grad_cache_chunk_size must be >= 1")
+        if self.emb_token_learning_rate is not None and self.emb_token_learning_rate <= 0:
+            raise ValueError("emb_token_learning_rate must be > 0")
+        for key in ("max_query_length", "max_document_length", "max_reasoning_length"):
+            if getattr(self, key) < 2:
+                raise ValueError(f"{key} must be >= 2")
+        # The collator's columns are not model arguments, and every process must see batches of
+        # one size so that embeddings can be gathered across processes.
+        self.remove_unused_columns = False
+        self.dataloader_drop_last = True
+        super().__post_init__()
+
+
+def check_contrastive(args) -> None:
+    """Checks shared by the contrastive settings of every stage."""
+    if args.negatives_per_query < 0:
+        raise ValueError("negatives_per_query must be >= 0")
+    if args.contrastive_temperature <= 0:
+        raise ValueError("contrastive_temperature must be > 0")
+
+
+# ---------------------------------------------------------------------------- parsing
+class _Parser(HfArgumentParser):
+    """argparse errors become `T1Error`s: one line, exit status 2, no usage dump."""
+
+    where = "command line"
+
+    def error(self, message):
+        raise T1Error(f"{self.where}: {message}")
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The mapping in a YAML file; a missing file or malformed YAML is a `T1Error`."""
+    path = Path(path)
+    if not path.is_file():
+        raise T1Error(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise T1Error(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise T1Error(f"{path}: expected a mapping of settings")
+    return data
+
+
+def settings_to_flags(settings: dict, parser: HfArgumentParser, where: str) -> list[str]:
+    """`{key: value}` as command-line flags, so YAML values meet the same parser as flags."""
+    actions = {a.dest: a for a in parser._actions}
+    flags = []
+    for key, value in settings.items():
+        action = actions.get(key)
+        if value is None:
+            if action is not None and action.default is not None:
+                raise T1Error(f"{where}: {key} cannot be null")
+            continue
+        if isinstance(value, list) and action is not None and action.nargs not in ("+", "*"):
+            raise T1Error(f"{where}: {key} takes one value, got a list")
+        if isinstance(value, bool):
+            value = str(value).lower()
+        if isinstance(value, dict):
+            value = json.dumps(value)
+        if isinstance(value, list):
+            if not value:
+                raise T1Error(f"{where}: {key} is an empty list (give at least one value, or leave it out)")
+            flags += [f"--{key}", *map(str, value)]
+        else:
+            flags += [f"--{key}", str(value)]
+    return flags
+
+
+def parse_config(types: tuple, argv: list[str], prog: str, settings: dict | None = None) -> tuple:
+    """Instances of the dataclasses `types` from `--config FILE` and flags in `argv`, flags
+    winning; `settings` (a mapping, e.g. a curriculum's chained paths) goes on top of both.
+    Unknown keys, wrong types and invalid values are `T1Error`s naming where they came from."""
+    argv = list(argv)
+    parser = _Parser(types, prog=prog)
+    config_flags, where = [], "command line"
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise T1Error("--config needs a YAML file")
+        where = argv[i + 1]
+        config_flags = settings_to_flags(read_yaml(where), parser, where)
+        del argv[i: i + 2]
+    parser.where = where
+    _, unknown = parser.parse_known_args(config_flags)  # type errors name the file
+    _unknown(unknown, where)
+    parser.where = "command line"
+    extra = settings_to_flags(settings or {}, parser, "settings")
+    try:
+        *outputs, unknown = parser.parse_args_into_dataclasses(config_flags + argv + extra, return_remaining_strings=True)
+    except (ValueError, TypeError) as e:
+        raise T1Error(f"{where}: {e}") from None
+    _unknown(unknown, "command line")
+    return tuple(outputs)
+
+
+def _unknown(strings: list[str], where: str) -> None:
+    keys = [s.lstrip("-") for s in strings if s.startswith("--")]
+    if strings:
+        raise T1Error(f"{where}: unknown setting(s) {', '.join(keys) or ' '.join(strings)} (see --help)")
+
+
+def to_dict(*configs: Any) -> dict:
+    """One JSON-ready mapping of several config objects (for saving next to a run)."""
+    out = {}
+    for config in configs:
+        out.update(config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config))
+    return out

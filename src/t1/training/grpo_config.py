@@ -1,0 +1,85 @@
+"""Stage-3 configuration: TRL's `GRPOConfig` plus T1's reward and pool settings.
+
+Generation is GRPOConfig's own: `num_generations` (G traces per query), `max_completion_length`
+(the trace budget), `temperature`, `top_p`, `top_k`. The InfoNCE temperature is therefore
+`contrastive_temperature`, the same name as in stages 1 and 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from trl import GRPOConfig
+
+from .arguments import check_contrastive
+from .rewards import RewardConfig
+
+
+@dataclass
+class T1GRPOConfig(GRPOConfig):
+    train_file: str = field(default="", metadata={
+        "help": "Training records (JSONL: query, pos, neg, instruction?, document_instruction?)."})
+    max_query_length: int = field(default=256, metadata={"help": "Query prompt length in tokens."})
+    max_document_length: int = field(default=256, metadata={"help": "Document length in tokens."})
+    max_queries: int | None = field(default=None, metadata={"help": "Use the first N records only."})
+    negatives_per_query: int = field(default=7, metadata={
+        "help": "Hard negatives per query, in the reward's pool and the contrastive term."})
+    doc_refresh_steps: int = field(default=10, metadata={
+        "help": "Pool document embeddings are recomputed every K optimizer steps."})
+    embed_batch_size: int = field(default=16, metadata={"help": "Sequences per embedding forward pass."})
+    contrastive_temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature."})
+    contrastive_weight: float = field(default=0.0, metadata={
+        "help": "Weight of InfoNCE (query + sampled trace) added to the policy loss; 0: off."})
+    reward_rank_metric: Literal["ndcg", "rr"] = field(default="ndcg", metadata={
+        "help": "Rank term: nDCG@k of the positives in the pool, or reciprocal rank of the best one."})
+    reward_k: int = field(default=10, metadata={"help": "k of the rank term's nDCG@k."})
+    reward_rank_weight: float = field(default=1.0, metadata={"help": "Weight of the rank term."})
+    reward_margin_weight: float = field(default=0.5, metadata={
+        "help": "Weight of (best positive − best negative) cosine."})
+    reward_length_weight: float = field(default=0.05, metadata={
+        "help": "Penalty weight on the share of max_completion_length the trace used."})
+    reward_format_weight: float = field(default=0.2, metadata={
+        "help": "Bonus when the model ends its trace with <emb_token> itself."})
+    # Defaults that differ from GRPOConfig's: small, single-device runs.
+    num_generations: int | None = 8
+    max_completion_length: int | None = 128
+    per_device_train_batch_size: int = 16
+    learning_rate: float = 1e-6
+    beta: float = 0.0
+    max_steps: int = 100
+    save_steps: float = 25
+    save_total_limit: int | None = 2
+    logging_steps: float = 1
+    bf16: bool | None = None  # None: on a GPU only (TRL's default turns it on for CPU too)
+    report_to: None | str | list[str] = "none"
+    disable_tqdm: bool = True
+
+    def __post_init__(self):
+        if not self.train_file:
+            raise ValueError("train_file is not set")
+        if not self.output_dir:
+            raise ValueError("output_dir is not set")
+        if (self.num_generations or 0) < 2:
+            raise ValueError("num_generations must be >= 2 (advantages are relative to the group)")
+        if (self.max_completion_length or 0) < 1:
+            raise ValueError("max_completion_length must be >= 1")
+        if self.doc_refresh_steps < 1 or self.embed_batch_size < 1:
+            raise ValueError("doc_refresh_steps and embed_batch_size must be >= 1")
+        if self.max_queries is not None and self.max_queries < 1:
+            raise ValueError("max_queries must be >= 1")
+        if self.contrastive_weight < 0:
+            raise ValueError("contrastive_weight must be >= 0")
+        check_contrastive(self)
+        self.reward  # noqa: B018 (checks the reward settings)
+        if self.bf16 is None:
+            self.bf16 = torch.cuda.is_available()
+        self.remove_unused_columns = False  # the reward needs each row's query_index
+        super().__post_init__()
+
+    @property
+    def reward(self) -> RewardConfig:
+        return RewardConfig(rank_metric=self.reward_rank_metric, k=self.reward_k, rank_weight=self.reward_rank_weight,
+                            margin_weight=self.reward_margin_weight, length_weight=self.reward_length_weight,
+                            format_weight=self.reward_format_weight)
