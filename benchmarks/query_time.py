@@ -39,7 +39,7 @@ def ci(a: dict, b: dict) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="t1-smollm2-135m")
-    parser.add_argument("--data", default=str(SCIFACT))
+    parser.add_argument("--dataset", default=str(SCIFACT))
     parser.add_argument("--split", default="dev")
     parser.add_argument("--traces", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--temperature", type=float, default=0.7)
@@ -52,7 +52,7 @@ def main() -> int:
     from t1.evaluation.retrievers import BM25Retriever, T1Retriever, load_t1_model
     from t1.fusion import fuse
 
-    data = load_eval_data(args.data, args.split)
+    data = load_eval_data(args.dataset, args.split)
     model = load_t1_model(args.model, "cpu")
     qids = list(data.queries)
     texts = [data.queries[q] for q in qids]

@@ -1,6 +1,6 @@
 """BM25 and all-MiniLM-L6-v2 on SciFact (BEIR layout): nDCG@10, Recall@100 and wall time.
 
-    python3 benchmarks/scifact_baselines.py [--data ../shared/data/scifact] [--split dev]
+    python3 benchmarks/scifact_baselines.py [--dataset ../shared/data/scifact] [--split dev]
         [--out runs/scifact] [--retrievers bm25 st:all-minilm-l6-v2] [--reuse-cache]
         [--device cuda] [--t1-modes none generate] [--max-new-tokens N]
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "scifact"))
+    parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "scifact"))
     parser.add_argument("--split", default="dev")
     parser.add_argument("--out", default=str(ROOT / "runs" / "scifact"))
     parser.add_argument("--retrievers", nargs="+", default=["bm25", "st:all-minilm-l6-v2"])
@@ -57,7 +57,7 @@ def run(args) -> int:
     from t1.evaluation.retrievers import make_retriever
     from t1.evaluation.runs import run_evaluation
 
-    data = load_eval_data(args.data, args.split)
+    data = load_eval_data(args.dataset, args.split)
     jobs = [(spec, mode) for spec in args.retrievers
             for mode in (args.t1_modes if spec.startswith("t1:") else [None])]
     rows = []

@@ -1,7 +1,7 @@
 """The shipped model on SciFact dev (full corpus): nDCG@10 in modes none and generate next to
 BM25, paired bootstrap 95% CIs, and how the generated traces end.
 
-    python3 benchmarks/shipped_model.py [--model t1-smollm2-135m] [--data ../shared/data/scifact]
+    python3 benchmarks/shipped_model.py [--model t1-smollm2-135m] [--dataset ../shared/data/scifact]
         [--split dev] [--out runs/shipped] [--max-new-tokens N]
 
 Run folders go under --out (`t1 report` renders them); the summary is printed and, with
@@ -24,7 +24,7 @@ CLAIM_INSTRUCTION = "Given a scientific claim, retrieve documents that support o
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="t1-smollm2-135m")
-    parser.add_argument("--data", default=str(SCIFACT))
+    parser.add_argument("--dataset", default=str(SCIFACT))
     parser.add_argument("--split", default="dev")
     parser.add_argument("--out", default="runs/shipped")
     parser.add_argument("--query-instruction", default=CLAIM_INSTRUCTION)
@@ -37,7 +37,7 @@ def main() -> int:
     from t1.evaluation.retrievers import load_t1_model, make_retriever
     from t1.evaluation.runs import INFO_FILE, read_json, run_evaluation
 
-    data = load_eval_data(args.data, args.split)
+    data = load_eval_data(args.dataset, args.split)
     model = load_t1_model(args.model, "cpu")
     runs, rows = {}, []
     for name, spec, mode in (("BM25", "bm25", None), ("T1 none", f"t1:{args.model}", "none"),
