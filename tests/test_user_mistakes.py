@@ -276,6 +276,14 @@ def test_output_paths_checked_before_the_model(tmp_path, capsys, no_model, tiny_
     assert blocker.read_text() == "keep me"
 
 
+def test_reasoning_cache_path_checked_before_the_model(built_index, tmp_path, capsys, no_model):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    fails(capsys, ["search", "--index", built_index, "--reasoning-cache", blocker / "cache", "q"],
+          "cannot open the reasoning cache")
+    assert blocker.read_text() == "keep me"
+
+
 def test_index_folder_of_another_corpus_refused_before_the_model(built_index, tmp_path, capsys, no_model):
     folder = write_beir(tmp_path / "beir")
     fails(capsys, ["index", "--corpus", folder / "corpus.jsonl", "--out", built_index, "--shard-size", "8"],

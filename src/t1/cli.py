@@ -200,18 +200,18 @@ def _search(args, index, queries):
     index.use_ann(args.ann, ef_search=args.ef_search, nprobe=args.nprobe, refine=args.refine)
     if args.store and args.hybrid:
         raise T1Error("--hybrid needs an index folder with BM25 (--index built with `t1 index --bm25`)")
+    cache = None
+    if args.reasoning in ("generate", "auto") and not args.no_reasoning_cache:
+        from .backbones import cache_dir
+        from .reasoning_cache import ReasoningCache
+
+        cache = ReasoningCache(args.reasoning_cache or args.index or cache_dir())  # opened before the model loads
     model = _load_model(args)
     if args.store:
         index.check(model)
     else:
         index = Index.open(args.index, model=model).use_ann(args.ann, ef_search=args.ef_search, nprobe=args.nprobe,
                                                              refine=args.refine)
-    cache = None
-    if args.reasoning in ("generate", "auto") and not args.no_reasoning_cache:
-        from .backbones import cache_dir
-        from .reasoning_cache import ReasoningCache
-
-        cache = ReasoningCache(args.reasoning_cache or args.index or cache_dir())
     return index.search_queries(
         model, [q for _, q in queries], k=args.k, reasoning=args.reasoning, cache=cache,
         query_ids=[qid for qid, _ in queries],

@@ -617,6 +617,8 @@ class Index(Searchable):
     def _chunks(self, chunk_rows: int | None = None):
         """(global row offset, rows) blocks of at most `chunk_rows` rows, read from the shards."""
         chunk_rows = chunk_rows or self.chunk_rows or SEARCH_CHUNK_ROWS
+        if chunk_rows < 1:
+            raise T1Error(f"chunk rows must be at least 1, got {chunk_rows}")
         for shard, offset in zip(self._npy, self._shard_starts):
             for start, rows in shard.chunks(chunk_rows):
                 yield int(offset) + start, rows
@@ -691,6 +693,8 @@ class Index(Searchable):
         """(scores, row positions), each [queries, k], best first; -1 where fewer than k rows
         qualify. Exact, or approximate through a faiss structure (see `use_ann`)."""
         query_embeddings = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
+        if k < 1:
+            raise T1Error(f"k must be at least 1, got {k}")
         if query_embeddings.shape[1] != self.manifest["dim"]:
             raise T1Error(f"query embeddings have dimension {query_embeddings.shape[1]}, index has {self.manifest['dim']}")
         excluded = self._excluded(exclude, len(query_embeddings))
