@@ -247,6 +247,10 @@ def test_duplicate_query_ids(tmp_path, capsys, no_model):
           "queries.jsonl:2: duplicate query id 'q1'")
     fails(capsys, ["search", "--index", tmp_path, "--queries", folder / "queries.jsonl"],
           "queries.jsonl:2: duplicate query id 'q1'")
+    given = tmp_path / "given.jsonl"
+    given.write_text('{"id": "q1", "reasoning": "a"}\n{"id": "q2", "reasoning": "b"}\n{"id": "q1", "reasoning": "c"}\n')
+    fails(capsys, ["eval", "--dataset", write_beir(tmp_path / "ok"), "--retriever", "bm25", "--reasoning", given,
+                   "--out", tmp_path / "o"], "given.jsonl:3: duplicate id 'q1'")
 
 
 # ---------------------------------------------------------------- 6. qrels of documents not in the corpus
