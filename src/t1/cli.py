@@ -58,16 +58,26 @@ top_p = _number(float, 0.0, "above 0 and at most 1", inclusive=False, maximum=1.
 
 
 def device_arg(text: str) -> str:
-    """cpu, cuda, cuda:N or mps, present on this machine (checked before any model loads)."""
-    from .model import check_device
+    """cpu, cuda, cuda:N or mps, present on this machine: checked while parsing, before any model
+    loads."""
+    import torch
 
     try:
-        check_device(text)
-    except T1Error as e:
-        message = str(e).removeprefix("device ")
-        raise argparse.ArgumentTypeError(message if message.startswith("must") else
-                                         f"must be a device this machine has: {message}") from None
-    return text
+        device = torch.device(text)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or mps, got {text!r}")
+    count = torch.cuda.device_count() if device.type == "cuda" and torch.cuda.is_available() else 0
+    if device.type == "cuda" and not count:
+        problem = f"{text} needs CUDA, and torch finds no CUDA GPU here (use cpu)"
+    elif device.type == "cuda" and device.index is not None and device.index >= count:
+        problem = f"{text} does not exist: torch finds {count} CUDA device{'s' if count > 1 else ''} here"
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        problem = f"{text} needs Apple's MPS, and torch finds none here (use cpu)"
+    else:
+        return text
+    raise argparse.ArgumentTypeError(f"must be a device this machine has: {problem}")
 
 
 DEVICE_HELP = "cpu, cuda, cuda:1, mps ... (default: cuda if available)"

@@ -77,26 +77,6 @@ class QueryEmbeddings(NamedTuple):
     trace_embeddings: np.ndarray | None = None
 
 
-def check_device(device: str | torch.device) -> torch.device:
-    """`device` as a torch device this machine has; a `T1Error` saying why not otherwise."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
-        raise T1Error(f"device must be cpu, cuda, cuda:N or mps, got {str(device)!r}")
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if not count:
-            raise T1Error(f"device {device} needs CUDA, and torch finds no CUDA GPU here (use cpu)")
-        if dev.index is not None and dev.index >= count:
-            raise T1Error(f"device {device} does not exist: torch finds {count} CUDA device"
-                          f"{'s' if count > 1 else ''} here (cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise T1Error(f"device {device} needs Apple's MPS, and torch finds none here (use cpu)")
-    return dev
-
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -145,7 +125,7 @@ class T1Model(torch.nn.Module):
         published T1 such as `ForwardAILabs/MRE-T1`) keeps that token and its trained row. The
         dtype defaults to bf16 on a GPU, fp32 on CPU. Settings such as `max_new_tokens=` or
         `prompts={name: instruction}` override the saved ones."""
-        device = check_device(device) if device is not None else default_device()
+        device = torch.device(device) if device is not None else default_device()
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or default_dtype(device)
         folder = shipped_model(name_or_path) or Path(name_or_path)
         if shipped_model(name_or_path) and not (folder / CONFIG_NAME).exists():
