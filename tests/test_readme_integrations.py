@@ -8,9 +8,12 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 from integration_helpers import BRIGHT_FIXTURE, HUB_T1, fixture_bright_load_dataset, patch_from_pretrained
 from tiny_qwen3 import build_tiny_qwen3
+
+from t1.evaluation.datasets import bright_instruction
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 OPTIONAL = {"mteb": "mteb", "langchain_core": "langchain", "llama_index": "llamaindex"}
@@ -74,7 +77,25 @@ def test_python_snippet_runs(title, code, hub, capsys):
             pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[{extra}]')")
     namespace = {"__name__": "readme_snippet"}
     exec(compile(code, f"README.md: {title}", "exec"), namespace)
-    assert capsys.readouterr().out.strip()  # every snippet prints its result
+    out = capsys.readouterr().out
+    assert out.strip()  # every snippet prints its result
+    if title.startswith("sentence-transformers"):  # the printed cosines, recomputed from plain instructions
+        model, query = namespace["model"], _quoted(code, r"encode_query\(\[")
+        expected = _cosines(model, query, _quoted_all(code, r"encode_document\(\["), max_new_tokens=64,
+                            instruction="Given a question about plants, retrieve passages that answer it")
+        np.testing.assert_allclose(json.loads(out.splitlines()[0]), [expected], atol=1e-5)
+        biology = model.encode_query([_quoted(code, r"q = model.encode_query\(")], max_new_tokens=64,
+                                     instruction=bright_instruction("biology"))
+        np.testing.assert_allclose(np.atleast_2d(namespace["q"].embeddings), biology.embeddings, atol=1e-5)
+    if title in ("LangChain", "LlamaIndex"):  # the printed hits: cosine to the query's trace embedding, best first
+        search = r"similarity_search_with_score\(" if title == "LangChain" else r"retrieve\("
+        query, lines = _quoted(code, search), out.splitlines()
+        hits = [(float(score), text) for score, text in (line.split(" ", 1) for line in lines[:2])]
+        model = namespace["embeddings" if title == "LangChain" else "embed_model"].model
+        expected = _cosines(model, query, [text for _, text in hits], max_new_tokens=64)
+        assert sorted(text for _, text in hits) == sorted(_quoted_all(code, r"(?:page_content|text)="))
+        assert [score for score, _ in hits] == pytest.approx(expected, abs=1e-3)  # printed to 3 decimals
+        assert expected == sorted(expected, reverse=True)
     if "mteb" in title:
         from t1.evaluation.datasets import BRIGHT_TASKS
         from t1.integrations.mteb import bright_task
@@ -94,6 +115,24 @@ def test_python_snippet_runs(title, code, hub, capsys):
         model = namespace["model"]
         assert model.emb_token_id == model.tokenizer.convert_tokens_to_ids("<emb_token>")
         assert model.backbone.get_input_embeddings().weight.shape[0] > len(model.tokenizer)  # the padded rows, untouched
+
+
+def _quoted_all(code: str, before: str) -> list[str]:
+    """The string literals that follow `before` (a regex) in a snippet, and those listed right after."""
+    found = []
+    for m in re.finditer(before + r'\s*"([^"]*)"((?:\s*,\s*"[^"]*")*)', code):
+        found += [m[1], *re.findall(r'"([^"]*)"', m[2])]
+    return found
+
+
+def _quoted(code: str, before: str) -> str:
+    return _quoted_all(code, before)[0]
+
+
+def _cosines(model, query: str, texts: list[str], **encode) -> list[float]:
+    """Cosine of `query`'s reasoning embedding to each text's document embedding (both unit length)."""
+    q = model.encode_query([query], **encode).embeddings[0]
+    return [float(x) for x in model.encode_document(texts) @ q]
 
 
 def test_bright_command_runs(hub, tmp_path, monkeypatch, tiny_qwen3_path):
