@@ -70,6 +70,9 @@ class T1GRPOTrainer(GRPOTrainer):
         super().__init__(*args, reward_funcs=[reward], **kwargs)
         self.t1.backbone = self.model  # the PEFT-wrapped policy when TRL wrapped it
 
+    def _get_train_sampler(self, dataset=None):
+        return EpochSeededSampler(super()._get_train_sampler(dataset))
+
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         output["t1_query_index"] = torch.tensor([int(x["query_index"]) for x in inputs],
@@ -110,6 +113,25 @@ class T1GRPOTrainer(GRPOTrainer):
         doc_keys = torch.tensor([text_key(t) for _, t in docs], dtype=torch.long, device=q.device)
         loss, _ = info_nce(q, d, 1 + self.args.negatives_per_query, self.args.contrastive_temperature, positive_keys, doc_keys)
         return loss
+
+
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """TRL's prompt sampler with its shuffle seeded by (seed, epoch). TRL's draws each epoch's
+    order from one generator, so a run resumed in a later epoch would replay epoch 0's order;
+    the Trainer calls `set_epoch`, which makes every epoch's order its own."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        if getattr(self.sampler, "seed", None) is not None:
+            self.sampler.generator.manual_seed(self.sampler.seed + epoch)
 
 
 # ---------------------------------------------------------------------------- logging
@@ -163,12 +185,19 @@ def _is_number(v) -> bool:
 
 
 def _truncate_log(path: Path, step: int) -> None:
+    """Keep the rows of steps up to the checkpoint resumed from; a line cut short by a killed
+    process (the last one) goes too."""
     if not path.exists():
         return
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
     with atomic_open(path) as f:
         for row in rows:
-            if row.get("step", 0) <= step:
+            if isinstance(row, dict) and row.get("step", 0) <= step:
                 f.write(json.dumps(row) + "\n")
 
 
@@ -178,7 +207,7 @@ def build_policy(model_args: ModelArguments, args: T1GRPOConfig):
     weights from disk, a LoRA folder is first merged into `<output_dir>/start`."""
     if args.use_vllm:
         model_args = merged_start(model_args, args.output_dir)
-    return build_model(model_args, device=args.device)  # this process's device, not cuda:0 for all
+    return build_model(model_args, device=args.device, seed=args.seed)  # this process's device, not cuda:0 for all
 
 
 def _prepare_policy(model, output_dir: Path, beta: float) -> None:
@@ -232,7 +261,7 @@ def train_grpo(model_args: ModelArguments, args: T1GRPOConfig, callbacks: list |
         rows.append({"prompt": conversation(query, instruction), "query_index": i})
     trainer = T1GRPOTrainer(
         model=model.backbone, args=args, train_dataset=Dataset.from_list(rows), processing_class=model.tokenizer,
-        callbacks=[MetricsLogger(output_dir, stream), CheckpointConfig(model), *(callbacks or [])],
+        callbacks=[MetricsLogger(output_dir, stream), CheckpointConfig(model), SeedEachStep(), *(callbacks or [])],
         t1_model=model, reward=reward,
     )
     trainer.remove_callback(PrinterCallback)  # MetricsLogger prints one line per step instead
@@ -261,6 +290,18 @@ def save_policy(trainer, model, folder: Path) -> None:
         output_dir = Path(trainer.args.output_dir)
         if any("reward" in row for row in read_metrics(output_dir)):
             plot_rewards(output_dir / METRICS_FILE, output_dir / "reward_curve.png")
+
+
+class SeedEachStep(TrainerCallback):
+    """Seeds the random generators from (seed, step, rank) before each step, so the traces a
+    step samples do not depend on what ran before it in this process: a run resumed from a
+    checkpoint samples what the uninterrupted run did (the Trainer's restored RNG state does not
+    give that: building the resumed data loader draws from it)."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        from transformers import set_seed
+
+        set_seed(args.seed + 1_000_003 * state.global_step + args.process_index)
 
 
 class CheckpointConfig(TrainerCallback):

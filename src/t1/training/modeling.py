@@ -8,11 +8,11 @@ through peft's `trainable_token_indices`.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import torch
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..errors import T1Error
 from ..model import CONFIG_NAME, T1Model
@@ -21,6 +21,7 @@ from .arguments import ModelArguments
 logger = logging.getLogger(__name__)
 
 FIXED_SETTINGS = ("backbone", "emb_token", "format_version")
+TRAINER_STATE = "trainer_state.json"
 
 
 def is_peft(module) -> bool:
@@ -58,8 +59,9 @@ def apply_settings(t1: T1Model, args: ModelArguments) -> None:
         setattr(t1.config, key, value)
 
 
-def build_model(args: ModelArguments, device: torch.device | str | None = None) -> T1Model:
-    """The starting model, made trainable."""
+def build_model(args: ModelArguments, device: torch.device | str | None = None, seed: int = 42) -> T1Model:
+    """The starting model, made trainable. A fresh adapter's initial weights come from `seed`,
+    not from whatever the process drew before (which can vary from process to process)."""
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
     t1 = T1Model.from_pretrained(args.model_name_or_path, device=device, dtype=dtype)
     apply_settings(t1, args)
@@ -78,7 +80,9 @@ def build_model(args: ModelArguments, device: torch.device | str | None = None) 
             # A fresh adapter on a saved full-weights T1 model applies to that folder, not to
             # the base the folder itself started from.
             t1.config.backbone = str(Path(args.model_name_or_path).resolve())
-        t1.backbone = get_peft_model(t1.backbone, lora_config(args, t1))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            t1.backbone = get_peft_model(t1.backbone, lora_config(args, t1))
     t1.train()
     return t1
 
@@ -103,13 +107,30 @@ def merged_start(args: ModelArguments, output_dir: str | Path) -> ModelArguments
 
 
 def resolve_resume(output_dir: str | Path, resume_from_checkpoint: str | None) -> str | None:
-    """The checkpoint to resume from: the one named, else the newest in `output_dir` (None when
-    there is none). Every stage resumes by default: re-running a command continues it."""
+    """The checkpoint to resume from: the one named, else the newest complete one in
+    `output_dir` (None when there is none). Every stage resumes by default: re-running a command
+    continues it. The Trainer writes a checkpoint file by file, `trainer_state.json` last, so a
+    process killed while saving leaves a folder without a readable state: it is passed over."""
     if resume_from_checkpoint:
-        if not Path(resume_from_checkpoint).is_dir():
-            raise T1Error(f"resume_from_checkpoint: {resume_from_checkpoint}: no such checkpoint folder")
+        if not is_complete_checkpoint(resume_from_checkpoint):
+            raise T1Error(f"resume_from_checkpoint: {resume_from_checkpoint}: not a complete checkpoint folder")
         return str(resume_from_checkpoint)
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    folder = Path(output_dir)
+    candidates = sorted((p for p in folder.glob("checkpoint-*") if p.name[11:].isdigit()),
+                        key=lambda p: int(p.name[11:]), reverse=True) if folder.is_dir() else []
+    for checkpoint in candidates:
+        if is_complete_checkpoint(checkpoint):
+            return str(checkpoint)
+        logger.warning("%s is incomplete (the run was killed while saving it): passed over", checkpoint)
+    return None
+
+
+def is_complete_checkpoint(folder: str | Path) -> bool:
+    try:
+        json.loads((Path(folder) / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def load_weights(t1: T1Model, folder: str | Path) -> None:

@@ -135,7 +135,7 @@ def make_trainer(model_args: ModelArguments, args: T1TrainingArguments, reasonin
     global_batch = args.per_device_train_batch_size * args.world_size
     if len(records) < global_batch:
         raise T1Error(f"{args.train_file}: {len(records)} records, fewer than one global batch ({global_batch})")
-    t1 = t1 or build_model(model_args, device=args.device)
+    t1 = t1 or build_model(model_args, device=args.device, seed=args.seed)
     dataset = RecordDataset(records, args.negatives_per_query, seed=args.seed)
     collator = Collator(
         prompts=t1.prompts, pad_id=t1.tokenizer.pad_token_id,
