@@ -39,6 +39,25 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         raise
 
 
+def remove_temporaries(folder: str | os.PathLike) -> int:
+    """Delete what `atomic_open` leaves when a process is killed between writing and renaming
+    (`.NAME.XXXX.tmp`); only call it while no process writes into `folder`. Returns how many."""
+    stale = list(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Fail now, before the work, if `path` cannot become a file: not a folder, and its folder
+    writable (or creatable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise T1Error(f"{path}: is a folder, not a file to write")
+    check_output_folder(path.parent)
+    return path
+
+
 def check_output_folder(folder: str | os.PathLike) -> Path:
     """Fail now, before hours of work, if `folder` cannot become a writable folder: it, or the
     nearest part of its path that exists, must be a writable folder."""

@@ -43,9 +43,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .atomic import check_output_folder, save_npy, write_json, write_jsonl
+from .atomic import check_output_folder, remove_temporaries, save_npy, write_json, write_jsonl
 from .data import Document
 from .errors import T1Error
+from .prompts import instruction_or_default
 from .search import exact_search
 
 FORMAT_VERSION = 1
@@ -57,6 +58,15 @@ SEARCH_CHUNK_ROWS = 65536
 FEW_QUERIES, FEW_QUERIES_CHUNK_ROWS = 20, 8192
 BM25_DIR = "bm25"
 SHARD_WAIT_S = 120.0  # how long rank 0 waits for another rank's shard to show on a shared filesystem
+
+
+def check_built_with(manifest: dict, where, model=None, instruction: str | None = None) -> None:
+    """Refuse `model` / `instruction` when the index (folder or store) was built with others."""
+    if model is not None and model.fingerprint() != manifest["model"]["fingerprint"]:
+        raise T1Error(f"{where}: index was built with a different model ({manifest['model']['name']}, "
+                      f"fingerprint {manifest['model']['fingerprint']}); rebuild it with this model")
+    if instruction is not None and instruction != manifest["instruction"]:
+        raise T1Error(f"{where}: index was built with instruction {manifest['instruction']!r}, not {instruction!r}")
 
 
 @dataclass
@@ -109,6 +119,9 @@ class ShardSink:
         """Manifest entries of a complete build that describe what was written."""
         return {}
 
+    def clean(self) -> None:
+        """Remove what a process killed mid-write left (called while no rank writes)."""
+
 
 class _FolderSink(ShardSink):
     def __init__(self, folder: Path):
@@ -147,6 +160,9 @@ class _FolderSink(ShardSink):
     def describe(self, shards: int) -> dict:
         return {"files": _describe_files(self.folder, shards)}
 
+    def clean(self) -> None:
+        remove_temporaries(self.folder)
+
 
 def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: dict, *, where: str,
                  encode: Callable[[Sequence[Document]], np.ndarray], group=None,
@@ -173,6 +189,7 @@ def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: di
             if old is not None and old.get("complete"):
                 state = ("complete", old, [])
             else:
+                sink.clean()
                 sink.write_manifest({**spec, "complete": False})
                 state = ("build", None, [i for i, chunk in shards if not sink.done(i, chunk)])
         except T1Error as e:
@@ -474,12 +491,7 @@ class Index(Searchable):
         """Open a complete index; with `model`, refuse one built by a different model. Every
         shard file's size and rows are checked against the manifest (no file is read whole)."""
         index = cls._read(folder)
-        manifest = index.manifest
-        if model is not None and model.fingerprint() != manifest["model"]["fingerprint"]:
-            raise T1Error(f"{folder}: index was built with a different model ({manifest['model']['name']}, "
-                          f"fingerprint {manifest['model']['fingerprint']}); rebuild it with this model")
-        if instruction is not None and instruction != manifest["instruction"]:
-            raise T1Error(f"{folder}: index was built with instruction {manifest['instruction']!r}, not {instruction!r}")
+        check_built_with(index.manifest, folder, model, instruction)
         problems = index._problems()
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -783,7 +795,7 @@ def index_spec(model, documents: Sequence[Document], instruction: str | None, ma
     return {
         "format_version": FORMAT_VERSION,
         "model": {"name": model.name_or_path, "fingerprint": model.fingerprint()},
-        "instruction": model.config.document_instruction if instruction is None else instruction,
+        "instruction": instruction_or_default(instruction, model.config.document_instruction),
         "max_length": max_length or model.config.max_document_length,
         "dim": model.dim,
         "dtype": dtype,

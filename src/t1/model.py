@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .backbones import DEFAULT_BACKBONE, DEFAULT_MODEL, resolve_backbone, shipped_model
 from .batching import pad, plan_batches
 from .errors import T1Error
-from .prompts import DEFAULT_QUERY_INSTRUCTION, PromptBuilder
+from .prompts import DEFAULT_QUERY_INSTRUCTION, PromptBuilder, instruction_or_default
 from .reasoning import generate_then_embed, sampling_kwargs
 
 logger = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ class T1Model(torch.nn.Module):
         self._st_device(device)
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
-        instruction = self.config.document_instruction if instruction is None else instruction
+        instruction = instruction_or_default(instruction, self.config.document_instruction)
         max_length = max_length or self.config.max_document_length
         seqs = [self.prompts.document(t, instruction, max_length) for t in texts]
         emb = self._embed_ids(seqs, batch_size, max_tokens_per_batch, self._norm(normalize), "Encoding documents", show_progress_bar)
@@ -361,7 +361,7 @@ class T1Model(torch.nn.Module):
         for i, q in enumerate(queries):
             if not q or not q.strip():
                 raise T1Error(f"query {i} is empty")
-        instruction = self.config.query_instruction if instruction is None else instruction
+        instruction = instruction_or_default(instruction, self.config.query_instruction)
         max_length = max_length or self.config.max_query_length
         max_new_tokens = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
         prompts = [self.prompts.query_prompt(q, instruction, max_length) for q in queries]

@@ -13,10 +13,11 @@ from typing import Callable
 
 from ..atomic import write_json
 from ..errors import T1Error
+from ..prompts import instruction_or_default
 from .datasets import BRIGHT_HUB, BRIGHT_LONG_TASKS, BRIGHT_TASKS, load_bright_task, local_files
 from .metrics import format_headline
-from .runs import INFO_FILE, METRICS_FILE, read_json, run_evaluation
 from .retrievers import T1_MODES, load_t1_model, make_retriever, parse_retriever
+from .runs import INFO_FILE, METRICS_FILE, read_json, run_evaluation
 
 SUMMARY_FILE = "summary.json"
 _SETTINGS = ("retriever", "long", "reasoning", "k", "query_instruction", "document_instruction", "max_new_tokens",
@@ -127,7 +128,7 @@ def run_bright(
         if kind == "t1" and model is None:
             model = load_t1_model(model_name, device)
         r = make_retriever(retriever, data.corpus, model=model, mode=mode,
-                           query_instruction=query_instruction if query_instruction is not None else data.query_instruction,
+                           query_instruction=instruction_or_default(query_instruction, data.query_instruction),
                            document_instruction=document_instruction, max_new_tokens=max_new_tokens,
                            batch_size=batch_size, device=device, k1=k1, b=b, fusion=fusion,
                            fusion_weight=fusion_weight, reasoning_cache=reasoning_cache, num_traces=num_traces,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..cli import DEVICE_HELP, add_sampling_args, device_arg, fraction, non_negative_float, positive_int
 from ..errors import T1Error
+from ..prompts import instruction_or_default
 
 RETRIEVER_HELP = ("bm25, st:MODEL (e.g. st:all-minilm-l6-v2), t1:MODEL (t1-smollm2-135m, a folder, a hub id), or "
                   "hybrid:t1:MODEL / hybrid:st:MODEL (fused with BM25)")
@@ -43,9 +44,9 @@ def _add_retriever_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args) -> int:
+    from ..atomic import check_output_folder
     from .datasets import is_bright_source, load_eval_data, load_reasoning_file
     from .retrievers import T1_MODES, make_retriever, parse_retriever
-    from ..atomic import check_output_folder
     from .runs import INFO_FILE, describe, read_json, run_evaluation
 
     check_output_folder(args.out)
@@ -72,7 +73,7 @@ def cmd_eval(args) -> int:
     start = time.perf_counter()
     retriever = make_retriever(
         args.retriever, data.corpus, mode=mode,
-        query_instruction=args.query_instruction if args.query_instruction is not None else data.query_instruction,
+        query_instruction=instruction_or_default(args.query_instruction, data.query_instruction),
         document_instruction=args.document_instruction, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         device=args.device, k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
         reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,

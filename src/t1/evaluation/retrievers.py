@@ -29,6 +29,7 @@ from ..backbones import cache_dir
 from ..data import Document
 from ..errors import T1Error
 from ..index import Index, corpus_hash
+from ..prompts import instruction_or_default
 from ..search import exact_search
 
 Results = dict[str, dict[str, float]]
@@ -189,7 +190,7 @@ class T1Retriever(Retriever):
         super().__init__(corpus, show_progress)
         self.model, self.mode = model, mode
         self.query_instruction = query_instruction
-        self.document_instruction = model.config.document_instruction if document_instruction is None else document_instruction
+        self.document_instruction = instruction_or_default(document_instruction, model.config.document_instruction)
         self.max_length = max_length or model.config.max_document_length
         self.max_new_tokens, self.batch_size, self.doc_batch_size = max_new_tokens, batch_size, doc_batch_size
         self.name = f"t1:{getattr(model, 'name_or_path', model.config.backbone)}"

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import T1Error
+from ..prompts import instruction_or_default
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class Engine:
         from ..reasoning import generate_then_embed, sampling_kwargs
 
         model, tok = self.model, self.model.tokenizer
-        instruction = model.config.query_instruction if plan.instruction is None else plan.instruction
+        instruction = instruction_or_default(plan.instruction, model.config.query_instruction)
         try:
             prompts = [model.prompts.query_prompt(q, instruction, model.config.max_query_length) for q in texts]
         except ValueError as e:  # an instruction that leaves no room for the query

@@ -225,12 +225,9 @@ class QdrantIndex(Searchable):
 
     def check(self, model=None, instruction: str | None = None) -> "QdrantIndex":
         """Refuse `model` / `instruction` when the store was built with others."""
-        m = self.manifest
-        if model is not None and model.fingerprint() != m["model"]["fingerprint"]:
-            raise T1Error(f"{self.spec}: index was built with a different model ({m['model']['name']}, "
-                          f"fingerprint {m['model']['fingerprint']}); rebuild it with this model")
-        if instruction is not None and instruction != m["instruction"]:
-            raise T1Error(f"{self.spec}: index was built with instruction {m['instruction']!r}, not {instruction!r}")
+        from ..index import check_built_with
+
+        check_built_with(self.manifest, self.spec, model, instruction)
         return self
 
     def _read_manifest(self) -> dict | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -72,17 +72,43 @@ class ModelArguments:
 
 
 @dataclass
-class T1TrainingArguments(TrainingArguments):
-    """Stages 1 (contrastive) and 2 (reasoning SFT + contrastive)."""
+class RecordArguments:
+    """What every stage reads from its training records, and the InfoNCE settings they share."""
 
     train_file: str = field(default="", metadata={
-        "help": "Training records (JSONL: query, pos, neg, instruction?, reasoning?)."})
+        "help": "Training records (JSONL: query, pos, neg, instruction?, document_instruction?, reasoning?)."})
     max_query_length: int = field(default=256, metadata={"help": "Query prompt length in tokens."})
     max_document_length: int = field(default=256, metadata={"help": "Document length in tokens."})
-    max_reasoning_length: int = field(default=256, metadata={"help": "Stage 2: trace length in tokens."})
     negatives_per_query: int = field(default=7, metadata={
         "help": "Hard negatives per query (every other document of the global batch is a negative too)."})
     contrastive_temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature."})
+
+    def check_records(self) -> None:
+        if not self.train_file:
+            raise ValueError("train_file is not set")
+        if not self.output_dir:
+            raise ValueError("output_dir is not set")
+        if self.negatives_per_query < 0:
+            raise ValueError("negatives_per_query must be >= 0")
+        if self.contrastive_temperature <= 0:
+            raise ValueError("contrastive_temperature must be > 0")
+        for key in ("max_query_length", "max_document_length"):
+            if getattr(self, key) < 2:
+                raise ValueError(f"{key} must be >= 2")
+
+    def finish_post_init(self, parent) -> None:
+        """`parent.__post_init__`, without transformers' warning that `gradient_checkpointing`
+        is deprecated (it fires for its own default value, whatever the user wrote)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="`gradient_checkpointing", category=FutureWarning)
+            super(parent, self).__post_init__()
+
+
+@dataclass
+class T1TrainingArguments(RecordArguments, TrainingArguments):
+    """Stages 1 (contrastive) and 2 (reasoning SFT + contrastive)."""
+
+    max_reasoning_length: int = field(default=256, metadata={"help": "Stage 2: trace length in tokens."})
     contrastive_weight: float = field(default=0.8, metadata={
         "help": "Stage 2: λ in λ·InfoNCE + (1−λ)·NLL(reasoning + <emb_token>)."})
     grad_cache_chunk_size: int | None = field(default=None, metadata={
@@ -98,33 +124,20 @@ class T1TrainingArguments(TrainingArguments):
     report_to: None | str | list[str] = "tensorboard"
 
     def __post_init__(self):
-        if not self.train_file:
-            raise ValueError("train_file is not set")
-        if not self.output_dir:
-            raise ValueError("output_dir is not set")
-        check_contrastive(self)
+        self.check_records()
         if not 0.0 <= self.contrastive_weight <= 1.0:
             raise ValueError("contrastive_weight must be between 0 and 1")
         if self.grad_cache_chunk_size is not None and self.grad_cache_chunk_size < 1:
             raise ValueError("grad_cache_chunk_size must be >= 1")
         if self.emb_token_learning_rate is not None and self.emb_token_learning_rate <= 0:
             raise ValueError("emb_token_learning_rate must be > 0")
-        for key in ("max_query_length", "max_document_length", "max_reasoning_length"):
-            if getattr(self, key) < 2:
-                raise ValueError(f"{key} must be >= 2")
+        if self.max_reasoning_length < 1:
+            raise ValueError("max_reasoning_length must be >= 1")
         # The collator's columns are not model arguments, and every process must see batches of
         # one size so that embeddings can be gathered across processes.
         self.remove_unused_columns = False
         self.dataloader_drop_last = True
-        super().__post_init__()
-
-
-def check_contrastive(args) -> None:
-    """Checks shared by the contrastive settings of every stage."""
-    if args.negatives_per_query < 0:
-        raise ValueError("negatives_per_query must be >= 0")
-    if args.contrastive_temperature <= 0:
-        raise ValueError("contrastive_temperature must be > 0")
+        self.finish_post_init(T1TrainingArguments)
 
 
 # ---------------------------------------------------------------------------- parsing

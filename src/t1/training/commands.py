@@ -28,6 +28,15 @@ def add_config_command(subparsers, name: str, help_text: str, func) -> None:
 
 
 def register(subparsers) -> None:
+    from ..cli import (
+        DEVICE_HELP,
+        device_arg,
+        non_negative_int,
+        positive_float,
+        positive_int,
+        top_p,
+    )
+
     train = subparsers.add_parser("train", help="train T1 (contrastive, sft, grpo, or the whole curriculum)")
     stages = train.add_subparsers(dest="stage", required=True)
     for name, help_text in STAGES.items():
@@ -42,9 +51,10 @@ def register(subparsers) -> None:
     mine.add_argument("beir_folder")
     mine.add_argument("--split", default="train", help="qrels split (qrels/<split>.tsv), default train")
     mine.add_argument("--out", required=True, help="JSONL file to write")
-    mine.add_argument("--negatives", type=int, default=7, help="hard negatives per query (default 7)")
-    mine.add_argument("--depth", type=int, default=50, help="draw negatives from the top DEPTH (default 50)")
-    mine.add_argument("--skip-top", type=int, default=0, help="never take the top SKIP_TOP (false negatives)")
+    mine.add_argument("--negatives", type=non_negative_int, default=7, help="hard negatives per query (default 7)")
+    mine.add_argument("--depth", type=positive_int, default=50, help="draw negatives from the top DEPTH (default 50)")
+    mine.add_argument("--skip-top", type=non_negative_int, default=0,
+                      help="never take the top SKIP_TOP (false negatives)")
     mine.add_argument("--dense-model", help="also rank with this model: a T1 model, all-minilm-l6-v2, or a "
                                             "sentence-transformers model")
     mine.add_argument("--query-instruction", help="query instruction stored in each record")
@@ -57,16 +67,16 @@ def register(subparsers) -> None:
     source = reason.add_mutually_exclusive_group(required=True)
     source.add_argument("--teacher", help="JSONL with `reasoning` and `query_id`/`id` or `query`")
     source.add_argument("--model", help="T1 model that writes its own traces (e.g. the stage-1 output)")
-    reason.add_argument("--samples", type=int, default=4, help="traces sampled per query (default 4)")
-    reason.add_argument("--temperature", type=float, default=0.8)
-    reason.add_argument("--top-p", type=float, default=0.95)
-    reason.add_argument("--max-new-tokens", type=int, default=256)
-    reason.add_argument("--max-rank", type=int, default=1,
+    reason.add_argument("--samples", type=positive_int, default=4, help="traces sampled per query (default 4)")
+    reason.add_argument("--temperature", type=positive_float, default=0.8)
+    reason.add_argument("--top-p", type=top_p, default=0.95)
+    reason.add_argument("--max-new-tokens", type=positive_int, default=256)
+    reason.add_argument("--max-rank", type=positive_int, default=1,
                         help="keep a trace only if the best positive ranks at most this high among the "
                              "record's documents (default 1: above every negative)")
-    reason.add_argument("--batch-size", type=int, default=8, help="queries per generation batch")
+    reason.add_argument("--batch-size", type=positive_int, default=8, help="queries per generation batch")
     reason.add_argument("--seed", type=int, default=0)
-    reason.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    reason.add_argument("--device", type=device_arg, help=DEVICE_HELP)
     reason.add_argument("--restart", action="store_true", help="start over instead of resuming")
     reason.add_argument("--whole-sentences", action="store_true",
                         help="cut each trace back to its last complete sentence, so stage 2 teaches the model to end "
@@ -76,9 +86,10 @@ def register(subparsers) -> None:
     pairs = tools.add_parser("pairs", help="self-supervised records from any corpus: title -> text, sentence -> passage")
     pairs.add_argument("corpus", help="corpus file (BEIR corpus.jsonl, JSONL/CSV/parquet) or BEIR folder")
     pairs.add_argument("--out", required=True, help="JSONL file to write")
-    pairs.add_argument("--title", type=int, default=0, help="title -> text pairs (default 0)")
-    pairs.add_argument("--sentence", type=int, default=0, help="sentence -> rest of the passage pairs (default 0)")
-    pairs.add_argument("--negatives", type=int, default=3, help="BM25 hard negatives per pair (default 3)")
+    pairs.add_argument("--title", type=non_negative_int, default=0, help="title -> text pairs (default 0)")
+    pairs.add_argument("--sentence", type=non_negative_int, default=0,
+                       help="sentence -> rest of the passage pairs (default 0)")
+    pairs.add_argument("--negatives", type=non_negative_int, default=3, help="BM25 hard negatives per pair (default 3)")
     pairs.add_argument("--seed", type=int, default=0)
     pairs.set_defaults(func=_pairs)
 
@@ -96,9 +107,10 @@ def _train(args) -> int:
 
 
 def _mine(args) -> int:
-    from ..atomic import write_jsonl
+    from ..atomic import check_output_file, write_jsonl
     from .mining import mine_beir
 
+    check_output_file(args.out)
     records = mine_beir(args.beir_folder, args.split, negatives=args.negatives, depth=args.depth,
                         skip_top=args.skip_top, dense_model=args.dense_model, query_instruction=args.query_instruction,
                         seed=args.seed)
@@ -110,12 +122,13 @@ def _mine(args) -> int:
 def _pairs(args) -> int:
     from pathlib import Path
 
-    from ..atomic import write_jsonl
+    from ..atomic import check_output_file, write_jsonl
     from ..data import load_corpus
     from .pairs import make_pairs
 
-    if args.title < 0 or args.sentence < 0 or args.title + args.sentence == 0:
+    if args.title + args.sentence == 0:
         raise T1Error("ask for some pairs: --title N and/or --sentence N (N >= 1)")
+    check_output_file(args.out)
     source = Path(args.corpus)
     corpus = load_corpus(source / "corpus.jsonl" if source.is_dir() else source)
     rows = make_pairs(corpus, {"title": args.title, "sentence": args.sentence}, negatives=args.negatives, seed=args.seed)
@@ -125,9 +138,11 @@ def _pairs(args) -> int:
 
 
 def _reason(args) -> int:
+    from ..atomic import check_output_file
     from .reasoning_data import SamplingSettings, merge_teacher, self_generate
     from .records import read_records, write_records
 
+    check_output_file(args.out)
     records = read_records(args.input)
     if args.teacher:
         merged, missing = merge_teacher(records, args.teacher)
@@ -140,8 +155,6 @@ def _reason(args) -> int:
     settings = SamplingSettings(samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, max_rank=args.max_rank,
                                 batch_size=args.batch_size, seed=args.seed, whole_sentences=args.whole_sentences)
-    if min(settings.samples, settings.max_new_tokens, settings.max_rank, settings.batch_size) < 1:
-        raise T1Error("--samples, --max-new-tokens, --max-rank and --batch-size must be >= 1")
     model = T1Model.from_pretrained(args.model, device=args.device)
     summary = self_generate(model, records, args.out, settings, restart=args.restart)
     print(f"kept {summary['accepted']} of {summary['records']} records (best positive ranked <= "

@@ -126,6 +126,15 @@ def curriculum_from_dict(data: dict, where: str = "config") -> CurriculumConfig:
     for key in ("output_dir", "dataset"):
         if not getattr(config, key):
             raise T1Error(f"{where}: {key} is not set")
+    if config.device is not None:
+        from argparse import ArgumentTypeError
+
+        from ..cli import device_arg
+
+        try:
+            device_arg(config.device)
+        except ArgumentTypeError as e:
+            raise T1Error(f"{where}: device {e}") from None
     for name in ("stage1", "stage2", "stage3"):
         if not getattr(config, name).config:
             raise T1Error(f"{where}: {name}.config (the stage's YAML file) is not set")

@@ -13,23 +13,16 @@ from typing import Literal
 import torch
 from trl import GRPOConfig
 
-from .arguments import check_contrastive
+from .arguments import RecordArguments
 from .rewards import RewardConfig
 
 
 @dataclass
-class T1GRPOConfig(GRPOConfig):
-    train_file: str = field(default="", metadata={
-        "help": "Training records (JSONL: query, pos, neg, instruction?, document_instruction?)."})
-    max_query_length: int = field(default=256, metadata={"help": "Query prompt length in tokens."})
-    max_document_length: int = field(default=256, metadata={"help": "Document length in tokens."})
+class T1GRPOConfig(RecordArguments, GRPOConfig):
     max_queries: int | None = field(default=None, metadata={"help": "Use the first N records only."})
-    negatives_per_query: int = field(default=7, metadata={
-        "help": "Hard negatives per query, in the reward's pool and the contrastive term."})
     doc_refresh_steps: int = field(default=10, metadata={
         "help": "Pool document embeddings are recomputed every K optimizer steps."})
     embed_batch_size: int = field(default=16, metadata={"help": "Sequences per embedding forward pass."})
-    contrastive_temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature."})
     contrastive_weight: float = field(default=0.0, metadata={
         "help": "Weight of InfoNCE (query + sampled trace) added to the policy loss; 0: off."})
     reward_rank_metric: Literal["ndcg", "rr"] = field(default="ndcg", metadata={
@@ -57,10 +50,7 @@ class T1GRPOConfig(GRPOConfig):
     disable_tqdm: bool = True
 
     def __post_init__(self):
-        if not self.train_file:
-            raise ValueError("train_file is not set")
-        if not self.output_dir:
-            raise ValueError("output_dir is not set")
+        self.check_records()
         if (self.num_generations or 0) < 2:
             raise ValueError("num_generations must be >= 2 (advantages are relative to the group)")
         if (self.max_completion_length or 0) < 1:
@@ -71,12 +61,11 @@ class T1GRPOConfig(GRPOConfig):
             raise ValueError("max_queries must be >= 1")
         if self.contrastive_weight < 0:
             raise ValueError("contrastive_weight must be >= 0")
-        check_contrastive(self)
         self.reward  # noqa: B018 (checks the reward settings)
         if self.bf16 is None:
             self.bf16 = torch.cuda.is_available()
         self.remove_unused_columns = False  # the reward needs each row's query_index
-        super().__post_init__()
+        self.finish_post_init(T1GRPOConfig)
 
     @property
     def reward(self) -> RewardConfig:
