@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from conftest import shared_data
 from t1 import T1Error
+from t1.cli import main
 from t1.training.collator import Collator, RecordDataset, text_key
 from t1.training.arguments import ModelArguments, T1TrainingArguments, parse_config
 from t1.training.losses import info_nce
@@ -218,8 +219,6 @@ def test_teacher_merge_by_id_then_text(tmp_path):
 
 
 def test_cli_mine_then_teacher_traces(tmp_path, capsys):
-    from t1.cli import main
-
     dataset = _beir(tmp_path)
     folder = tmp_path / "beir"
     (folder / "qrels").mkdir(parents=True)
@@ -236,3 +235,27 @@ def test_cli_mine_then_teacher_traces(tmp_path, capsys):
     assert [r.reasoning for r in read_records(out, require_reasoning=True)] == ["sun", "math"]
     assert "1 records without a teacher trace" in capsys.readouterr().out
     assert main(["data", "reason", str(tmp_path / "nope.jsonl"), "--teacher", str(teacher), "--out", str(out)]) == 2
+
+
+def test_data_commands_check_their_arguments_before_any_work(tmp_path, monkeypatch, capsys):
+    from t1.training import mining, reasoning_data
+
+    def never(*args, **kwargs):
+        raise AssertionError("the work started before the arguments were checked")
+
+    monkeypatch.setattr(mining, "mine_beir", never)
+    monkeypatch.setattr(reasoning_data, "self_generate", never)
+    records = tmp_path / "r.jsonl"
+    records.write_text('{"query": "q", "pos": ["p"]}\n')
+    cases = [
+        (["data", "mine", str(tmp_path), "--out", str(tmp_path)], "is a folder, not a file to write"),
+        (["data", "mine", str(tmp_path), "--out", "x.jsonl", "--depth", "0"], "--depth must be at least 1, got 0"),
+        (["data", "reason", str(records), "--model", "m", "--out", "o.jsonl", "--device", "gpu"], "--device must be"),
+        (["data", "reason", str(records), "--model", "m", "--out", "o.jsonl", "--samples", "-1"], "--samples must be"),
+        (["data", "pairs", str(records), "--out", "o.jsonl"], "ask for some pairs"),
+        (["train", "contrastive", "--learning_rat", "1"], "unknown setting(s) learning_rat"),  # no abbreviations
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (argv, err)

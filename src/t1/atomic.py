@@ -54,7 +54,12 @@ def check_output_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise T1Error(f"{path}: is a folder, not a file to write")
-    check_output_folder(path.parent)
+    folder = check_output_folder(path.parent)
+    if folder.is_dir():  # try it: permissions alone do not tell (read-only mounts, /proc)
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as e:
+            raise T1Error(f"{path}: cannot write there ({e.strerror or e})") from None
     return path
 
 

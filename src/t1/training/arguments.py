@@ -146,6 +146,9 @@ class _Parser(HfArgumentParser):
 
     where = "command line"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)  # --learning_rat is a mistake, not learning_rate
+
     def error(self, message):
         raise T1Error(f"{self.where}: {message}")
 
@@ -207,13 +210,12 @@ def parse_config(types: tuple, argv: list[str], prog: str, settings: dict | None
     _, unknown = parser.parse_known_args(config_flags)  # type errors name the file
     _unknown(unknown, where)
     parser.where = "command line"
-    extra = settings_to_flags(settings or {}, parser, "settings")
+    flags = config_flags + argv + settings_to_flags(settings or {}, parser, "settings")
+    _unknown(parser.parse_known_args(flags)[1], "command line")  # before any value is checked
     try:
-        *outputs, unknown = parser.parse_args_into_dataclasses(config_flags + argv + extra, return_remaining_strings=True)
+        return tuple(parser.parse_args_into_dataclasses(flags))
     except (ValueError, TypeError) as e:
         raise T1Error(f"{where}: {e}") from None
-    _unknown(unknown, "command line")
-    return tuple(outputs)
 
 
 def _unknown(strings: list[str], where: str) -> None:
