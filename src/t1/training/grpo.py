@@ -10,11 +10,8 @@ checkpoint. Configuration: `grpo_config.T1GRPOConfig` and `arguments.ModelArgume
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from accelerate import PartialState
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from ..atomic import atomic_open, write_json
+from ..atomic import write_json
 from ..errors import T1Error
 from ..prompts import PromptBuilder
 from ..reasoning import stop_token_ids
@@ -34,7 +31,7 @@ from .grpo_reward import RetrievalReward
 from .losses import info_nce
 from .modeling import build_model, merged_start, resolve_resume
 from .records import read_records
-from .reward_curve import METRICS_FILE, plot_rewards, read_metrics
+from .reward_curve import METRICS_FILE, MetricsLogger, plot_rewards, read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -132,73 +129,6 @@ class EpochSeededSampler(torch.utils.data.Sampler):
     def set_epoch(self, epoch: int) -> None:
         if getattr(self.sampler, "seed", None) is not None:
             self.sampler.generator.manual_seed(self.sampler.seed + epoch)
-
-
-# ---------------------------------------------------------------------------- logging
-HEADLINE = (("reward", "reward {:.3f}"), ("reward_std", "± {:.3f}"), ("t1/positive_rank", "pos rank {:.2f}"),
-            ("t1/reasoning_length", "len {:.1f}"), ("kl", "kl {:.4f}"), ("loss", "loss {:.4f}"),
-            ("contrastive_loss", "nce {:.3f}"))
-
-
-class MetricsLogger(TrainerCallback):
-    """One line per logged step on stdout, the full dict to metrics.jsonl and TensorBoard."""
-
-    def __init__(self, output_dir: Path, stream=None):
-        self.path = Path(output_dir) / METRICS_FILE
-        self.tb_dir = Path(output_dir) / "tensorboard"
-        self.stream = stream or sys.stdout
-        self.writer = None
-        self.start = time.time()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            _truncate_log(self.path, state.global_step)  # drop steps after the checkpoint we resume from
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.tb_dir))
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        row = {"step": state.global_step, **{k: v for k, v in logs.items() if _is_number(v)}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.writer is not None:
-            for key, value in row.items():
-                if key != "step":
-                    self.writer.add_scalar(key, value, state.global_step)
-            self.writer.flush()
-        if "reward" in row:
-            parts = [fmt.format(row[key]) for key, fmt in HEADLINE if key in row]
-            print(f"step {state.global_step}/{state.max_steps} | " + " | ".join(parts)
-                  + f" | {time.time() - self.start:.0f}s", file=self.stream, flush=True)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the rows of steps up to the checkpoint resumed from; a line cut short by a killed
-    process (the last one) goes too."""
-    if not path.exists():
-        return
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    with atomic_open(path) as f:
-        for row in rows:
-            if isinstance(row, dict) and row.get("step", 0) <= step:
-                f.write(json.dumps(row) + "\n")
 
 
 # ---------------------------------------------------------------------------- entry point

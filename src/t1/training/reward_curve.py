@@ -1,10 +1,17 @@
-"""Reading a stage-3 metrics log (one JSON object per logged step) and plotting its reward curve."""
+"""The stage-3 metrics log (one JSON object per logged step): written as training goes
+(`MetricsLogger`, also to TensorBoard and one line per step on stdout), read, and plotted."""
 
 from __future__ import annotations
 
 import json
+import math
+import sys
+import time
 from pathlib import Path
 
+from transformers import TrainerCallback
+
+from ..atomic import atomic_open
 from ..errors import T1Error
 
 METRICS_FILE = "metrics.jsonl"
@@ -17,7 +24,15 @@ def read_metrics(path: str | Path) -> list[dict]:
         path = path / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a killed process
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def plot_rewards(metrics: str | Path, out_png: str | Path) -> Path:
@@ -47,3 +62,60 @@ def plot_rewards(metrics: str | Path, out_png: str | Path) -> Path:
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
     return out_png
+
+
+HEADLINE = (("reward", "reward {:.3f}"), ("reward_std", "± {:.3f}"), ("t1/positive_rank", "pos rank {:.2f}"),
+            ("t1/reasoning_length", "len {:.1f}"), ("kl", "kl {:.4f}"), ("loss", "loss {:.4f}"),
+            ("contrastive_loss", "nce {:.3f}"))
+
+
+class MetricsLogger(TrainerCallback):
+    """One line per logged step on stdout, the full dict to metrics.jsonl and TensorBoard."""
+
+    def __init__(self, output_dir: Path, stream=None):
+        self.path = Path(output_dir) / METRICS_FILE
+        self.tb_dir = Path(output_dir) / "tensorboard"
+        self.stream = stream or sys.stdout
+        self.writer = None
+        self.start = time.time()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            _truncate_log(self.path, state.global_step)  # drop steps after the checkpoint we resume from
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.tb_dir))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, **{k: v for k, v in logs.items() if _is_number(v)}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.writer.add_scalar(key, value, state.global_step)
+            self.writer.flush()
+        if "reward" in row:
+            parts = [fmt.format(row[key]) for key, fmt in HEADLINE if key in row]
+            print(f"step {state.global_step}/{state.max_steps} | " + " | ".join(parts)
+                  + f" | {time.time() - self.start:.0f}s", file=self.stream, flush=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the rows of steps up to the checkpoint resumed from (a line cut short by a killed
+    process goes too)."""
+    if path.exists():
+        with atomic_open(path) as f:
+            f.writelines(json.dumps(row) + "\n" for row in read_metrics(path) if row.get("step", 0) <= step)
