@@ -253,6 +253,28 @@ def test_duplicate_query_ids(tmp_path, capsys, no_model):
                    "--out", tmp_path / "o"], "given.jsonl:3: duplicate id 'q1'")
 
 
+def test_qrels_judging_a_pair_twice_differently(tmp_path, capsys, no_model):
+    folder = write_beir(tmp_path / "beir")
+    qrels = folder / "qrels" / "test.tsv"
+    qrels.write_text(qrels.read_text() + "q1\td1\t1\nq1\td1\t0\n")
+    fails(capsys, ["eval", "--dataset", folder, "--retriever", "bm25", "--out", tmp_path / "o"],
+          "test.tsv:5: query 'q1' judges document 'd1' again, with score 0 after 1")
+
+
+def test_hub_beir_duplicates_are_errors(monkeypatch):
+    import datasets
+
+    from t1 import T1Error
+    from t1.evaluation.datasets import load_eval_data
+
+    tables = {"corpus": [{"_id": "d1", "text": "a", "title": ""}],
+              "queries": [{"_id": "q1", "text": "x"}, {"_id": "q1", "text": "y"}],
+              "test": [{"query-id": "q1", "corpus-id": "d1", "score": 1}]}
+    monkeypatch.setattr(datasets, "load_dataset", lambda repo, name=None, split=None: tables[split])
+    with pytest.raises(T1Error, match="org/set queries row 1: duplicate query id 'q1'"):
+        load_eval_data("org/set", "test")
+
+
 # ---------------------------------------------------------------- 6. qrels of documents not in the corpus
 def test_judged_documents_absent_from_the_corpus(tmp_path, capsys, caplog):
     some = write_beir(tmp_path / "some", judged=("d1", "d9"))

@@ -169,10 +169,20 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
             score = int(float(parts[2]))
         except (ValueError, OverflowError):
             raise T1Error(f"{path}:{lineno}: score {parts[2]!r} is not a number") from None
-        qrels.setdefault(parts[0], {})[parts[1]] = score
+        add_judgement(qrels, parts[0], parts[1], score, f"{path}:{lineno}")
     if not qrels:
         raise T1Error(f"{path}: no relevance judgements")
     return qrels
+
+
+def add_judgement(qrels: dict[str, dict[str, int]], query_id: str, doc_id: str, score: int, where: str) -> None:
+    """Record one judgement; the same pair judged twice with different scores is an error (which
+    one counts would depend on line order)."""
+    old = qrels.setdefault(query_id, {}).get(doc_id)
+    if old is not None and old != score:
+        raise T1Error(f"{where}: query {query_id!r} judges document {doc_id!r} again, with score {score} "
+                      f"after {old}")
+    qrels[query_id][doc_id] = score
 
 
 @dataclass

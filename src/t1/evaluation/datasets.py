@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import Document, check_judged, load_beir, load_corpus, read_jsonl, read_rows
+from ..data import Document, add_judgement, check_judged, load_beir, load_corpus, read_jsonl, read_rows
 from ..errors import T1Error
 
 BRIGHT_HUB = "xlangai/BRIGHT"
@@ -215,9 +215,13 @@ def _load_hub_beir(repo: str, split: str) -> EvalData:
         raise T1Error(f"cannot load {repo!r} (split {split!r}) from the Hugging Face hub ({first}); "
                       "pass a local BEIR folder instead") from None
     qrels: dict[str, dict[str, int]] = {}
-    for row in qrel_rows:
-        qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(row["score"])
-    queries = {str(r["_id"]): r["text"] for r in query_rows}
+    for i, row in enumerate(qrel_rows):
+        add_judgement(qrels, str(row["query-id"]), str(row["corpus-id"]), int(row["score"]), f"{repo}-qrels {split} row {i}")
+    queries: dict[str, str] = {}
+    for i, row in enumerate(query_rows):
+        if str(row["_id"]) in queries:
+            raise T1Error(f"{repo} queries row {i}: duplicate query id {str(row['_id'])!r}")
+        queries[str(row["_id"])] = row["text"]
     corpus = [Document(str(r["_id"]), r["text"], r.get("title") or "") for r in corpus_rows]
     check_judged(qrels, corpus, f"{repo}-qrels {split}", f"{repo} corpus")
     return EvalData(f"{repo.split('/')[-1]}/{split}", corpus, {q: queries[q] for q in qrels if q in queries}, qrels)
