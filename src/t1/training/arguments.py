@@ -82,6 +82,8 @@ class RecordArguments:
     negatives_per_query: int = field(default=7, metadata={
         "help": "Hard negatives per query (every other document of the global batch is a negative too)."})
     contrastive_temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature."})
+    dataloader_pin_memory: bool | None = field(default=None, metadata={
+        "help": "Pin data-loader memory (default: on a GPU only)."})
 
     def check_records(self) -> None:
         if not self.train_file:
@@ -95,6 +97,10 @@ class RecordArguments:
         for key in ("max_query_length", "max_document_length"):
             if getattr(self, key) < 2:
                 raise ValueError(f"{key} must be >= 2")
+        if self.dataloader_pin_memory is None:
+            import torch
+
+            self.dataloader_pin_memory = torch.cuda.is_available()
 
     def finish_post_init(self, parent) -> None:
         """`parent.__post_init__`, without transformers' warning that `gradient_checkpointing`
@@ -188,7 +194,7 @@ def settings_to_flags(settings: dict, parser: HfArgumentParser, where: str) -> l
                 raise T1Error(f"{where}: {key} is an empty list (give at least one value, or leave it out)")
             flags += [f"--{key}", *map(str, value)]
         else:
-            flags += [f"--{key}", str(value)]
+            flags.append(f"--{key}={value}")  # `=`: a value may start with a dash
     return flags
 
 
@@ -209,8 +215,8 @@ def parse_config(types: tuple, argv: list[str], prog: str, settings: dict | None
     parser.where = where
     _, unknown = parser.parse_known_args(config_flags)  # type errors name the file
     _unknown(unknown, where)
-    parser.where = "command line"
-    flags = config_flags + argv + settings_to_flags(settings or {}, parser, "settings")
+    parser.where = f"{prog} (command line or settings)" if settings else "command line"
+    flags = config_flags + argv + settings_to_flags(settings or {}, parser, f"{prog} settings")
     _unknown(parser.parse_known_args(flags)[1], "command line")  # before any value is checked
     try:
         return tuple(parser.parse_args_into_dataclasses(flags))
