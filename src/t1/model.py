@@ -11,10 +11,12 @@ holds it (a published T1 such as ForwardAILabs/MRE-T1) keeps its own trained row
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -139,7 +141,8 @@ class T1Model(torch.nn.Module):
                 base, _ = _load_causal_lm(resolve_backbone(config.backbone), dtype)
                 tokenizer = _load_causal_lm_tokenizer(folder)
                 model = cls(base, tokenizer, config)  # adds <emb_token> to the base as at training
-                model.backbone = PeftModel.from_pretrained(model.backbone, folder)
+                with quiet_peft():
+                    model.backbone = PeftModel.from_pretrained(model.backbone, folder)
             else:
                 backbone, tokenizer = _load_causal_lm(str(folder), dtype)
                 model = cls(backbone, tokenizer, config)
@@ -522,6 +525,15 @@ def _query_result(single: bool, embeddings: np.ndarray, texts: list[str], ended:
     """All queries' results, or the one query's when a single string was passed."""
     parts = (embeddings, texts, ended)
     return QueryEmbeddings(*(p[0] for p in parts)) if single else QueryEmbeddings(*parts)
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """peft reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model: a
+    FutureWarning users can do nothing about, so it is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing`", category=FutureWarning)
+        yield
 
 
 def _load_causal_lm_tokenizer(folder: Path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import T1Error
-from ..model import CONFIG_NAME, T1Model
+from ..model import CONFIG_NAME, T1Model, quiet_peft
 from .arguments import ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def build_model(args: ModelArguments, device: torch.device | str | None = None, 
             # A fresh adapter on a saved full-weights T1 model applies to that folder, not to
             # the base the folder itself started from.
             t1.config.backbone = str(Path(args.model_name_or_path).resolve())
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), quiet_peft():
             torch.manual_seed(seed)
             t1.backbone = get_peft_model(t1.backbone, lora_config(args, t1))
     t1.train()
