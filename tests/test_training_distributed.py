@@ -54,7 +54,9 @@ def test_two_processes_match_one_process(tmp_path, tiny_model_path):
 
     a, b = logged("one"), logged("two")
     for key in ("loss", "contrastive_loss", "lm_loss"):
-        assert a[key] == pytest.approx(b[key], rel=1e-4), (key, a, b)
+        # Logged values are rounded to 4 decimals: a 1e-7 difference can straddle a rounding
+        # boundary (which made this test fail now and then), so allow one unit of the last place.
+        assert a[key] == pytest.approx(b[key], abs=1.01e-4), (key, a, b)
     single = trainer.model.t1.backbone.state_dict()
     double = T1Model.from_pretrained(str(tmp_path / "two"), device="cpu").backbone.state_dict()
     fresh = T1Model.from_pretrained(str(tiny_model_path), device="cpu").backbone.state_dict()
