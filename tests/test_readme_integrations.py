@@ -1,7 +1,7 @@
 """Every code block of the README's "## Integrations" section runs here, unchanged, with the hub
 stood in for: `T1Model.from_pretrained` answers with the tiny test models (the tiny Qwen3 with its
 own <emb_token> for ForwardAILabs/MRE-T1), mteb's BRIGHT loader reads tests/fixtures/bright, and
-`t1 bright --data xlangai/BRIGHT` reads the same fixture. A wrong snippet fails here."""
+`t1 bright --dataset xlangai/BRIGHT` reads the same fixture. A wrong snippet fails here."""
 
 import json
 import re
