@@ -2,18 +2,15 @@
 produce the index one process produces; the run resumes a build that died part-way."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import torch
 
 from t1 import Document, T1Model
 from t1.distributed import SINGLE, Group, current, env_world
 from t1.index import Index
 from interrupt import Killed, encode_counting  # noqa: E402
+from torchrun import torchrun_beside  # noqa: E402
 
 WORDS = "cell protein gene river water rock prime integer theorem solar energy carbon robot sensor code".split()
 DOCS = [Document(f"d{i}", " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(3 + i % 4)), f"title {i}")
@@ -40,26 +37,10 @@ def test_two_processes_resume_and_match_one_process(tmp_path, tiny_model_path, m
     first = (two / "emb-00000.npy").stat().st_mtime_ns
     assert not (two / "emb-00001.npy").exists() and not json.loads((two / "manifest.json").read_text())["complete"]
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "t1", "index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--out", str(two),
-               "--shard-size", "2", "--device", "cpu"]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    # Meanwhile, the same corpus in this process, one thread like each rank.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        reference = Index.build(model, DOCS, one, shard_size=2)
-        output, _ = proc.communicate(timeout=280)
-    finally:
-        torch.set_num_threads(threads)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, output[-3000:]
+    # torchrun resumes it on two processes; meanwhile the same corpus is indexed in this process.
+    reference, output = torchrun_beside(
+        ["t1", "index", "--model", tiny_model_path, "--corpus", corpus, "--out", two, "--shard-size", "2",
+         "--device", "cpu"], lambda: Index.build(model, DOCS, one, shard_size=2))
     assert output.count("indexed 11 documents") == 1  # rank 0 reports, once
 
     built = json.loads((two / "manifest.json").read_text())

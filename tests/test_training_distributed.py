@@ -3,9 +3,6 @@ embeddings are all-gathered for the loss, gradients averaged by DDP. The two-pro
 uses gradient caching (one query per forward pass), so its no_sync path is covered too."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +10,7 @@ import torch
 from t1 import T1Model
 from t1.training.arguments import ModelArguments, T1TrainingArguments
 from test_training_trainer import make_records
+from torchrun import torchrun_beside
 
 
 def test_two_processes_match_one_process(tmp_path, tiny_model_path):
@@ -25,28 +23,17 @@ def test_two_processes_match_one_process(tmp_path, tiny_model_path):
 
     (tmp_path / "two.yaml").write_text(json.dumps({**model, **sgd, "output_dir": str(tmp_path / "two"),
                                                    "grad_cache_chunk_size": 1, "per_device_train_batch_size": 2}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "t1.training", "train", "sft", "--config", str(tmp_path / "two.yaml")]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    # Meanwhile, the same global batch in this process.
-    from t1.training.trainer import make_trainer
+    def one_process():  # the same global batch in this process
+        from t1.training.trainer import make_trainer
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
         one = T1TrainingArguments(**sgd, output_dir=str(tmp_path / "one"), per_device_train_batch_size=4)
         trainer = make_trainer(ModelArguments(**model), one, reasoning=True)
         trainer.train()
         trainer.save_model(one.output_dir)
-        output, _ = proc.communicate(timeout=280)
-    finally:
-        torch.set_num_threads(threads)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, output[-3000:]
+        return trainer
+
+    trainer, _ = torchrun_beside(["t1.training", "train", "sft", "--config", tmp_path / "two.yaml"], one_process)
 
     def logged(name):
         state = json.loads((tmp_path / name / "checkpoint-1" / "trainer_state.json").read_text())
