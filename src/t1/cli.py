@@ -203,8 +203,6 @@ def cmd_search(args) -> int:
 
 
 def _search(args, index, queries):
-    from .index import Index
-
     if args.model is None:
         args.model = index.manifest["model"]["name"]
     index.use_ann(args.ann, ef_search=args.ef_search, nprobe=args.nprobe, refine=args.refine)
@@ -217,11 +215,7 @@ def _search(args, index, queries):
 
         cache = ReasoningCache(args.reasoning_cache or args.index or cache_dir())  # opened before the model loads
     model = _load_model(args)
-    if args.store:
-        index.check(model)
-    else:
-        index = Index.open(args.index, model=model).use_ann(args.ann, ef_search=args.ef_search, nprobe=args.nprobe,
-                                                             refine=args.refine)
+    index.check(model)  # opened (and its files checked) before the model loaded
     return index.search_queries(
         model, [q for _, q in queries], k=args.k, reasoning=args.reasoning, cache=cache,
         query_ids=[qid for qid, _ in queries],

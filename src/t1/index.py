@@ -490,14 +490,18 @@ class Index(Searchable):
     def open(cls, folder: str | Path, model=None, instruction: str | None = None) -> "Index":
         """Open a complete index; with `model`, refuse one built by a different model. Every
         shard file's size and rows are checked against the manifest (no file is read whole)."""
-        index = cls._read(folder)
-        check_built_with(index.manifest, folder, model, instruction)
+        index = cls._read(folder).check(model, instruction)
         problems = index._problems()
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise T1Error(f"{folder}: damaged index: {problems[0]}{more}; rebuild it (`t1 index --verify {folder}` "
                           "lists every problem)")
         return index
+
+    def check(self, model=None, instruction: str | None = None) -> "Index":
+        """Refuse `model` / `instruction` when the index was built with others."""
+        check_built_with(self.manifest, self.folder, model, instruction)
+        return self
 
     @classmethod
     def _read(cls, folder: str | Path) -> "Index":
