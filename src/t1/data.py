@@ -112,15 +112,20 @@ def read_parquet(path: str | Path) -> Iterator[tuple[str, dict]]:
         yield f"{path}:row {i}", row
 
 
+def unique_id(seen, key: str, where: str, what: str = "query id") -> str:
+    """`key`, once checked absent from `seen` (the ids read so far: a set or a mapping)."""
+    if key in seen:
+        raise T1Error(f"{where}: duplicate {what} {key!r}")
+    return key
+
+
 def load_corpus(path: str | Path) -> list[Document]:
     """Documents from BEIR `corpus.jsonl` (`_id`, `title`, `text`) or JSONL/CSV/parquet with
     `id` and `text` (or `content`, as BRIGHT's documents). Ids must be unique."""
     path = _require_file(path)
     docs, seen = [], set()
     for where, row in read_rows(path):
-        doc_id = _field(row, ID_FIELDS, where, "id")
-        if doc_id in seen:
-            raise T1Error(f"{where}: duplicate document id {doc_id!r}")
+        doc_id = unique_id(seen, _field(row, ID_FIELDS, where, "id"), where, "document id")
         seen.add(doc_id)
         docs.append(Document(doc_id, _field(row, TEXT_FIELDS, where, "text"), str(row.get("title") or "")))
     if not docs:
@@ -142,9 +147,7 @@ def load_queries(path: str | Path) -> dict[str, str]:
             text = _field(row, ("text", "query"), where, "text")
             if not text.strip():
                 raise T1Error(f"{where}: empty query")
-            if qid in queries:
-                raise T1Error(f"{where}: duplicate query id {qid!r}")
-            queries[qid] = text
+            queries[unique_id(queries, qid, where)] = text
     if not queries:
         raise T1Error(f"{path}: no queries")
     return queries

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import Document, add_judgement, check_judged, load_beir, load_corpus, read_jsonl, read_rows
+from ..data import Document, add_judgement, check_judged, load_beir, load_corpus, read_jsonl, read_rows, unique_id
 from ..errors import T1Error
 
 BRIGHT_HUB = "xlangai/BRIGHT"
@@ -135,9 +135,7 @@ def load_bright_examples(source: str, task: str, long: bool = False, config: str
         qid = row.get("id")
         if qid is None:
             raise T1Error(f"{where}: missing field 'id'")
-        qid = str(qid)
-        if qid in queries:
-            raise T1Error(f"{where}: duplicate query id {qid!r}")
+        qid = unique_id(queries, str(qid), where)
         text = row.get("query")
         if not isinstance(text, str) or not text.strip():
             raise T1Error(f"{where}: missing or empty field 'query'")
@@ -169,9 +167,7 @@ def load_bright_documents(source: str, task: str, long: bool = False) -> list[Do
         doc_id, text = row.get("id"), row.get("content")
         if doc_id is None or text is None:
             raise T1Error(f"{where}: expected fields 'id' and 'content'")
-        if str(doc_id) in seen:
-            raise T1Error(f"{where}: duplicate document id {doc_id!r}")
-        seen.add(str(doc_id))
+        seen.add(unique_id(seen, str(doc_id), where, "document id"))
         docs.append(Document(str(doc_id), str(text)))
     return docs
 
@@ -216,12 +212,11 @@ def _load_hub_beir(repo: str, split: str) -> EvalData:
                       "pass a local BEIR folder instead") from None
     qrels: dict[str, dict[str, int]] = {}
     for i, row in enumerate(qrel_rows):
-        add_judgement(qrels, str(row["query-id"]), str(row["corpus-id"]), int(row["score"]), f"{repo}-qrels {split} row {i}")
+        add_judgement(qrels, str(row["query-id"]), str(row["corpus-id"]), int(row["score"]),
+                      f"{repo}-qrels {split} row {i}")
     queries: dict[str, str] = {}
     for i, row in enumerate(query_rows):
-        if str(row["_id"]) in queries:
-            raise T1Error(f"{repo} queries row {i}: duplicate query id {str(row['_id'])!r}")
-        queries[str(row["_id"])] = row["text"]
+        queries[unique_id(queries, str(row["_id"]), f"{repo} queries row {i}")] = row["text"]
     corpus = [Document(str(r["_id"]), r["text"], r.get("title") or "") for r in corpus_rows]
     check_judged(qrels, corpus, f"{repo}-qrels {split}", f"{repo} corpus")
     return EvalData(f"{repo.split('/')[-1]}/{split}", corpus, {q: queries[q] for q in qrels if q in queries}, qrels)
@@ -249,9 +244,7 @@ def load_reasoning_file(path: str | Path) -> dict[str, str]:
         text = row.get("reasoning", row.get("query"))
         if row.get("id") is None or not isinstance(text, str):
             raise T1Error(f"{path}:{lineno}: expected fields 'id' and 'reasoning'")
-        if str(row["id"]) in out:
-            raise T1Error(f"{path}:{lineno}: duplicate id {str(row['id'])!r}")
-        out[str(row["id"])] = text
+        out[unique_id(out, str(row["id"]), f"{path}:{lineno}", "id")] = text
     if not out:
         raise T1Error(f"{path}: no reasoning rows")
     return out
