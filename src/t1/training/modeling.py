@@ -116,8 +116,8 @@ def resolve_resume(output_dir: str | Path, resume_from_checkpoint: str | None) -
             raise T1Error(f"resume_from_checkpoint: {resume_from_checkpoint}: not a complete checkpoint folder")
         return str(resume_from_checkpoint)
     folder = Path(output_dir)
-    candidates = sorted((p for p in folder.glob("checkpoint-*") if p.name[11:].isdigit()),
-                        key=lambda p: int(p.name[11:]), reverse=True) if folder.is_dir() else []
+    steps = {p: p.name.removeprefix("checkpoint-") for p in folder.glob("checkpoint-*")} if folder.is_dir() else {}
+    candidates = sorted((p for p, step in steps.items() if step.isdigit()), key=lambda p: int(steps[p]), reverse=True)
     for checkpoint in candidates:
         if is_complete_checkpoint(checkpoint):
             return str(checkpoint)

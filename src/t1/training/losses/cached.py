@@ -78,19 +78,20 @@ class CachedLoss(torch.nn.Module):
             contrastive = self.loss.contrastive(q, d, inputs)
             grad_q, grad_d = torch.autograd.grad(weight * contrastive, [q, d])
         value = weight * contrastive.detach()
+        tokens = target_tokens(inputs["query_labels"]) if labels else None
         if labels:
-            summed = sum(e["nll"] for e in embedded)
-            value = value + (1 - weight) * self.loss.nll(summed, inputs).detach()
+            value = value + (1 - weight) * self.loss.nll(sum(e["nll"] for e in embedded), tokens).detach()
         loss = value.detach().requires_grad_()
-        loss.register_hook(partial(self._backward, model, chunks, states, grad_q, grad_d, inputs))
+        loss.register_hook(partial(self._backward, model, chunks, states, grad_q, grad_d, group, tokens))
         return loss
 
-    def _backward(self, model, chunks, states, grad_q, grad_d, inputs, grad_output) -> None:
+    def _backward(self, model, chunks, states, grad_q, grad_d, group, tokens, grad_output) -> None:
         """Each chunk again, with a graph: back-propagate its embeddings' cached gradients (and
-        its share of the next-token loss), scaled by the gradient reaching the loss."""
+        its share of the next-token loss, over the batch's `tokens` targets), scaled by the
+        gradient reaching the loss."""
         labels, weight = self.loss.uses_labels, self.loss.contrastive_weight
-        nll_scale = (1 - weight) * world()[1] / target_tokens(inputs["query_labels"]) if labels else None
-        group, row = grad_d.shape[0] // grad_q.shape[0], 0
+        nll_scale = (1 - weight) * world()[1] / tokens if labels else None
+        row = 0
         with torch.enable_grad():
             for i, (chunk, state) in enumerate(zip(chunks, states)):
                 last = i == len(chunks) - 1

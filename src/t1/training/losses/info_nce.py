@@ -53,14 +53,15 @@ class ReasoningSFTLoss(InfoNCELoss):
         super().__init__(temperature)
         self.contrastive_weight = contrastive_weight
 
-    def nll(self, summed: torch.Tensor, inputs: dict, value: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean NLL per target token of the global batch, from this process's summed NLL; scaled
-        like InfoNCE so that DDP's gradient averaging gives the global batch's gradient."""
-        tokens = target_tokens(inputs["query_labels"])
-        value = all_sum(summed if value is None else value) / tokens
+    def nll(self, summed: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Mean NLL per target token of the global batch (`tokens`: `target_tokens` of the
+        labels), from this process's summed NLL; scaled like InfoNCE so that DDP's gradient
+        averaging gives the global batch's gradient."""
+        value = all_sum(summed) / tokens
         self.metrics["lm_loss"].append(value.item())
         return with_value(summed * world()[1] / tokens, value)
 
     def combine(self, out: dict, inputs: dict) -> torch.Tensor:
         weight = self.contrastive_weight
-        return weight * self.contrastive(out["query"], out["docs"], inputs) + (1 - weight) * self.nll(out["nll"], inputs)
+        nll = self.nll(out["nll"], target_tokens(inputs["query_labels"]))
+        return weight * self.contrastive(out["query"], out["docs"], inputs) + (1 - weight) * nll
