@@ -143,9 +143,37 @@ def test_save_load_roundtrip_lora(tiny_model_path, tmp_path):
     before = model.encode_document(["solar energy", "rock river"])
     model.save_pretrained(tmp_path / "lora")
     assert (tmp_path / "lora" / "adapter_config.json").exists()
-    loaded = T1Model.from_pretrained(str(tmp_path / "lora"), device="cpu")
+    loaded = T1Model.from_pretrained(str(tmp_path / "lora"), device="cpu", merge_adapter=False)
+    assert hasattr(loaded.backbone, "peft_config")
     np.testing.assert_allclose(loaded.encode_document(["solar energy", "rock river"]), before, atol=1e-5)
     assert loaded.fingerprint() == model.fingerprint()
+
+
+def test_lora_adapter_is_merged_at_inference_with_the_same_embeddings_and_traces(tiny_model_path, tmp_path):
+    """Inference loads merge the adapter (and its <emb_token> row) into the weights: the same
+    document and query embeddings and the same greedy traces as the adapter run unmerged."""
+    from peft import LoraConfig, get_peft_model
+
+    model = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
+    config = LoraConfig(r=4, target_modules="all-linear", trainable_token_indices=[model.emb_token_id])
+    model.backbone = get_peft_model(model.backbone, config)
+    torch.manual_seed(1)
+    with torch.no_grad():  # a non-trivial adapter; the token row's input side shapes every embedding
+        for name, p in model.backbone.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * (0.05 if "lora_" in name else 0.01))
+    model.save_pretrained(tmp_path / "lora")
+    unmerged = T1Model.from_pretrained(str(tmp_path / "lora"), device="cpu", merge_adapter=False)
+    merged = T1Model.from_pretrained(str(tmp_path / "lora"), device="cpu")
+    assert hasattr(unmerged.backbone, "peft_config") and not hasattr(merged.backbone, "peft_config")
+    docs = ["solar energy panels", "rock river canyon", "the moon pulls the tides"]
+    cos = (unmerged.encode_document(docs) * merged.encode_document(docs)).sum(axis=1)
+    assert cos.min() >= 0.9999
+    queries = ["why is the sky blue", "how do rivers form"]
+    a = unmerged.encode_query(queries, max_new_tokens=12)
+    b = merged.encode_query(queries, max_new_tokens=12)
+    assert a.reasoning == b.reasoning and any(a.reasoning)
+    assert (a.embeddings * b.embeddings).sum(axis=1).min() >= 0.9999
 
 
 def test_unknown_model_is_a_clear_error(tmp_path, monkeypatch):

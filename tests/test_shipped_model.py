@@ -53,7 +53,8 @@ def test_shipped_model_is_the_default_and_is_package_data():
 
 
 def test_shipped_model_loads_offline_encodes_and_has_a_stable_fingerprint(shipped):
-    assert hasattr(shipped.backbone, "peft_config")  # a LoRA adapter on the offline backbone
+    assert not hasattr(shipped.backbone, "peft_config")  # its LoRA adapter is merged at load
+    assert (shipped_model(DEFAULT_MODEL) / "adapter_config.json").exists()
     assert shipped.config.backbone == "smollm2-135m-instruct"
     emb = shipped.encode_document(["Plants use chlorophyll to capture light."])
     assert emb.shape == (1, 576) and np.isclose(np.linalg.norm(emb), 1.0, atol=1e-5)
@@ -79,8 +80,8 @@ def test_export_round_trip(shipped, tmp_path, merged):
     from t1.export import export_model
 
     out = export_model(DEFAULT_MODEL, tmp_path / "export", merged=merged)
+    assert (out / "adapter_config.json").exists() is (not merged)
     loaded = T1Model.from_pretrained(str(out), device="cpu")
-    assert hasattr(loaded.backbone, "peft_config") is (not merged)
     texts = ["Why leaves change colour in autumn", "Binary search halves a sorted array"]
     for encode in (lambda m: m.encode_document(texts),
                    lambda m: m.encode_query(texts, reasoning="none").embeddings):

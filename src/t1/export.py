@@ -25,9 +25,7 @@ def export_model(source: str, out: str | Path, settings: dict | None = None, mer
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise T1Error(f"{out}: exists and is not empty (choose another folder)")
-    model = T1Model.from_pretrained(source, device="cpu", **(settings or {}))
-    if merged and hasattr(model.backbone, "peft_config"):
-        model.backbone = model.backbone.merge_and_unload()
+    model = T1Model.from_pretrained(source, device="cpu", merge_adapter=merged, **(settings or {}))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:

@@ -119,6 +119,7 @@ class T1Model(torch.nn.Module):
         name_or_path: str = DEFAULT_MODEL,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
+        merge_adapter: bool = True,
         **config_overrides,
     ) -> "T1Model":
         """Load a saved T1 model (full or LoRA adapter; the shipped `t1-smollm2-135m` by default)
@@ -126,7 +127,12 @@ class T1Model(torch.nn.Module):
         `smollm2-135m-instruct`). A causal LM whose tokenizer already holds `<emb_token>` (a
         published T1 such as `ForwardAILabs/MRE-T1`) keeps that token and its trained row. The
         dtype defaults to bf16 on a GPU, fp32 on CPU. Settings such as `max_new_tokens=` or
-        `prompts={name: instruction}` override the saved ones."""
+        `prompts={name: instruction}` override the saved ones.
+
+        A LoRA adapter is merged into the weights on load (`merge_adapter=True`): the same
+        embeddings and traces, several times faster, since an unmerged adapter adds two small
+        matmuls to every linear layer at every decoding step. Training passes
+        `merge_adapter=False` to keep the adapter trainable and savable on its own."""
         device = torch.device(device) if device is not None else default_device()
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or default_dtype(device)
         folder = shipped_model(name_or_path) or Path(name_or_path)
@@ -143,6 +149,8 @@ class T1Model(torch.nn.Module):
                 model = cls(base, tokenizer, config)  # adds <emb_token> to the base as at training
                 with quiet_peft():
                     model.backbone = PeftModel.from_pretrained(model.backbone, folder)
+                if merge_adapter:
+                    model.backbone = model.backbone.merge_and_unload()
             else:
                 backbone, tokenizer = _load_causal_lm(str(folder), dtype)
                 model = cls(backbone, tokenizer, config)

@@ -63,7 +63,7 @@ def build_model(args: ModelArguments, device: torch.device | str | None = None, 
     """The starting model, made trainable. A fresh adapter's initial weights come from `seed`,
     not from whatever the process drew before (which can vary from process to process)."""
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
-    t1 = T1Model.from_pretrained(args.model_name_or_path, device=device, dtype=dtype)
+    t1 = T1Model.from_pretrained(args.model_name_or_path, device=device, dtype=dtype, merge_adapter=False)
     apply_settings(t1, args)
     if is_peft(t1.backbone):
         if not args.use_peft:
@@ -101,7 +101,6 @@ def merged_start(args: ModelArguments, output_dir: str | Path) -> ModelArguments
     with PartialState().main_process_first():
         if not (start / CONFIG_NAME).exists():
             merged = T1Model.from_pretrained(str(folder), device="cpu")
-            merged.backbone = merged.backbone.merge_and_unload()
             merged.save_pretrained(start)
     return replace(args, model_name_or_path=str(start))
 
