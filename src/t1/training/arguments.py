@@ -117,6 +117,12 @@ class T1TrainingArguments(RecordArguments, TrainingArguments):
     max_reasoning_length: int = field(default=256, metadata={"help": "Stage 2: trace length in tokens."})
     contrastive_weight: float = field(default=0.8, metadata={
         "help": "Stage 2: λ in λ·InfoNCE + (1−λ)·NLL(reasoning + <emb_token>)."})
+    distill_weight: float = field(default=0.0, metadata={
+        "help": "Weight of the distillation term: KL(teacher || student) over each query's candidates, from the "
+                "records' teacher scores (`t1 data distill`), times T^2 as in sentence-transformers' "
+                "DistillKLDivLoss (so at T = 0.05, a weight near 400 matches the InfoNCE term's scale). 0: off."})
+    distill_temperature: float = field(default=0.05, metadata={
+        "help": "Temperature of the distillation term's two softmaxes (match the spread of the teacher's scores)."})
     grad_cache_chunk_size: int | None = field(default=None, metadata={
         "help": "Gradient caching: queries (with their documents) per forward pass; the loss still sees the "
                 "whole batch. Default: one pass for the per-device batch."})
@@ -133,6 +139,8 @@ class T1TrainingArguments(RecordArguments, TrainingArguments):
         self.check_records()
         if not 0.0 <= self.contrastive_weight <= 1.0:
             raise ValueError("contrastive_weight must be between 0 and 1")
+        if self.distill_weight < 0 or self.distill_temperature <= 0:
+            raise ValueError("distill_weight must be >= 0 and distill_temperature > 0")
         if self.grad_cache_chunk_size is not None and self.grad_cache_chunk_size < 1:
             raise ValueError("grad_cache_chunk_size must be >= 1")
         if self.emb_token_learning_rate is not None and self.emb_token_learning_rate <= 0:

@@ -16,6 +16,7 @@ import torch
 
 from ..batching import pad
 from ..prompts import instruction_or_default
+from .distill import candidate_scores
 from .records import Record
 
 MAX_POSITIVE_KEYS = 32
@@ -101,6 +102,10 @@ class Collator:
             "positive_keys": positive_keys,
             "doc_keys": torch.tensor([text_key(t) for item in items for t in item["documents"]], dtype=torch.long),
         }
+        scores = [candidate_scores(item["record"], item["documents"]) for item in items]
+        if any(s is not None for s in scores):  # teacher scores for distillation; NaN rows have none
+            group = len(items[0]["documents"])
+            batch["teacher_scores"] = torch.tensor([s or [float("nan")] * group for s in scores], dtype=torch.float32)
         if self.reasoning:
             batch["query_labels"] = pad(labels, -100)[0]
         return batch

@@ -52,7 +52,8 @@ class TraceSettings(SamplingSettings):
 
     teacher: str | None = None
     max_new_tokens: int = 128
-    max_records: int | None = None  # traces for the first N claim records only (stage 2's training set)
+    max_records: int | None = None  # traces for the first N records only (stage 2's training set)
+    records: str = "claims"  # claims: the claim records; stage1: stage 1's records (claims + pairs, mixed)
 
 
 @dataclass
@@ -72,13 +73,23 @@ class EvalSettings:
 
 @dataclass
 class PairSettings:
-    """Self-supervised pairs (`t1 data pairs`) added to stage 1's records: counts per kind."""
+    """Self-supervised pairs (`t1 data pairs`) added to stage 1's records: counts per kind made
+    from `corpus`, and/or a records file made beforehand (e.g. `t1 data pairs --source ...`)."""
 
-    corpus: str | None = None  # a corpus file or BEIR folder; None: no pairs
+    corpus: str | None = None  # a corpus file or BEIR folder; None: no pairs made here
     title: int = 0
     sentence: int = 0
     negatives: int = 3
     seed: int = 0
+    file: str | None = None  # records made beforehand, added as they are
+
+
+@dataclass
+class DistillSettings:
+    """Teacher scores (`t1 data distill`) on the stage-1 records, for the stages' `distill_weight`."""
+
+    teacher: str | None = None  # a sentence-transformers model, e.g. all-minilm-l6-v2; None: no scores
+    batch_size: int = 64
 
 
 @dataclass
@@ -97,6 +108,7 @@ class CurriculumConfig:
     train_file: str | None = None  # records to use instead of mining
     instruction: str | None = None  # query instruction stored in each mined record
     max_train_queries: int | None = None  # first N records, for every stage
+    holdout: int = 0  # claims kept out of training (seeded), e.g. to choose the fusion weight on
     negatives: int = 7
     depth: int = 50
     device: str | None = None
@@ -106,11 +118,12 @@ class CurriculumConfig:
     traces: TraceSettings = field(default_factory=TraceSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     pairs: PairSettings = field(default_factory=PairSettings)
+    distill: DistillSettings = field(default_factory=DistillSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
 
 
 _NESTED = {"stage1": StageRef, "stage2": StageRef, "stage3": StageRef, "traces": TraceSettings, "eval": EvalSettings,
-           "pairs": PairSettings, "export": ExportSettings}
+           "pairs": PairSettings, "distill": DistillSettings, "export": ExportSettings}
 
 
 def curriculum_from_dict(data: dict, where: str = "config") -> CurriculumConfig:
@@ -135,9 +148,13 @@ def curriculum_from_dict(data: dict, where: str = "config") -> CurriculumConfig:
             device_arg(config.device)
         except ArgumentTypeError as e:
             raise T1Error(f"{where}: device {e}") from None
-    for name in ("stage1", "stage2", "stage3"):
+    for name in ("stage1", "stage2"):
         if not getattr(config, name).config:
             raise T1Error(f"{where}: {name}.config (the stage's YAML file) is not set")
+    if config.traces.records not in ("claims", "stage1"):
+        raise T1Error(f"{where}: traces.records must be claims or stage1")
+    if config.holdout < 0:
+        raise T1Error(f"{where}: holdout must be >= 0")
     bad = sorted(set(config.eval.modes) - set(DEFAULT_MODES))
     if bad or any(m not in ("none", "generate") for ms in config.eval.modes.values() for m in ms):
         raise T1Error(f"{where}: eval.modes maps base/stage1/stage2/stage3 to lists of none/generate")
@@ -212,7 +229,7 @@ class StageConfigs:
 
     stage1: tuple
     stage2: tuple
-    stage3: tuple
+    stage3: tuple | None  # None: no stage 3 (the curriculum ends with stage 2)
 
 
 def stage_configs(config: CurriculumConfig) -> StageConfigs:
@@ -233,6 +250,9 @@ def stage_configs(config: CurriculumConfig) -> StageConfigs:
     for name, training in (("stage1", T1TrainingArguments), ("stage2", T1TrainingArguments),
                            ("stage3", T1GRPOConfig)):
         ref = getattr(config, name)
+        if not ref.config:
+            parsed[name] = None
+            continue
         settings = {**ref.overrides, **{k: v for k, v in chained[name].items() if v is not None}}
         parsed[name] = parse_config((ModelArguments, training), ["--config", ref.config], prog=f"curriculum {name}",
                                     settings=settings)
@@ -248,9 +268,21 @@ def records_path(config: CurriculumConfig) -> Path:
 
 def stage1_records_path(config: CurriculumConfig) -> Path:
     pairs = config.pairs
-    if pairs.corpus and (pairs.title or pairs.sentence):
+    if (pairs.corpus and (pairs.title or pairs.sentence)) or pairs.file or config.distill.teacher:
         return Path(config.output_dir) / "train-stage1.jsonl"
     return records_path(config)
+
+
+def split_holdout(rows: list[dict], n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(training rows, held-out rows): `n` records drawn by a seeded shuffle of their query ids
+    (or queries), so the same claims are held out on every run."""
+    if not n:
+        return rows, []
+    keys = sorted(str(r.get("query_id", r["query"])) for r in rows)
+    random.Random(seed).shuffle(keys)
+    held = set(keys[:n])
+    return ([r for r in rows if str(r.get("query_id", r["query"])) not in held],
+            [r for r in rows if str(r.get("query_id", r["query"])) in held])
 
 
 def _records(config: CurriculumConfig, out: Path) -> Path:
@@ -264,6 +296,9 @@ def _records(config: CurriculumConfig, out: Path) -> Path:
     if not source.exists():
         rows = mine_beir(config.dataset, config.train_split, negatives=config.negatives, depth=config.depth,
                          query_instruction=config.instruction)
+        rows, held = split_holdout(rows, config.holdout)
+        if held:
+            write_jsonl(out / "holdout.jsonl", held)
         write_jsonl(source, rows)
     subset = records_path(config)
     if not subset.exists():
@@ -279,12 +314,23 @@ def _with_pairs(config: CurriculumConfig, records: Path) -> Path:
 
     settings, mixed = config.pairs, stage1_records_path(config)
     if mixed != records and not mixed.exists():
-        corpus_path = Path(settings.corpus)
-        corpus = load_corpus(corpus_path / "corpus.jsonl" if corpus_path.is_dir() else corpus_path)
-        pairs = make_pairs(corpus, {"title": settings.title, "sentence": settings.sentence},
-                           negatives=settings.negatives, seed=settings.seed)
+        pairs = []
+        if settings.corpus and (settings.title or settings.sentence):
+            corpus_path = Path(settings.corpus)
+            corpus = load_corpus(corpus_path / "corpus.jsonl" if corpus_path.is_dir() else corpus_path)
+            pairs = make_pairs(corpus, {"title": settings.title, "sentence": settings.sentence},
+                               negatives=settings.negatives, seed=settings.seed)
+        if settings.file:
+            pairs += [r.to_json() for r in read_records(settings.file)]
         rows = [r.to_json() for r in read_records(records)] + pairs
         random.Random(settings.seed).shuffle(rows)
+        if config.distill.teacher:
+            from .distill import load_teacher, teacher_scores
+            from .records import parse_record
+
+            scored = teacher_scores([parse_record(r, f"{mixed}:{i + 1}") for i, r in enumerate(rows)],
+                                    load_teacher(config.distill.teacher, config.device), config.distill.batch_size)
+            rows = [r.to_json() for r in scored]
         write_records(mixed, rows)
     return mixed
 
@@ -393,10 +439,10 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
         timed("stage2", lambda: train(*stages.stage2, reasoning=True))
     evaluate_model("stage2", str(stage2_dir))
 
-    # Stage 3: GRPO.
+    # Stage 3: GRPO (optional: without a stage-3 config, stage 2's model is the final one).
     stage3_dir = out / "stage3"
-    final = stage3_dir / "final"
-    if not _is_model(final):
+    final = stage3_dir / "final" if stages.stage3 else stage2_dir
+    if stages.stage3 and not _is_model(final):
         log(f"stage 3 → {stage3_dir}")
 
         def run_stage3():
@@ -405,7 +451,8 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
                 raise T1Error("stage 3 stopped early; re-run the same command to resume")
 
         timed("stage3", run_stage3)
-    evaluate_model("stage3", str(final))
+    if stages.stage3:
+        evaluate_model("stage3", str(final))
     if config.export.folder:
         export_model(str(final), config.export.folder, config.export.settings, overwrite=True)
         log(f"exported {final} → {config.export.folder}")
@@ -430,7 +477,8 @@ def _write_traces(config: CurriculumConfig, records: Path, stage1_dir: Path, tra
         return
     model = T1Model.from_pretrained(str(stage1_dir), device=config.device)
     sampling = SamplingSettings(**{f.name: getattr(settings, f.name) for f in fields(SamplingSettings)})
-    chosen = read_records(records)[: settings.max_records or None]
+    source = stage1_records_path(config) if settings.records == "stage1" else records
+    chosen = read_records(source)[: settings.max_records or None]
     summary = self_generate(model, chosen, traces, sampling, show_progress=False)
     log(f"traces: kept {summary['accepted']} of {summary['records']} (best positive ranked <= {settings.max_rank})")
     if not summary["accepted"]:

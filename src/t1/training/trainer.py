@@ -124,8 +124,9 @@ class T1Trainer(Trainer):
 
 
 def make_loss(args: T1TrainingArguments, reasoning: bool) -> torch.nn.Module:
-    loss = (ReasoningSFTLoss(args.contrastive_temperature, args.contrastive_weight) if reasoning
-            else InfoNCELoss(args.contrastive_temperature))
+    distill = dict(distill_weight=args.distill_weight, distill_temperature=args.distill_temperature)
+    loss = (ReasoningSFTLoss(args.contrastive_temperature, args.contrastive_weight, **distill) if reasoning
+            else InfoNCELoss(args.contrastive_temperature, **distill))
     return CachedLoss(loss, args.grad_cache_chunk_size) if args.grad_cache_chunk_size else loss
 
 

@@ -93,3 +93,23 @@ def count_targets(labels: torch.Tensor) -> torch.Tensor:
 def target_tokens(labels: torch.Tensor) -> torch.Tensor:
     """Labelled (next-token) positions in the global batch (at least 1)."""
     return all_sum(count_targets(labels)).clamp(min=1)
+
+
+def distill_kl(queries: torch.Tensor, documents: torch.Tensor, teacher_scores: torch.Tensor,
+               temperature: float) -> torch.Tensor:
+    """sentence-transformers' `DistillKLDivLoss` over each query's own candidates: KL(teacher ‖
+    student) between softmax(teacher scores / T) and log_softmax(student cosines / T), batch
+    mean, times T² (Hinton et al.'s scaling; at T = 0.05 the term's gradient is T² = 1/400 of
+    an InfoNCE term's, so weigh it up accordingly). Local queries [Q, d] against their own
+    groups of documents [Q·G, d]; rows whose teacher scores hold a NaN (no teacher score for a
+    sampled document) are left out. Per-process mean: DDP's gradient averaging does the rest."""
+    n = queries.shape[0]
+    q = F.normalize(queries, dim=-1)
+    d = F.normalize(documents, dim=-1).view(n, documents.shape[0] // n, -1)
+    student = torch.einsum("qh,qgh->qg", q, d)
+    rows = ~torch.isnan(teacher_scores).any(dim=1)
+    if not rows.any():
+        return student.sum() * 0.0
+    log_p = F.log_softmax(student[rows] / temperature, dim=1)
+    target = F.softmax(teacher_scores[rows].to(student.dtype) / temperature, dim=1)
+    return F.kl_div(log_p, target, reduction="batchmean") * temperature**2

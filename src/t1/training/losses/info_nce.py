@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import torch
 
-from .functional import all_sum, info_nce, target_tokens, with_value, world
+from .functional import all_sum, distill_kl, info_nce, target_tokens, with_value, world
 
 MODEL_INPUTS = ("query_input_ids", "query_attention_mask", "query_labels", "doc_input_ids", "doc_attention_mask")
 
@@ -18,14 +18,20 @@ def model_inputs(inputs: dict, labels: bool) -> dict:
 
 class InfoNCELoss(torch.nn.Module):
     """Each query against its positive, its hard negatives and every other document of the
-    global batch; a document that is one of the query's positives elsewhere is not a negative."""
+    global batch; a document that is one of the query's positives elsewhere is not a negative.
+
+    With `distill_weight` > 0 and teacher scores in the batch (`t1 data distill`), a
+    distillation term is added: `distill_weight` · KL(teacher ‖ student) over each query's own
+    candidates (`functional.distill_kl`)."""
 
     uses_labels = False
 
-    def __init__(self, temperature: float = 0.05):
+    def __init__(self, temperature: float = 0.05, distill_weight: float = 0.0, distill_temperature: float = 0.05):
         super().__init__()
         self.temperature = temperature
         self.contrastive_weight = 1.0
+        self.distill_weight = distill_weight
+        self.distill_temperature = distill_temperature
         self.metrics: dict[str, list[float]] = defaultdict(list)  # read and cleared by the Trainer's log
 
     def contrastive(self, q: torch.Tensor, d: torch.Tensor, inputs: dict) -> torch.Tensor:
@@ -33,6 +39,10 @@ class InfoNCELoss(torch.nn.Module):
                                   inputs.get("positive_keys"), inputs.get("doc_keys"))
         self.metrics["contrastive_loss"].append(loss.item())
         self.metrics["accuracy"].append(accuracy.item())
+        if self.distill_weight and "teacher_scores" in inputs:
+            kd = distill_kl(q, d, inputs["teacher_scores"], self.distill_temperature)
+            self.metrics["distill_loss"].append(kd.item())
+            loss = loss + self.distill_weight * kd
         return loss
 
     def combine(self, out: dict, inputs: dict) -> torch.Tensor:
@@ -49,8 +59,9 @@ class ReasoningSFTLoss(InfoNCELoss):
 
     uses_labels = True
 
-    def __init__(self, temperature: float = 0.05, contrastive_weight: float = 0.8):
-        super().__init__(temperature)
+    def __init__(self, temperature: float = 0.05, contrastive_weight: float = 0.8, distill_weight: float = 0.0,
+                 distill_temperature: float = 0.05):
+        super().__init__(temperature, distill_weight, distill_temperature)
         self.contrastive_weight = contrastive_weight
 
     def nll(self, summed: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
