@@ -365,3 +365,9 @@ def test_curriculum_with_holdout_pairs_file_teacher_and_no_stage3(tiny_model_pat
     assert traced and {r.query for r in traced} <= {r.query for r in stage1}
     assert (run / "stage2" / "t1_config.json").exists() and not (run / "stage3").exists()
     assert "2 · reasoning SFT" in table and "GRPO" not in table
+    # The fusion weight is chosen on the held-out claims and saved with the final model.
+    fusion = json.loads((run / "fusion.json").read_text())
+    assert fusion["claims"] == 3 and set(fusion["ndcg@10_by_weight"]) == {str(i / 10) for i in range(11)}
+    best = max(fusion["ndcg@10_by_weight"].values())
+    assert fusion["ndcg@10_by_weight"][str(fusion["fusion_weight"])] == best
+    assert json.loads((run / "stage2" / "t1_config.json").read_text())["fusion_weight"] == fusion["fusion_weight"]

@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from ..atomic import write_json, write_jsonl
+from ..data import read_jsonl
 from ..errors import T1Error
 from ..export import export_model
 from ..prompts import instruction_or_default
@@ -69,6 +70,7 @@ class EvalSettings:
     base: bool = True  # evaluate the starting model too
     modes: dict = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_MODES.items()})
     seed: int = 0
+    fusion_mode: str = "generate"  # the query mode whose fusion weight with BM25 is chosen on the held-out claims
 
 
 @dataclass
@@ -453,6 +455,9 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
         timed("stage3", run_stage3)
     if stages.stage3:
         evaluate_model("stage3", str(final))
+    if config.holdout:
+        weight = choose_fusion_weight(config, out, final, log)
+        log(f"fusion weight of the T1 list with BM25, chosen on {config.holdout} held-out claims: {weight}")
     if config.export.folder:
         export_model(str(final), config.export.folder, config.export.settings, overwrite=True)
         log(f"exported {final} → {config.export.folder}")
@@ -461,6 +466,38 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
     (out / "curriculum.md").write_text(table)
     write_json(out / "curriculum.json", {"config": asdict(config), "rows": rows})
     return table
+
+
+def choose_fusion_weight(config: CurriculumConfig, out: Path, final: Path, log) -> float:
+    """The weight of the final model's list in a weighted-sum fusion with BM25 (`t1.fusion`),
+    chosen on the held-out train claims (never on the claims the table reports) and saved as
+    the model's `fusion_weight`, the default of its hybrid search. Done once (`fusion.json`)."""
+    from ..evaluation.datasets import load_eval_data
+    from ..evaluation.retrievers import BM25Retriever, T1Retriever
+    from ..fusion import choose_weight
+    from ..model import T1Config, T1Model
+
+    path = out / "fusion.json"
+    if not path.exists():
+        held = {str(r["query_id"]) for _, r in read_jsonl(out / "holdout.jsonl")}
+        data = load_eval_data(config.dataset, config.train_split)
+        queries = {q: text for q, text in data.queries.items() if q in held}
+        qrels = {q: data.qrels[q] for q in queries}
+        model = T1Model.from_pretrained(str(final), device=config.device)
+        settings = config.eval
+        dense = T1Retriever(model, data.corpus, mode=settings.fusion_mode,
+                            query_instruction=instruction_or_default(settings.query_instruction, data.query_instruction),
+                            max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size, show_progress=False)
+        runs = [dense.retrieve(queries, settings.k), BM25Retriever(data.corpus).retrieve(queries, settings.k)]
+        weight, grid = choose_weight(*runs, qrels)
+        write_json(path, {"fusion_weight": weight, "mode": settings.fusion_mode, "claims": len(queries),
+                          "ndcg@10_by_weight": {str(w): round(100 * v, 2) for w, v in grid.items()}})
+    weight = json.loads(path.read_text())["fusion_weight"]
+    saved = T1Config.load(final)
+    if saved.fusion_weight != weight:
+        saved.fusion_weight = weight
+        saved.save(final)
+    return weight
 
 
 def _write_traces(config: CurriculumConfig, records: Path, stage1_dir: Path, traces: Path, log) -> None:
