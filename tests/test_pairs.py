@@ -71,5 +71,6 @@ def test_data_pairs_command(tmp_path, capsys):
     assert main(["data", "pairs", str(corpus), "--out", str(out), "--title", "2", "--sentence", "2"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["source"] for r in rows].count("title") == 2 and len(rows) == 4
+    assert {r["domain"] for r in rows} == {"corpus"}  # the corpus file's name
     assert main(["data", "pairs", str(corpus), "--out", str(out)]) == 2
     assert "ask for some pairs" in capsys.readouterr().err

@@ -83,13 +83,27 @@ def register(subparsers) -> None:
                              "its reasoning with <emb_token> itself")
     reason.set_defaults(func=_reason)
 
-    pairs = tools.add_parser("pairs", help="self-supervised records from any corpus: title -> text, sentence -> passage")
-    pairs.add_argument("corpus", help="corpus file (BEIR corpus.jsonl, JSONL/CSV/parquet) or BEIR folder")
+    pairs = tools.add_parser("pairs", help="self-supervised records from a corpus or installed Debian packages: "
+                                           "title -> text, sentence -> passage, term -> definition")
+    pairs.add_argument("corpus", nargs="?", help="corpus file (BEIR corpus.jsonl, JSONL/CSV/parquet) or BEIR folder")
+    from .sources import SOURCES
+
+    pairs.add_argument("--source", action="append", default=[], metavar="NAME",
+                       help="instead of CORPUS, text from an installed Debian package (repeatable): "
+                            + ", ".join(f"{name} ({s.package})" for name, s in SOURCES.items()))
     pairs.add_argument("--out", required=True, help="JSONL file to write")
-    pairs.add_argument("--title", type=non_negative_int, default=0, help="title -> text pairs (default 0)")
+    pairs.add_argument("--title", type=non_negative_int, default=0,
+                       help="title -> text pairs, per corpus or source (default 0)")
     pairs.add_argument("--sentence", type=non_negative_int, default=0,
-                       help="sentence -> rest of the passage pairs (default 0)")
-    pairs.add_argument("--negatives", type=non_negative_int, default=3, help="BM25 hard negatives per pair (default 3)")
+                       help="sentence -> rest of the passage pairs, per corpus or source (default 0)")
+    pairs.add_argument("--term", type=non_negative_int, default=0,
+                       help="term -> definition pairs, per corpus or source (default 0). A source makes only "
+                            "the kinds that suit it: " + "; ".join(f"{name} {' and '.join(s.kinds)}"
+                                                                   for name, s in SOURCES.items()))
+    pairs.add_argument("--max-documents", type=positive_int,
+                       help="use at most N documents of the corpus or of each --source, spread over all of it")
+    pairs.add_argument("--negatives", type=non_negative_int, default=3,
+                       help="BM25 hard negatives per pair, from the same corpus or source (default 3)")
     pairs.add_argument("--seed", type=int, default=0)
     pairs.set_defaults(func=_pairs)
 
@@ -120,21 +134,51 @@ def _mine(args) -> int:
 
 
 def _pairs(args) -> int:
-    from pathlib import Path
-
     from ..atomic import check_output_file, write_jsonl
-    from ..data import load_corpus
     from .pairs import make_pairs
 
-    if args.title + args.sentence == 0:
-        raise T1Error("ask for some pairs: --title N and/or --sentence N (N >= 1)")
+    asked = {kind: n for kind, n in (("title", args.title), ("sentence", args.sentence), ("term", args.term)) if n}
+    if not asked:
+        raise T1Error("ask for some pairs: --term N, --title N and/or --sentence N (N >= 1)")
+    if bool(args.corpus) == bool(args.source):
+        raise T1Error("give either a CORPUS or --source NAME")
     check_output_file(args.out)
-    source = Path(args.corpus)
-    corpus = load_corpus(source / "corpus.jsonl" if source.is_dir() else source)
-    rows = make_pairs(corpus, {"title": args.title, "sentence": args.sentence}, negatives=args.negatives, seed=args.seed)
+    rows = []
+    for domain, counts, read in _pair_plan(args, asked):
+        corpus = read()
+        try:
+            made = make_pairs(corpus, counts, negatives=args.negatives, seed=args.seed, domain=domain)
+        except T1Error as e:
+            raise T1Error(f"{domain}: {e}") from None
+        made_by_kind = ", ".join(f"{sum(r['source'] == k for r in made)} {k}" for k in counts)
+        print(f"{domain}: {len(corpus)} documents, {made_by_kind} pairs")
+        rows += made
     write_jsonl(args.out, rows)
     print(f"wrote {len(rows)} records to {args.out}")
     return 0
+
+
+def _pair_plan(args, asked: dict[str, int]) -> list:
+    """(domain, pair counts, reader) for the CORPUS or each --source, all checked before any
+    is read; a source makes only the kinds that suit it, and one source is in memory at a time."""
+    from pathlib import Path
+
+    from .sources import SOURCES, check_source, read_source, spread
+
+    if args.corpus:
+        from ..data import load_corpus
+
+        path = Path(args.corpus)
+        file = path / "corpus.jsonl" if path.is_dir() else path
+        return [(path.stem, asked, lambda: spread(load_corpus(file), args.max_documents))]
+    plan = []
+    for name in dict.fromkeys(args.source):
+        kinds = SOURCES[check_source(name)].kinds
+        counts = {kind: n for kind, n in asked.items() if kind in kinds}
+        if not counts:
+            raise T1Error(f"{name} gives {' and '.join(kinds)} pairs, not {' or '.join(asked)}")
+        plan.append((name, counts, lambda name=name: read_source(name, limit=args.max_documents)))
+    return plan
 
 
 def _reason(args) -> int:

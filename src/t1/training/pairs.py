@@ -1,9 +1,10 @@
 """`t1 data pairs`: self-supervised training records from any corpus, no judgements needed.
 
-Two kinds of pair, both standard in embedder pre-training (E5, Contriever, ICT):
+Three kinds of pair, standard in embedder pre-training (E5, Contriever, ICT):
 
     title     the document's title -> its text                  (the title is removed)
     sentence  one sentence of the text -> the rest of the text  (inverse cloze task)
+    term      a dictionary headword -> its definition           (`t1.training.sources`)
 
 A sentence is taken out of its passage, so the pair teaches what the passage is about rather
 than string matching. Hard negatives are the passages BM25 ranks highest for the query (the
@@ -22,6 +23,7 @@ from .mining import bm25_rankings
 
 TITLE_INSTRUCTION = "Given a title, retrieve the passage it heads"
 SENTENCE_INSTRUCTION = "Given a sentence, retrieve the passage it was taken from"
+TERM_INSTRUCTION = "Given a term, retrieve the passage that defines it"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
 
 
@@ -46,13 +48,28 @@ def _sentence_pair(doc: Document, rng: random.Random):
     return sentences[i], passage, SENTENCE_INSTRUCTION
 
 
-KINDS = {"title": _title_pair, "sentence": _sentence_pair}
+def _term_pair(doc: Document, rng: random.Random):
+    if not doc.title.strip() or len(doc.text.split()) < 3:
+        return None
+    return doc.title, doc.text, TERM_INSTRUCTION
+
+
+KINDS = {"title": _title_pair, "sentence": _sentence_pair, "term": _term_pair}
+
+
+def _negative_pool(kind: str, corpus: list[Document], i: int, ranking: list[int]) -> list[str]:
+    """A term's negatives are texts without their headword, like its positive, so a headword line
+    cannot give a passage away; one with the same headword (another sense) is no negative."""
+    if kind != "term":
+        return [corpus[j].full_text for j in ranking if j != i]
+    title = corpus[i].title.casefold()
+    return [corpus[j].text for j in ranking if j != i and corpus[j].title.casefold() != title]
 
 
 def make_pairs(corpus: list[Document], counts: dict[str, int], negatives: int = 3, depth: int = 30,
-               seed: int = 0) -> list[dict]:
+               seed: int = 0, domain: str | None = None) -> list[dict]:
     """Up to `counts[kind]` records of each kind, from distinct documents drawn at random;
-    `{query, pos, neg, instruction, source, doc_id}` with BM25 negatives from `corpus`."""
+    `{query, pos, neg, instruction, source, doc_id[, domain]}` with BM25 negatives from `corpus`."""
     unknown = sorted(set(counts) - set(KINDS))
     if unknown:
         raise T1Error(f"unknown pair kind(s) {', '.join(unknown)} (use {', '.join(KINDS)})")
@@ -83,8 +100,10 @@ def make_pairs(corpus: list[Document], counts: dict[str, int], negatives: int = 
     if negatives:
         ranked = bm25_rankings(corpus, [r["query"] for r in rows], depth)
         for row, ranking in zip(rows, ranked):
-            others = [j for j in ranking if j != row["_index"]]
-            row["neg"] = [corpus[j].full_text for j in rng.sample(others, min(negatives, len(others)))]
+            others = _negative_pool(row["source"], corpus, row["_index"], ranking)
+            row["neg"] = rng.sample(others, min(negatives, len(others)))
     for row in rows:
         del row["_index"]
+        if domain:
+            row["domain"] = domain
     return rows
