@@ -27,6 +27,19 @@ def tiny_model(tiny_model_path):
     return T1Model.from_pretrained(str(tiny_model_path), device="cpu")
 
 
+FUSION_WEIGHT = 0.3  # the weighted model's saved T1 weight
+
+
+@pytest.fixture(scope="session")
+def weighted_model_path(tiny_model_path, tmp_path_factory) -> Path:
+    """The tiny model saved with a measured fusion weight: its default search is hybrid."""
+    from t1 import T1Model
+
+    folder = tmp_path_factory.mktemp("weighted") / "model"
+    T1Model.from_pretrained(str(tiny_model_path), device="cpu", fusion_weight=FUSION_WEIGHT).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("T1_CACHE", str(tmp_path / "t1-cache"))

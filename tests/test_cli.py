@@ -2,8 +2,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from conftest import FUSION_WEIGHT
 
 from t1.cli import main
 
@@ -24,11 +26,13 @@ def corpus(tmp_path):
 def test_index_then_search_json(tiny_model_path, corpus, tmp_path, capsys):
     out = tmp_path / "idx"
     assert main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--out", str(out), "--device", "cpu"]) == 0
-    capsys.readouterr()
+    assert "float16 + BM25)" in capsys.readouterr().out  # BM25 by default
+    assert (out / "bm25").is_dir() and "bm25" in json.loads((out / "manifest.json").read_text())
     assert main(["search", "--index", str(out), "--device", "cpu", "--json", "-k", "2", "--max-new-tokens", "4",
                  "water rock", "prime proof"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert [r["query"] for r in results] == ["water rock", "prime proof"]
+    assert {r["ranking"] for r in results} == {"dense"}  # no saved fusion weight: T1 alone
     assert all(len(r["hits"]) == 2 and {h["id"] for h in r["hits"]} <= {"d1", "d2", "d3"} for r in results)
     assert all(isinstance(r["reasoning"], str) for r in results)
 
@@ -43,6 +47,62 @@ def test_search_text_output_and_queries_file(tiny_model_path, corpus, tmp_path, 
     text = capsys.readouterr().out
     assert "query q1: plant cell" in text and "query q2: river" in text
     assert text.count("  1. ") + text.count("1. ") >= 2 and "Leaves" in text
+
+
+def test_default_search_is_the_models_weighted_hybrid(weighted_model_path, corpus, tmp_path, capsys):
+    from t1 import T1Model
+    from t1.index import Index
+
+    out = tmp_path / "idx"
+    assert main(["index", "--model", str(weighted_model_path), "--corpus", str(corpus), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    queries = ["water rock", "prime proof"]
+
+    def search(*flags):
+        assert main(["search", "--index", str(out), "--device", "cpu", "--json", "-k", "3", "--reasoning", "none",
+                     *flags, *queries]) == 0
+        captured = capsys.readouterr()
+        assert "note" not in captured.err
+        results = json.loads(captured.out)
+        assert len({r["ranking"] for r in results}) == 1
+        return results[0]["ranking"], [[(h["id"], h["score"]) for h in r["hits"]] for r in results]
+
+    capsys.readouterr()
+    weighted = f"hybrid-weighted({FUSION_WEIGHT})"
+    default = search()
+    assert default == search("--hybrid", "--fusion", "weighted", "--fusion-weight", str(FUSION_WEIGHT))
+    assert default[0] == weighted and search("--hybrid") == default and search("--fusion", "weighted") == default
+    model = T1Model.from_pretrained(str(weighted_model_path), device="cpu")
+    index = Index.open(out, model=model)
+    q = model.encode_query(queries, reasoning="none").embeddings
+
+    def pairs(hits):
+        return [[(h.id, pytest.approx(h.score)) for h in row] for row in hits]
+
+    assert default[1] == pairs(index.search_hybrid(q, queries, k=3, fusion="weighted", weight=FUSION_WEIGHT))
+    assert search("--dense-only") == ("dense", pairs(index.search(q, k=3)))  # the plain T1 ranking
+    assert search("--fusion", "rrf") == ("hybrid-rrf(0.5)", pairs(index.search_hybrid(q, queries, k=3, fusion="rrf")))
+    assert search("--fusion-weight", "0.8")[1] == pairs(index.search_hybrid(q, queries, k=3, fusion="weighted",
+                                                                            weight=0.8))
+    assert main(["search", "--index", str(out), "--dense-only", "--fusion", "rrf", "q"]) == 2
+    assert "dense-only search takes no fusion method or weight" in capsys.readouterr().err
+    assert main(["search", "--index", str(out), "--dense-only", "--hybrid", "q"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+    traces = np.stack([q, q[::-1]], axis=1)  # two traces per query: their fused list is the dense side
+    fused = index.search_hybrid(traces, queries, k=3, fusion="weighted", weight=1.0)
+    assert [[h.id for h in r] for r in fused] == [[h.id for h in r] for r in index.search_traces(traces, k=3)]
+
+    # the same rule in Python, with adaptive reasoning too
+    hits, _ = index.search_queries(model, queries, k=3, reasoning="none")
+    assert pairs(hits) == default[1]
+    dense, _ = index.search_queries(model, queries, k=3, reasoning="none", hybrid=False)
+    assert pairs(dense) == search("--dense-only")[1]
+    hits, reasoning = index.search_queries(model, queries, k=3, reasoning="auto", margin=10.0, max_new_tokens=3)
+    deep = model.encode_query(queries, reasoning="generate", max_new_tokens=3)
+    assert reasoning == deep.reasoning  # every query reasoned (margin 10), and its embedding was fused
+    assert pairs(hits) == pairs(index.search_hybrid(deep.embeddings, queries, k=3, weight=FUSION_WEIGHT,
+                                                    fusion="weighted"))
 
 
 @pytest.mark.parametrize("argv, message", [

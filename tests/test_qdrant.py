@@ -3,6 +3,7 @@ trip against an index folder, exclusions, k beyond the collection, resuming, mod
 CLI and `t1 serve --store`."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -41,7 +42,8 @@ def test_round_trip_matches_the_index_folder(tiny_model, tmp_path):
     folder = Index.build(tiny_model, DOCS, tmp_path / "idx", shard_size=3)
     try:
         assert len(store) == 7 and store.manifest["complete"] and store.manifest["shards"] == 3
-        assert store.manifest == {k: v for k, v in folder.manifest.items() if k != "files"}  # files: a folder's own
+        # files and BM25: a folder's own
+        assert store.manifest == {k: v for k, v in folder.manifest.items() if k not in ("files", "bm25")}
         q = tiny_model.encode_query(QUERIES, reasoning="none").embeddings
         got, want = store.search(q, k=5), folder.search(q, k=5)
         for g, w in zip(got, want):
@@ -65,8 +67,11 @@ def test_round_trip_matches_the_index_folder(tiny_model, tmp_path):
         hits, reasoning = store.search_queries(tiny_model, QUERIES, k=3, reasoning="none", exclude=exclude)
         assert [[h.id for h in r] for r in hits] == [[h.id for h in r] for r in folder.search_queries(
             tiny_model, QUERIES, k=3, reasoning="none", exclude=exclude)[0]]
-        with pytest.raises(T1Error, match="hybrid search needs"):
+        with pytest.raises(T1Error, match="hybrid search needs BM25: .* only an index folder"):
             store.search_queries(tiny_model, QUERIES, hybrid="rrf", reasoning="none")
+        weighted = SimpleNamespace(config=SimpleNamespace(fusion_weight=0.3))  # a model with a saved weight
+        assert str(folder.ranking(weighted)) == "hybrid-weighted(0.3)"
+        assert str(store.ranking(weighted)) == "dense" and "only an index folder" in store.ranking(weighted).note
 
         # ids are looked up in the store, never all loaded
         assert "d3" in store.ids and "d99" not in store.ids
@@ -126,7 +131,7 @@ def test_cli_and_serve_with_a_store(tiny_model, tiny_model_path, tmp_path, capsy
     (result,) = json.loads(capsys.readouterr().out)
     assert len(result["hits"]) == 7 and result["hits"][0]["title"].startswith("title")
     assert main(["search", "--store", spec, "--device", "cpu", "--hybrid", "q"]) == 2
-    assert "--hybrid needs an index folder" in capsys.readouterr().err
+    assert "hybrid search needs BM25" in capsys.readouterr().err
     assert main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--store", spec,
                  "--bm25"]) == 2
     assert "--bm25 and --ann apply to an index folder" in capsys.readouterr().err

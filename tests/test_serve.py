@@ -49,7 +49,7 @@ def index_dir(tiny_model_path, tmp_path_factory):
     corpus.write_text("".join(json.dumps(d) + "\n" for d in CORPUS))
     out = folder / "idx"
     assert main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--out", str(out),
-                 "--device", "cpu", "--bm25"]) == 0
+                 "--device", "cpu"]) == 0  # with BM25, the default
     return out
 
 
@@ -105,6 +105,7 @@ def test_health_info_docs_and_page(serve, tiny_model, tiny_model_path):
     assert info["model"] == {"name": str(tiny_model_path), "fingerprint": tiny_model.fingerprint(), "dim": 64,
                              "max_new_tokens": tiny_model.config.max_new_tokens}
     assert info["index"]["documents"] == len(CORPUS) and info["index"]["dim"] == 64 and info["index"]["bm25"]
+    assert info["hybrid"] and info["ranking"] == "dense"  # the tiny model has no saved fusion weight
     assert info["auth"] is False and info["limits"]["max_new_tokens"] == TOKENS
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/search", "/search/stream", "/encode", "/health", "/info"} <= set(paths)
@@ -139,7 +140,7 @@ def test_search_matches_the_library(serve, tiny_model, index, mode):
         assert all(r["reasoning"] for r in data["results"]) and all("ended" in r for r in data["results"])
     timings = data["timings"]
     assert timings["total_ms"] >= timings["queue_ms"] >= 0 and timings["batch_queries"] == 3
-    assert data["mode"] == mode and data["k"] == 3
+    assert data["mode"] == mode and data["k"] == 3 and data["ranking"] == "dense"
 
 
 def test_single_query_auto_hybrid_and_traces(serve, tiny_model, index):
@@ -153,13 +154,39 @@ def test_single_query_auto_hybrid_and_traces(serve, tiny_model, index):
     assert [ids(r["hits"]) for r in auto["results"]] == [[h.id for h in hs] for hs in hits]
     assert [r["reasoned"] for r in auto["results"]] == [bool(r) for r in reasoning]
 
-    hybrid = client.post("/search", json={"query": "water rock", "k": 3, "hybrid": True, "reasoning": "none"}).json()
-    hits, _ = index.search_queries(tiny_model, ["water rock"], k=3, reasoning="none", hybrid="rrf")
-    assert ids(hybrid["results"][0]["hits"]) == [h.id for h in hits[0]]
+    for fusion, ranking in [(None, "hybrid-weighted(0.5)"), ("rrf", "hybrid-rrf(0.5)")]:
+        body = {"query": "water rock", "k": 3, "hybrid": True, "reasoning": "none", "fusion": fusion}
+        hybrid = client.post("/search", json=body).json()
+        hits, _ = index.search_queries(tiny_model, ["water rock"], k=3, reasoning="none", hybrid=True, fusion=fusion)
+        assert ids(hybrid["results"][0]["hits"]) == [h.id for h in hits[0]] and hybrid["ranking"] == ranking
 
     traces = client.post("/search", json={"query": "water rock", "k": 3, "traces": 3, "trace_fusion": "rrf"}).json()
     assert len(traces["results"][0]["traces"]) == 3 and len(traces["results"][0]["hits"]) == 3
     assert traces["timings"]["batch_queries"] == 3  # three sampled traces: three rows of the batch
+
+
+def test_default_search_is_the_models_weighted_hybrid(index_dir, tiny_model_path):
+    from t1 import T1Model
+
+    model = T1Model.from_pretrained(str(tiny_model_path), device="cpu", fusion_weight=0.3)
+    index = Index.open(index_dir, model=model)
+    with TestClient(create_app(Engine(model, index), ServeSettings(max_new_tokens=TOKENS))) as client:
+        assert client.get("/info").json()["ranking"] == "hybrid-weighted(0.3)"
+        queries = QUERIES[:3]
+        q = model.encode_query(queries, reasoning="none").embeddings
+        default = client.post("/search", json={"query": queries, "k": 3, "reasoning": "none"}).json()
+        fused = index.search_hybrid(q, queries, k=3, fusion="weighted", weight=0.3)
+        assert default["ranking"] == "hybrid-weighted(0.3)"
+        for result, want in zip(default["results"], fused):
+            assert ids(result["hits"]) == [h.id for h in want]
+            assert [h["score"] for h in result["hits"]] == pytest.approx([h.score for h in want], abs=1e-5)
+        dense = client.post("/search", json={"query": queries, "k": 3, "reasoning": "none", "hybrid": False}).json()
+        assert dense["ranking"] == "dense"
+        assert [ids(r["hits"]) for r in dense["results"]] == [[h.id for h in hs] for hs in index.search(q, k=3)]
+        auto = client.post("/search", json={"query": queries, "k": 3, "reasoning": "auto", "margin": 10.0}).json()
+        deep = model.encode_query(queries, reasoning="generate", max_new_tokens=TOKENS).embeddings
+        assert auto["ranking"] == "hybrid-weighted(0.3)" and [ids(r["hits"]) for r in auto["results"]] == \
+            [[h.id for h in hs] for hs in index.search_hybrid(deep, queries, k=3, fusion="weighted", weight=0.3)]
 
 
 def test_batching_gives_the_same_hits_as_single_requests(serve, engine):
@@ -278,6 +305,7 @@ def test_api_key(serve):
     ('{"query": "x", "traces": 99}', 422, "traces must be between 1 and 8"),
     ('{"query": "x", "max_new_tokens": 999}', 422, "max_new_tokens must be between 0 and 6"),
     ('{"query": "x", "hybrid": true, "fusion_weight": 2}', 422, "fusion_weight must be between 0 and 1"),
+    ('{"query": "x", "hybrid": false, "fusion": "rrf"}', 422, "a dense-only search takes no fusion method"),
 ])
 def test_bad_requests_get_a_one_line_4xx(serve, caplog, body, status, message):
     client = serve(max_k=20, max_query_chars=40)

@@ -129,7 +129,7 @@ def cmd_index(args) -> int:
             return 0
         from .index import Index
 
-        index = Index.build(model, documents, args.out, bm25=args.bm25, **settings)
+        index = Index.build(model, documents, args.out, bm25=not args.no_bm25, **settings)
         if not group.is_main:
             return 0
         if args.ann and args.ann not in index.ann_kinds:
@@ -179,12 +179,12 @@ def cmd_search(args) -> int:
             raise T1Error(f"query {qid} is empty")
     index = _open_searchable(args)
     try:
-        hits, reasoning = _search(args, index, queries)
+        hits, reasoning, ranking = _search(args, index, queries)
     finally:
         if args.store:
             index.close()
     if args.json:
-        out = [{"qid": qid, "query": q, "reasoning": r, "hits": [vars(h) for h in hs]}
+        out = [{"qid": qid, "query": q, "reasoning": r, "ranking": str(ranking), "hits": [vars(h) for h in hs]}
                for (qid, q), r, hs in zip(queries, reasoning, hits)]
         print(json.dumps(out, ensure_ascii=False, indent=2))
         return 0
@@ -203,11 +203,13 @@ def cmd_search(args) -> int:
 
 
 def _search(args, index, queries):
+    """(hits, reasoning, the `SearchRanking` used); a note on stderr when hybrid search is off."""
     if args.model is None:
         args.model = index.manifest["model"]["name"]
     index.use_ann(args.ann, ef_search=args.ef_search, nprobe=args.nprobe, refine=args.refine)
-    if args.store and args.hybrid:
-        raise T1Error("--hybrid needs an index folder with BM25 (--index built with `t1 index --bm25`)")
+    asked = dict(hybrid=False if args.dense_only else (True if args.hybrid else None), fusion=args.fusion,
+                 fusion_weight=args.fusion_weight)
+    index.ranking(None, **asked)  # a hybrid search without BM25 fails before the model loads
     cache = None
     if args.reasoning in ("generate", "auto") and not args.no_reasoning_cache:
         from .backbones import cache_dir
@@ -216,14 +218,18 @@ def _search(args, index, queries):
         cache = ReasoningCache(args.reasoning_cache or args.index or cache_dir())  # opened before the model loads
     model = _load_model(args)
     index.check(model)  # opened (and its files checked) before the model loaded
-    return index.search_queries(
+    ranking = index.ranking(model, **asked)
+    if ranking.note:
+        print(f"t1: note: {ranking.note}", file=sys.stderr)
+    hits, reasoning = index.search_queries(
         model, [q for _, q in queries], k=args.k, reasoning=args.reasoning, cache=cache,
         query_ids=[qid for qid, _ in queries],
         max_new_tokens=args.max_new_tokens, instruction=args.query_instruction, show_progress_bar=len(queries) > 1,
-        hybrid=args.fusion if args.hybrid else None, fusion_weight=args.fusion_weight,
+        hybrid=ranking.fusion or False, fusion_weight=ranking.weight,
         num_traces=args.traces, temperature=args.temperature, top_p=args.top_p, trace_fusion=args.trace_fusion,
         margin=args.auto_margin,
     )
+    return hits, reasoning, ranking
 
 
 def cmd_ann(args) -> int:
@@ -319,8 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--shard-size", type=positive_int, default=8192)
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
-    p.add_argument("--bm25", action="store_true", help="also store a BM25 index for `t1 search --hybrid` (added to "
-                                                       "an existing index without re-encoding)")
+    bm25 = p.add_mutually_exclusive_group()
+    bm25.add_argument("--no-bm25", action="store_true",
+                      help="no BM25 index (by default one is stored, for hybrid search; rerun without this flag to "
+                           "add it to an existing index without re-encoding)")
+    bm25.add_argument("--bm25", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
     p.add_argument("--ann", choices=ANN_KINDS, default=None,
                    help="also build an approximate-search structure (faiss; default settings, see `t1 ann build`)")
     p.set_defaults(func=cmd_index)
@@ -341,10 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=positive_int, default=None)
     p.add_argument("--query-instruction", default=None, help="query instruction (default: the model's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--hybrid", action="store_true", help="fuse with the index's BM25 (built by `t1 index --bm25`)")
-    p.add_argument("--fusion", choices=["rrf", "weighted"], default="rrf",
-                   help="hybrid: reciprocal rank fusion (default) or a weighted sum of min-max normalised scores")
-    p.add_argument("--fusion-weight", type=fraction, default=0.5, help="hybrid: weight of the T1 list (BM25: 1 - W)")
+    ranking = p.add_mutually_exclusive_group()
+    ranking.add_argument("--hybrid", action="store_true",
+                         help="fuse with the index's BM25, or fail without one (default: fused by a weighted sum "
+                              "when the model has a saved fusion weight and the index BM25, else T1 alone)")
+    ranking.add_argument("--dense-only", action="store_true", help="rank by T1 alone, without BM25")
+    p.add_argument("--fusion", choices=["weighted", "rrf"], default=None,
+                   help="hybrid: a weighted sum of min-max normalised scores (default) or reciprocal rank fusion")
+    p.add_argument("--fusion-weight", type=fraction, default=None,
+                   help="hybrid: weight of the T1 list, BM25 gets 1 - W (default: the model's saved fusion weight "
+                        "for a weighted sum, else 0.5)")
     add_sampling_args(p, "test-time scaling: sample N traces per query and fuse them")
     p.add_argument("--reasoning-cache", default=None,
                    help="folder or file of the reasoning cache (default: the index folder)")

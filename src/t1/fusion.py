@@ -3,9 +3,12 @@
 Two standard rules, both on per-query {doc_id: score} maps:
 
 - reciprocal rank fusion (Cormack et al., 2009): score(d) = Σ_r w_r / (k + rank_r(d)); it needs
-  no score calibration, which is why it is the default;
+  no score calibration;
 - a weighted sum of min-max normalised scores: score(d) = Σ_r w_r · (s_r(d) − min_r)/(max_r − min_r),
-  a document missing from a list counting as that list's minimum (0).
+  a document missing from a list counting as that list's minimum (0). The default: with a T1
+  weight chosen on judged queries (`choose_weight`, saved as the model's `fusion_weight`) it beat
+  BM25 alone on SciFact, where reciprocal rank fusion, treating the weaker dense list as an
+  equal, did not.
 
 Excluded documents are dropped from every list *before* fusion, so they can neither appear nor
 lend their rank to another document. Ties break by document id, so fusion is deterministic.
@@ -15,8 +18,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .errors import T1Error
+
 Ranking = dict[str, float]
 METHODS = ("rrf", "weighted")
+DEFAULT_METHOD, DEFAULT_WEIGHT = "weighted", 0.5
+WEIGHT_GRID = tuple(i / 10 for i in range(11))  # 0.0, 0.1, ..., 1.0
 
 
 def _ranked(scores: Ranking) -> list[str]:
@@ -63,3 +70,39 @@ def _weights(rankings: Sequence[Ranking], weights: Sequence[float] | None) -> li
     if len(weights) != len(rankings) or any(w < 0 for w in weights):
         raise ValueError(f"need one non-negative weight per ranking ({len(rankings)}), got {list(weights)}")
     return list(weights)
+
+
+def resolve(method: str | None = None, weight: float | None = None,
+            saved_weight: float | None = None) -> tuple[str, float]:
+    """(method, dense weight) of a hybrid search: what was asked for, else a weighted sum, with
+    the model's `saved_weight` (its `fusion_weight`) for a weighted sum, else 0.5."""
+    method = method or DEFAULT_METHOD
+    if method not in METHODS:
+        raise T1Error(f"fusion method must be one of {', '.join(METHODS)}, got {method!r}")
+    if weight is None:
+        weight = saved_weight if method == "weighted" and saved_weight is not None else DEFAULT_WEIGHT
+    if not 0.0 <= weight <= 1.0:
+        raise T1Error(f"fusion_weight must be between 0 and 1, got {weight}")
+    return method, weight
+
+
+def choose_weight(dense_runs: dict[str, Ranking], bm25_runs: dict[str, Ranking], qrels: dict[str, dict[str, int]],
+                  weights: Sequence[float] = WEIGHT_GRID,
+                  metric: str = "ndcg_cut_10") -> tuple[float, dict[float, float]]:
+    """The dense weight of the weighted-sum fusion that scores best on `qrels`, and each weight's
+    mean `metric` (pytrec_eval's name, `ndcg_cut_10`, or t1's, `ndcg@10`). Runs are
+    {qid: {doc_id: score}}, each list fused whole; ties go to the smaller dense weight."""
+    from .evaluation.metrics import evaluate, metric_key
+
+    key = metric_key(metric)
+    cutoff = key.partition("@")[2]
+    if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
+        raise ValueError(f"need weights between 0 and 1, got {list(weights)}")
+    scores = {}
+    for w in weights:
+        fused = {}
+        for q in set(dense_runs) | set(bm25_runs):
+            lists = [dense_runs.get(q, {}), bm25_runs.get(q, {})]
+            fused[q] = dict(fuse(lists, "weighted", [w, 1.0 - w], k=sum(map(len, lists))))
+        scores[w] = evaluate(qrels, fused, cutoffs=(int(cutoff),) if cutoff else (10,)).mean[key]
+    return min(weights, key=lambda w: (-scores[w], w)), scores

@@ -6,7 +6,7 @@ Layout of an index folder::
                          and each shard file's bytes, rows and sha256 ("files")
     emb-00000.npy        float16/float32 [rows, dim], L2-normalised
     docs-00000.jsonl     {"id", "title", "snippet"} per row, same order
-    bm25/                optional (`bm25=True`): a BM25 index of the same rows, for hybrid search
+    bm25/                a BM25 index of the same rows, for hybrid search (`bm25=False`: none)
     ann-hnsw.faiss       optional approximate-search structures (`t1.ann`, `t1 ann build`), listed
     ann-ivf-pq.faiss     in the manifest's "ann" entry
 
@@ -35,7 +35,8 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -67,6 +68,23 @@ def check_built_with(manifest: dict, where, model=None, instruction: str | None 
                       f"fingerprint {manifest['model']['fingerprint']}); rebuild it with this model")
     if instruction is not None and instruction != manifest["instruction"]:
         raise T1Error(f"{where}: index was built with instruction {manifest['instruction']!r}, not {instruction!r}")
+
+
+@dataclass(frozen=True)
+class SearchRanking:
+    """How a search ranks: by T1 alone, or fused with BM25 (`fusion` "rrf" or "weighted", with
+    `weight` on the T1 list). `note` says why a default search is not hybrid."""
+
+    fusion: str | None = None
+    weight: float | None = None
+    note: str | None = field(default=None, compare=False)
+
+    @property
+    def hybrid(self) -> bool:
+        return self.fusion is not None
+
+    def __str__(self) -> str:  # what --json and the HTTP response call it
+        return f"hybrid-{self.fusion}({self.weight:g})" if self.hybrid else "dense"
 
 
 @dataclass
@@ -236,8 +254,52 @@ class Searchable:
         raise NotImplementedError
 
     @property
+    def no_bm25(self) -> str:
+        """Why this has no BM25 index, and how to get one."""
+        return f"{self.folder} has no BM25 index: only an index folder (`t1 index --out FOLDER`) has one"
+
+    @property
     def bm25(self):
-        raise T1Error(f"{self.folder}: hybrid search needs a t1 index folder with BM25 (`t1 index --bm25`)")
+        raise T1Error(f"hybrid search needs BM25: {self.no_bm25}")
+
+    def ranking(self, model=None, hybrid: bool | str | None = None, fusion: str | None = None,
+                fusion_weight: float | None = None) -> SearchRanking:
+        """Which ranking a search uses: the one rule of `search_queries`, `t1 search` and `t1 serve`.
+
+        By default (`hybrid` None, no fusion setting) T1 fused with BM25 by a weighted sum, with the
+        `model`'s saved `fusion_weight`, when it has one and this index has BM25; else T1 alone
+        (with a `note` when only BM25 is missing). `hybrid=False`: T1 alone. `hybrid=True`, a
+        `fusion` method (a string `hybrid` is one) or a `fusion_weight`: fused with BM25, which
+        must be there; unset settings default as `t1.fusion.resolve` says."""
+        from .fusion import resolve
+
+        if isinstance(hybrid, str):
+            hybrid, fusion = True, fusion or hybrid
+        asked = fusion is not None or fusion_weight is not None
+        if hybrid is False:
+            if asked:
+                raise T1Error("a dense-only search takes no fusion method or weight")
+            return SearchRanking()
+        saved = model.config.fusion_weight if model is not None else None
+        if not (hybrid or asked):
+            if saved is None:
+                return SearchRanking()
+            if not self.has_bm25:
+                return SearchRanking(note=f"hybrid search is off: {self.no_bm25}; searching with T1 alone")
+        elif not self.has_bm25:
+            raise T1Error(f"hybrid search needs BM25: {self.no_bm25}")
+        return SearchRanking(*resolve(fusion, fusion_weight, saved))
+
+    def search_ranked(self, ranking: SearchRanking, embeddings: np.ndarray, texts: Sequence[str], k: int = 10,
+                      exclude=None, trace_embeddings: np.ndarray | None = None, backend: str = "auto"):
+        """Search encoded queries as `ranking` says. `trace_embeddings` ([queries, traces, dim]):
+        the traces' lists fused by reciprocal rank take the place of the mean `embeddings`."""
+        if ranking.hybrid:
+            dense = embeddings if trace_embeddings is None else trace_embeddings
+            return self.search_hybrid(dense, list(texts), k, exclude, ranking.fusion, ranking.weight)
+        if trace_embeddings is not None:
+            return self.search_traces(trace_embeddings, k, exclude)
+        return self.search(embeddings, k=k, exclude=exclude, backend=backend)
 
     def search_hybrid(self, query_embeddings, query_texts, k=10, exclude=None, fusion="rrf", weight=0.5,
                       depth=100) -> list[list[Hit]]:
@@ -259,52 +321,56 @@ class Searchable:
         return out
 
     def search_adaptive(self, model, queries: Sequence[str], k: int = 10, exclude=None, margin: float = 0.02,
-                        query_ids: Sequence[str] | None = None, **encode_kwargs):
+                        query_ids: Sequence[str] | None = None, ranking: SearchRanking | None = None,
+                        **encode_kwargs):
         """Reasoning only where it is worth its cost (`reasoning="auto"`). Every query is first
         embedded without reasoning (one forward pass); when its best document leads the second
         by at least `margin` in cosine, the embedding is confident and its ranking is kept;
-        otherwise the model reasons and the query is searched again. Returns (hits, reasoning
-        texts, "" where the model did not reason)."""
+        otherwise the model reasons and the query is searched again. A hybrid `ranking` fuses
+        each query's final embedding's list with BM25. Returns (hits, reasoning texts, "" where
+        the model did not reason)."""
         queries = list(queries)
         quick = model.encode_query(queries, reasoning="none", instruction=encode_kwargs.get("instruction"),
                                    batch_size=encode_kwargs.get("batch_size", 8))
         first = self.search(quick.embeddings, k=max(k, 2), exclude=exclude)
         unsure = [i for i, h in enumerate(first) if len(h) > 1 and h[0].score - h[1].score < margin]
-        hits, reasoning = [h[:k] for h in first], [""] * len(queries)
+        hits, reasoning, embeddings = [h[:k] for h in first], [""] * len(queries), quick.embeddings.copy()
         if unsure:
             deep = model.encode_query([queries[i] for i in unsure], reasoning="generate",
                                       query_ids=None if query_ids is None else [query_ids[i] for i in unsure],
                                       **encode_kwargs)
+            embeddings[unsure] = deep.embeddings
+            for j, i in enumerate(unsure):
+                reasoning[i] = deep.reasoning[j]
+        if ranking is not None and ranking.hybrid:
+            return self.search_ranked(ranking, embeddings, queries, k, exclude), reasoning
+        if unsure:
             again = self.search(deep.embeddings, k=k, exclude=None if exclude is None else [exclude[i] for i in unsure])
             for j, i in enumerate(unsure):
-                hits[i], reasoning[i] = again[j], deep.reasoning[j]
+                hits[i] = again[j]
         return hits, reasoning
 
     def search_queries(self, model, queries: Sequence[str], k: int = 10, exclude=None, backend: str = "auto",
-                       hybrid: str | None = None, fusion_weight: float = 0.5, trace_fusion: str = "mean",
-                       margin: float = 0.02, **encode_kwargs):
-        """Encode `queries` with `model` (reasoning first, by default) and search; `hybrid`
-        ("rrf" or "weighted") fuses the result with BM25; with several traces per query
-        (`num_traces`), `trace_fusion` "mean" searches their mean embedding and "rrf" fuses
-        their result lists; `reasoning="auto"` reasons only below `margin` (`search_adaptive`).
-        Returns (hits per query, reasoning texts)."""
+                       hybrid: bool | str | None = None, fusion: str | None = None, fusion_weight: float | None = None,
+                       trace_fusion: str = "mean", margin: float = 0.02, **encode_kwargs):
+        """Encode `queries` with `model` (reasoning first, by default) and search, ranked as
+        `ranking(model, hybrid, fusion, fusion_weight)` decides: by default fused with BM25 when
+        the model has a saved fusion weight and the index BM25 (a warning says when BM25 is
+        missing); `hybrid=False`: T1 alone. With several traces per query (`num_traces`),
+        `trace_fusion` "mean" searches their mean embedding and "rrf" fuses their result lists;
+        `reasoning="auto"` reasons only below `margin` (`search_adaptive`). Returns (hits per
+        query, reasoning texts)."""
         if trace_fusion not in ("mean", "rrf"):
             raise T1Error(f"trace fusion must be 'mean' or 'rrf', got {trace_fusion!r}")
-        if hybrid:
-            self.bm25  # fail before the (slow) reasoning when there is no BM25 index
+        ranking = self.ranking(model, hybrid, fusion, fusion_weight)  # fails before the (slow) reasoning
+        if ranking.note:
+            warnings.warn(ranking.note, stacklevel=2)
         if encode_kwargs.get("reasoning") == "auto":
-            if hybrid:
-                raise T1Error("reasoning 'auto' does not combine with hybrid search yet")
             encode_kwargs.pop("reasoning")
-            return self.search_adaptive(model, queries, k, exclude, margin=margin, **encode_kwargs)
+            return self.search_adaptive(model, queries, k, exclude, margin=margin, ranking=ranking, **encode_kwargs)
         encoded = model.encode_query(list(queries), **encode_kwargs)
-        if hybrid:
-            hits = self.search_hybrid(encoded.embeddings, list(queries), k, exclude, hybrid, fusion_weight)
-        elif trace_fusion == "rrf" and encoded.trace_embeddings is not None:
-            hits = self.search_traces(encoded.trace_embeddings, k, exclude)
-        else:
-            hits = self.search(encoded.embeddings, k=k, exclude=exclude, backend=backend)
-        return hits, encoded.reasoning
+        traces = encoded.trace_embeddings if trace_fusion == "rrf" else None
+        return self.search_ranked(ranking, encoded.embeddings, queries, k, exclude, traces, backend), encoded.reasoning
 
 
 # ---------------------------------------------------------------- the index folder
@@ -373,12 +439,12 @@ class Index(Searchable):
         dtype: str = "float16",
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
-        bm25: bool = False,
+        bm25: bool = True,
         group=None,
     ) -> "Index":
         """Encode `documents` with `model` into `folder`, resuming a build interrupted earlier.
-        With `bm25`, also store a BM25 index of the documents; a complete index that lacks one
-        gets it added without re-encoding.
+        With `bm25` (the default), also store a BM25 index of the documents, for hybrid search;
+        a complete index that lacks one gets it added without re-encoding.
 
         Under torchrun / accelerate (an initialized process group, or `group`, a
         `t1.distributed.Group`), every rank calls this with the same arguments and encodes its
@@ -476,13 +542,17 @@ class Index(Searchable):
     def has_bm25(self) -> bool:
         return "bm25" in self.manifest and (self.folder / BM25_DIR).is_dir()
 
+    @property
+    def no_bm25(self) -> str:
+        return (f"{self.folder} has no BM25 index; add one with `t1 index --corpus CORPUS --out {self.folder}` "
+                "(the same arguments, without --no-bm25: nothing is re-encoded)")
+
     @cached_property
     def bm25(self):
         from .bm25 import BM25Index
 
         if not self.has_bm25:
-            raise T1Error(f"{self.folder}: no BM25 index for hybrid search; add one with "
-                          "`t1 index --bm25` and the same arguments (nothing is re-encoded)")
+            raise T1Error(f"hybrid search needs BM25: {self.no_bm25}")
         return BM25Index.load(self.folder / BM25_DIR)
 
     # ---------------------------------------------------------------- opening
@@ -761,13 +831,17 @@ class Index(Searchable):
     def search_hybrid(self, query_embeddings: np.ndarray, query_texts: Sequence[str], k: int = 10, exclude=None,
                       fusion: str = "rrf", weight: float = 0.5, depth: int = 100) -> list[list[Hit]]:
         """Dense and BM25 top-`depth` lists, exclusions removed from both, fused (`t1.fusion`)
-        with `weight` on the dense list and 1 - weight on BM25."""
+        with `weight` on the dense list and 1 - weight on BM25. Trace embeddings ([queries,
+        traces, dim]) give the dense list of `search_traces`."""
         from .fusion import fuse
 
         if not 0.0 <= weight <= 1.0:
             raise T1Error(f"fusion weight must be between 0 and 1, got {weight}")
         depth = max(depth, k)
-        dense = self.search(query_embeddings, k=depth, exclude=exclude)
+        if np.ndim(query_embeddings) == 3:
+            dense = self.search_traces(query_embeddings, k=depth, exclude=exclude, depth=depth)
+        else:
+            dense = self.search(query_embeddings, k=depth, exclude=exclude)
         excluded = self._excluded(exclude, len(query_texts))
         sparse = self.bm25.search(list(query_texts), depth, excluded)
         out = []

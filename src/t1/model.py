@@ -54,6 +54,9 @@ class T1Config:
     format_version: int = 1
     # Named instructions for `prompt_name` (sentence-transformers' `prompts`), e.g. {"scifact": "..."}.
     prompts: dict[str, str] = field(default_factory=dict)
+    # T1's weight in a weighted-sum fusion with BM25, the default search when set: measured on
+    # judged queries (`t1.fusion.choose_weight`). None: not measured, search with T1 alone.
+    fusion_weight: float | None = None
 
     def save(self, folder: str | Path) -> None:
         from .atomic import write_json
@@ -65,6 +68,13 @@ class T1Config:
         data = json.loads((Path(folder) / CONFIG_NAME).read_text())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def saved(cls, name_or_path: str) -> "T1Config | None":
+        """The settings saved with a model folder or a shipped model, read without loading it;
+        None where there are none (`T1Model.from_pretrained` then uses the defaults)."""
+        folder = shipped_model(name_or_path) or Path(name_or_path)
+        return cls.load(folder) if (folder / CONFIG_NAME).is_file() else None
 
 
 class QueryEmbeddings(NamedTuple):

@@ -16,7 +16,7 @@ from ..errors import T1Error
 from ..prompts import instruction_or_default
 from .datasets import BRIGHT_HUB, BRIGHT_LONG_TASKS, BRIGHT_TASKS, load_bright_task, local_files
 from .metrics import format_headline
-from .retrievers import T1_MODES, load_t1_model, make_retriever, parse_retriever
+from .retrievers import T1_MODES, hybrid_fusion, load_t1_model, make_retriever, parse_retriever
 from .runs import INFO_FILE, METRICS_FILE, read_json, run_evaluation
 
 SUMMARY_FILE = "summary.json"
@@ -74,8 +74,8 @@ def run_bright(
     device: str | None = None,
     k1: float = 0.9,
     b: float = 0.4,
-    fusion: str = "rrf",
-    fusion_weight: float = 0.5,
+    fusion: str | None = None,
+    fusion_weight: float | None = None,
     reasoning_cache: bool = True,
     num_traces: int = 1,
     temperature: float = 1.0,
@@ -87,9 +87,10 @@ def run_bright(
 ) -> dict:
     """Evaluate `retriever` (bm25, st:MODEL, t1:MODEL) on BRIGHT. `reasoning` is a T1 mode
     ("generate", the default for T1, or "none") or the name of a BRIGHT reasoning set such as
-    "gpt4" (config `gpt4_reason`). Returns `summarize(out)`."""
+    "gpt4" (config `gpt4_reason`). `hybrid:` fuses as `hybrid_fusion` says. Returns `summarize(out)`."""
     kind, model_name = parse_retriever(retriever)
     if kind == "hybrid":  # the dense side decides what a model and a reasoning mode are
+        fusion, fusion_weight = hybrid_fusion(retriever, fusion, fusion_weight)
         kind, model_name = parse_retriever(model_name)
     tasks = resolve_tasks(tasks, long)
     mode = reasoning if reasoning in T1_MODES else "generate"

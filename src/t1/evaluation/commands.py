@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..backbones import DEFAULT_MODEL
 from ..cli import DEVICE_HELP, add_sampling_args, device_arg, fraction, non_negative_float, positive_int
 from ..errors import T1Error
 from ..prompts import instruction_or_default
@@ -19,8 +20,12 @@ def _progress(args) -> bool | None:
     return False if args.no_progress else None  # None: bars when stderr is a terminal
 
 
-def _add_retriever_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--retriever", required=True, help=RETRIEVER_HELP)
+def _add_retriever_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    if default:
+        p.add_argument("--retriever", default=default, help=f"{RETRIEVER_HELP} (default {default}; t1:MODEL: T1 "
+                                                            "alone)")
+    else:
+        p.add_argument("--retriever", required=True, help=RETRIEVER_HELP)
     p.add_argument("-k", "--k", type=positive_int, default=1000, help="documents kept per query (default 1000)")
     p.add_argument("--query-instruction", default=None,
                    help="T1 query instruction (default: BRIGHT's task instruction, else the model's)")
@@ -30,10 +35,11 @@ def _add_retriever_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     p.add_argument("--k1", type=non_negative_float, default=0.9, help="BM25 k1 (default 0.9, BRIGHT's)")
     p.add_argument("--b", type=fraction, default=0.4, help="BM25 b (default 0.4, BRIGHT's)")
-    p.add_argument("--fusion", choices=["rrf", "weighted"], default="rrf",
-                   help="hybrid: reciprocal rank fusion (default) or a weighted sum of min-max normalised scores")
-    p.add_argument("--fusion-weight", type=fraction, default=0.5,
-                   help="hybrid: weight of the dense list (BM25 gets 1 - W)")
+    p.add_argument("--fusion", choices=["weighted", "rrf"], default=None,
+                   help="hybrid: a weighted sum of min-max normalised scores (default) or reciprocal rank fusion")
+    p.add_argument("--fusion-weight", type=fraction, default=None,
+                   help="hybrid: weight of the dense list, BM25 gets 1 - W (default: a T1 model's saved fusion "
+                        "weight for a weighted sum, else 0.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_sampling_args(p, "T1 test-time scaling: sample N traces per query")
     p.add_argument("--auto-margin", type=non_negative_float, default=0.02,
@@ -130,7 +136,7 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", required=True,
                    help="BEIR folder, BEIR hub id (BeIR/scifact), or BRIGHT (local folder or xlangai/BRIGHT)")
     p.add_argument("--split", default="test", help="qrels split (BEIR), or the task (BRIGHT)")
-    _add_retriever_args(p)
+    _add_retriever_args(p, default=f"hybrid:t1:{DEFAULT_MODEL}")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--reasoning", default=None,
                    help="T1: generate (default), none or auto; any retriever: a JSONL file of given reasoning "

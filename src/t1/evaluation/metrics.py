@@ -61,6 +61,21 @@ def evaluate(
     return Evaluation(mean, per_query)
 
 
+def metric_key(name: str) -> str:
+    """This module's key for a metric given by it (`ndcg@10`, `mrr`) or by its pytrec_eval name
+    (`ndcg_cut_10`, `recall_100`, `map_cut_100`, `P_10`, `recip_rank`)."""
+    if name in ("mrr", "recip_rank"):
+        return "mrr"
+    for measure, key in _MEASURES.items():
+        cutoff = name.removeprefix(f"{measure}_")
+        if cutoff != name and cutoff.isdigit():
+            return f"{key}@{cutoff}"
+    key, _, cutoff = name.partition("@")
+    if key in _MEASURES.values() and cutoff.isdigit():
+        return name
+    raise ValueError(f"unknown metric {name!r}: use e.g. ndcg@10 or ndcg_cut_10, recall@100, map@100, mrr")
+
+
 def format_headline(mean: dict[str, float], names=HEADLINE) -> str:
     """`nDCG@10 67.9 · Recall@100 92.5 · ...` (×100, one decimal)."""
     return " · ".join(f"{pretty_name(n)} {100 * mean[n]:.1f}" for n in names if n in mean)

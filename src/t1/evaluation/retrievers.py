@@ -214,7 +214,7 @@ class T1Retriever(Retriever):
         else:
             self.index = Index.build(self.model, self.corpus, folder, instruction=self.document_instruction,
                                      max_length=self.max_length, batch_size=self.doc_batch_size,
-                                     show_progress_bar=_show(self.show_progress))
+                                     show_progress_bar=_show(self.show_progress), bm25=False)  # hybrid: its own
         self.settings = {"model": self.name[3:], "fingerprint": fingerprint, "mode": self.mode,
                          "query_instruction": self.query_instruction, "document_instruction": self.document_instruction,
                          "max_document_length": self.max_length, "max_new_tokens": self.max_new_tokens,
@@ -263,7 +263,7 @@ class HybridRetriever(Retriever):
     the query's exclusions already applied, then fused per query. Given reasoning goes to the
     dense side only; BM25 always searches with the query itself."""
 
-    def __init__(self, dense: Retriever, corpus, method: str = "rrf", weight: float = 0.5, depth: int = 100,
+    def __init__(self, dense: Retriever, corpus, method: str = "weighted", weight: float = 0.5, depth: int = 100,
                  k1: float = 0.9, b: float = 0.4, show_progress: bool | None = None):
         from ..fusion import METHODS
 
@@ -308,14 +308,26 @@ def parse_retriever(spec: str) -> tuple[str, str]:
                   "or hybrid:t1:MODEL (fused with BM25)")
 
 
+def hybrid_fusion(spec: str, fusion: str | None = None, fusion_weight: float | None = None,
+                  model=None) -> tuple[str, float]:
+    """(method, dense weight) of the `hybrid:` retriever `spec`: the given ones, else a weighted
+    sum with the T1 model's saved `fusion_weight` (`model`'s, or read from its folder), else 0.5."""
+    from ..fusion import resolve
+    from ..model import T1Config
+
+    kind, name = parse_retriever(parse_retriever(spec)[1])
+    config = (model.config if model is not None else T1Config.saved(name)) if kind == "t1" else None
+    return resolve(fusion, fusion_weight, config.fusion_weight if config is not None else None)
+
+
 def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", query_instruction: str | None = None,
                    document_instruction: str | None = None, max_new_tokens: int | None = None,
                    batch_size: int | None = None, device: str | None = None, k1: float = 0.9, b: float = 0.4,
-                   fusion: str = "rrf", fusion_weight: float = 0.5, reasoning_cache: bool = True,
+                   fusion: str | None = None, fusion_weight: float | None = None, reasoning_cache: bool = True,
                    num_traces: int = 1, temperature: float = 1.0, top_p: float = 0.95, trace_fusion: str = "mean",
                    auto_margin: float = 0.02, show_progress: bool | None = None) -> Retriever:
     """Build the retriever named by `spec`. For `t1:`, pass an already loaded `model` to share
-    it across tasks (else it is loaded here)."""
+    it across tasks (else it is loaded here). `hybrid:` fuses as `hybrid_fusion` says."""
     kind, name = parse_retriever(spec)
     if kind == "hybrid":
         dense = make_retriever(name, corpus, model=model, mode=mode, query_instruction=query_instruction,
@@ -323,7 +335,8 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
                                batch_size=batch_size, device=device, reasoning_cache=reasoning_cache,
                                num_traces=num_traces, temperature=temperature, top_p=top_p,
                                trace_fusion=trace_fusion, auto_margin=auto_margin, show_progress=show_progress)
-        return HybridRetriever(dense, corpus, fusion, fusion_weight, k1=k1, b=b, show_progress=show_progress)
+        method, weight = hybrid_fusion(spec, fusion, fusion_weight, getattr(dense, "model", None))
+        return HybridRetriever(dense, corpus, method, weight, k1=k1, b=b, show_progress=show_progress)
     if kind == "bm25":
         return BM25Retriever(corpus, k1=k1, b=b, show_progress=show_progress)
     if kind == "st":

@@ -78,9 +78,13 @@ class SearchRequest(BaseModel):
     reasoning_text: str | list[str] | None = Field(None, description="reasoning 'given': one trace per query")
     exclude: list[str] | list[list[str]] | None = Field(
         None, description="document ids never returned: a list for one query, or one list per query")
-    hybrid: bool = Field(False, description="fuse with the index's BM25 (built by `t1 index --bm25`)")
-    fusion: Literal["rrf", "weighted"] = "rrf"
-    fusion_weight: float = Field(0.5, description="hybrid: weight of the T1 list (BM25 gets 1 - w)")
+    hybrid: bool | None = Field(
+        None, description="true: fuse with the index's BM25; false: T1 alone; unset: the server's default "
+                          "(GET /info's ranking: hybrid when the model has a saved fusion weight and the index BM25)")
+    fusion: Literal["weighted", "rrf"] | None = Field(None, description="hybrid: weighted sum (default) or rrf")
+    fusion_weight: float | None = Field(
+        None, description="hybrid: weight of the T1 list, BM25 gets 1 - w (default: the model's saved fusion "
+                          "weight for a weighted sum, else 0.5)")
     traces: int = Field(1, description="test-time scaling: sample this many traces per query and fuse them")
     trace_fusion: Literal["mean", "rrf"] = "mean"
     temperature: float = Field(1.0, description="sampling temperature with traces > 1")
@@ -130,6 +134,7 @@ class Timings(BaseModel):
 class SearchResponse(BaseModel):
     results: list[QueryResult]
     mode: str
+    ranking: str = Field(description="dense (T1 alone), or hybrid-<fusion>(<T1 weight>), e.g. hybrid-weighted(0.3)")
     k: int
     timings: Timings
 
@@ -203,13 +208,10 @@ def plan_search(req: SearchRequest, settings: ServeSettings, engine: Engine) -> 
             raise BadRequest(f"exclude: unknown document id {unknown[0]!r}{more}")
     given = _given(req, len(queries))
     mode = req.reasoning
-    if req.hybrid:
-        if not engine.index.has_bm25:
-            raise BadRequest("hybrid: this index has no BM25 index (add one with `t1 index --bm25`)")
-        if mode == "auto":
-            raise BadRequest("reasoning 'auto' does not combine with hybrid search")
-        if not 0.0 <= req.fusion_weight <= 1.0:
-            raise BadRequest(f"fusion_weight must be between 0 and 1, got {req.fusion_weight}")
+    try:
+        ranking = engine.index.ranking(engine.model, req.hybrid, req.fusion, req.fusion_weight)
+    except T1Error as e:
+        raise BadRequest(str(e)) from None
     if not 1 <= req.traces <= settings.max_traces:
         raise BadRequest(f"traces must be between 1 and {settings.max_traces}, got {req.traces}")
     if req.traces > 1 and mode != "generate":
@@ -223,12 +225,11 @@ def plan_search(req: SearchRequest, settings: ServeSettings, engine: Engine) -> 
     plan = Plan(
         kind="search", reasoning=mode if (mode != "generate" or tokens > 0) else "none",
         max_new_tokens=tokens if mode != "none" else 0, instruction=_instruction(req, settings),
-        hybrid=req.fusion if req.hybrid else None, fusion_weight=req.fusion_weight if req.hybrid else 0.5,
-        traces=req.traces if sampled else 1, trace_fusion=req.trace_fusion if sampled else "mean",
+        ranking=ranking, traces=req.traces if sampled else 1, trace_fusion=req.trace_fusion if sampled else "mean",
         temperature=req.temperature if sampled else 1.0, top_p=req.top_p if sampled else 0.95,
         margin=req.margin if mode == "auto" else 0.02,
         # Fused lists are cut at depth max(k, 100): past 100 only requests of equal k share a batch.
-        depth_k=req.k if (req.hybrid or (sampled and req.trace_fusion == "rrf")) and req.k > 100 else 0)
+        depth_k=req.k if (ranking.hybrid or (sampled and req.trace_fusion == "rrf")) and req.k > 100 else 0)
     return plan, Work(queries, given, exclude, req.k)
 
 
@@ -463,6 +464,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                       "built_with": index.manifest["model"]["name"]},
             "reasoning_modes": ["generate", "none", "given", "auto"],
             "hybrid": index.has_bm25,
+            "ranking": str(engine.ranking),  # what a search without hybrid settings uses
             "batching": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
                          "adaptive_wait": settings.adaptive_wait, "batches_run": batcher.batches},
             "limits": {k: v for k, v in asdict(settings).items() if k != "api_key"}
@@ -479,7 +481,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         if isinstance(result, Response):
             return result
         plan = job.key  # the batch key is the request's plan
-        return {"results": result["results"], "mode": plan.reasoning,
+        return {"results": result["results"], "mode": plan.reasoning, "ranking": str(plan.ranking),
                 "k": req.k, "timings": timings(job, result)}
 
     @app.post("/search/stream", summary="search one query, streaming the reasoning (server-sent events)",
@@ -538,8 +540,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                         yield _sse("error", {"detail": detail})
                         return
                     result = job.future.result()
-                    body = SearchResponse(results=result["results"], mode=plan.reasoning, k=req.k,
-                                          timings=timings(job, result))
+                    body = SearchResponse(results=result["results"], mode=plan.reasoning, ranking=str(plan.ranking),
+                                          k=req.k, timings=timings(job, result))
                     yield _sse("result", body.model_dump(exclude_none=True))
                     return
             finally:

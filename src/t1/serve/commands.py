@@ -125,6 +125,8 @@ def cmd_serve(args) -> int:
                              max_queries=args.max_queries, max_query_chars=args.max_query_chars,
                              max_new_tokens=args.max_new_tokens)
     engine = Engine(model, index, reasoning_cache=args.reasoning_cache, batch_size=max(args.max_batch, 8))
+    if engine.ranking.note:
+        print(f"t1 serve: note: {engine.ranking.note}", file=sys.stderr)
     app = create_app(engine, settings)
 
     handler = logging.StreamHandler(sys.stderr)
@@ -140,8 +142,8 @@ def cmd_serve(args) -> int:
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
             if self.started:
-                print(f"t1 serve: listening on {url} (model {args.model}, {len(index)} documents; "
-                      f"docs at {url}/docs){'; API key required' if api_key else ''}", flush=True)
+                print(f"t1 serve: listening on {url} (model {args.model}, {len(index)} documents, ranking "
+                      f"{engine.ranking}; docs at {url}/docs){'; API key required' if api_key else ''}", flush=True)
 
     config = uvicorn.Config(app, log_level="info" if args.verbose else "warning", access_log=False,
                             timeout_graceful_shutdown=args.drain_timeout, lifespan="on")

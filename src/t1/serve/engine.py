@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import T1Error
+from ..index import SearchRanking
 from ..prompts import instruction_or_default
 
 
@@ -34,8 +35,7 @@ class Plan:
     reasoning: str = "none"  # generate | none | given | auto
     max_new_tokens: int = 0
     instruction: str | None = None  # query instruction; None: the model's
-    hybrid: str | None = None  # "rrf" | "weighted": fuse with the index's BM25
-    fusion_weight: float = 0.5
+    ranking: SearchRanking = SearchRanking()  # T1 alone, or fused with the index's BM25
     traces: int = 1
     trace_fusion: str = "mean"
     temperature: float = 1.0
@@ -73,6 +73,7 @@ class Engine:
         self.cache = None  # opened on the worker thread (SQLite connections stay on their thread)
         self.doc_instruction = index.manifest.get("instruction")
         self.doc_max_length = index.manifest.get("max_length")
+        self.ranking = index.ranking(model)  # what a search without hybrid settings uses
 
     def open_cache(self) -> None:
         if self.cache_path is not None and self.cache is None:
@@ -109,8 +110,8 @@ class Engine:
             exclude = self._exclusions(works)
             hits, reasoning = self.index.search_adaptive(
                 self.model, texts, k=max(w.k for w in works), exclude=exclude, margin=plan.margin,
-                instruction=plan.instruction, max_new_tokens=plan.max_new_tokens, batch_size=self.batch_size,
-                cache=self.cache)
+                ranking=plan.ranking, instruction=plan.instruction, max_new_tokens=plan.max_new_tokens,
+                batch_size=self.batch_size, cache=self.cache)
             per_query = [{"query": q, "reasoning": r, "reasoned": bool(r)} for q, r in zip(texts, reasoning)]
             return self._split(works, owner, per_query, hits, {"encode_ms": None, "search_ms": None,
                                                                "model_ms": _ms(start)})
@@ -123,12 +124,8 @@ class Engine:
 
         start = time.perf_counter()
         k, exclude = max(w.k for w in works), self._exclusions(works)
-        if plan.hybrid:
-            hits = self.index.search_hybrid(emb, texts, k, exclude, plan.hybrid, plan.fusion_weight)
-        elif plan.traces > 1 and plan.trace_fusion == "rrf":
-            hits = self.index.search_traces(trace_emb, k, exclude)
-        else:
-            hits = self.index.search(emb, k=k, exclude=exclude)
+        fused_traces = trace_emb if plan.traces > 1 and plan.trace_fusion == "rrf" else None
+        hits = self.index.search_ranked(plan.ranking, emb, texts, k, exclude, fused_traces)
         per_query = []
         for row, q in enumerate(texts):
             item = {"query": q, "reasoning": reasoning[row]}
