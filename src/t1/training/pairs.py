@@ -58,9 +58,10 @@ KINDS = {"title": _title_pair, "sentence": _sentence_pair, "term": _term_pair}
 
 
 def _negative_pool(kind: str, corpus: list[Document], i: int, ranking: list[int]) -> list[str]:
-    """A term's negatives are texts without their headword, like its positive, so a headword line
-    cannot give a passage away; one with the same headword (another sense) is no negative."""
-    if kind != "term":
+    """A term's or a title's negatives are texts without their headword or title, like its
+    positive, so a heading line cannot give a passage away; one with the same heading (another
+    sense) is no negative."""
+    if kind not in ("term", "title"):
         return [corpus[j].full_text for j in ranking if j != i]
     title = corpus[i].title.casefold()
     return [corpus[j].text for j in ranking if j != i and corpus[j].title.casefold() != title]
