@@ -49,7 +49,7 @@ def test_shipped_model_is_the_default_and_is_package_data():
     folder = shipped_model(DEFAULT_MODEL)
     assert (folder / "t1_config.json").exists() and (folder / "adapter_model.safetensors").exists()
     size = sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".json", ".safetensors", ".jinja"))
-    assert size <= 25 * 2**20
+    assert size <= 50 * 2**20  # the issue's budget for package data
 
 
 def test_shipped_model_loads_offline_encodes_and_has_a_stable_fingerprint(shipped):
@@ -64,15 +64,31 @@ def test_shipped_model_loads_offline_encodes_and_has_a_stable_fingerprint(shippe
 
 
 def test_shipped_model_ranks_example_documents_first_where_the_backbone_cannot(shipped):
-    """Measured when shipped: 13 of the 16 example questions in mode none (the issue asked for
-    10 of 12, which this 135M model misses by a little); the untrained backbone gets few."""
-    trained = examples_first_hits(shipped, "none")
+    """Measured when shipped: 16 of the 16 example questions first in mode none and 14 in mode
+    generate (48 new tokens); the untrained backbone gets few. The bounds leave one or two
+    flips of slack for another CPU's arithmetic."""
     backbone = examples_first_hits(T1Model.from_pretrained("smollm2-135m-instruct", device="cpu"), "none")
-    n = len(trained)
+    n = len(backbone)
     assert n >= 12
-    assert sum(trained.values()) >= 0.75 * n, trained
-    assert trained["q1"]  # the README's main job: leaves-autumn first
     assert sum(backbone.values()) < 0.5 * n, backbone
+    for mode, at_least in (("none", 14), ("generate", 12)):
+        trained = examples_first_hits(shipped, mode)
+        assert sum(trained.values()) >= at_least, (mode, trained)
+        assert trained["q1"], mode  # the README's main job: leaves-autumn first
+
+
+def test_shipped_model_defaults_to_its_measured_hybrid_search(shipped, tmp_path):
+    """The shipped config carries the fusion weight chosen on held-out train claims, so a
+    default index (with BM25) searches T1 fused with BM25 by that weight."""
+    from t1.data import load_corpus
+    from t1.index import Index
+
+    weight = shipped.config.fusion_weight
+    assert weight is not None and 0.0 < weight < 1.0
+    index = Index.build(shipped, load_corpus(EXAMPLES / "corpus.jsonl"), tmp_path / "index")
+    ranking = index.ranking(shipped)
+    assert ranking.hybrid and ranking.fusion == "weighted" and ranking.weight == weight
+    assert not index.ranking(shipped, hybrid=False).hybrid
 
 
 @pytest.mark.parametrize("merged", [False, True])

@@ -175,8 +175,8 @@ def _typed(kind, data: dict, where: str, prefix: str):
 
 def _value(value, hint, where: str):
     args = typing.get_args(hint)
-    if value is None and type(None) in args:
-        return None
+    if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("null", "none"))):
+        return None  # `--export.folder null` on the command line
     if args and type(None) in args:  # X | None
         hint = next(a for a in args if a is not type(None))
     if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__") and isinstance(value, hint):
