@@ -88,7 +88,7 @@ def test_example_configs_parse():
 
     folder = Path(__file__).resolve().parents[1] / "configs"
     files = sorted(folder.glob("stage*.yaml")) + sorted(folder.glob("*/stage*.yaml"))
-    assert len(files) == 9
+    assert len(files) == 8  # the shipped recipe (configs/t1-smollm2-135m) has no stage 3
     for path in files:
         types = (ModelArguments, T1GRPOConfig if "stage3" in path.name else T1TrainingArguments)
         model_args, args = parse_config(types, ["--config", str(path), "--bf16", "false"], prog="x")
@@ -96,6 +96,18 @@ def test_example_configs_parse():
     model_args, _ = parse_config(TYPES, ["--config", str(folder / "stage1-qwen3-4b-8gpu.yaml"), "--bf16", "false"],
                                  prog="x")
     assert model_args.lora_r == 32 and model_args.target_modules == "all-linear"
+
+
+def test_shipped_recipe_parses_with_its_stage_configs(monkeypatch):
+    from pathlib import Path
+
+    from t1.training.curriculum import load_curriculum_config, stage_configs
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    config = load_curriculum_config("configs/t1-smollm2-135m/curriculum.yaml", ["--export.folder", "null"])
+    assert config.holdout == 100 and config.distill.teacher == "all-minilm-l6-v2" and config.export.folder is None
+    stages = stage_configs(config)
+    assert stages.stage3 is None and stages.stage1[1].distill_weight == stages.stage2[1].distill_weight == 200
 
 
 # ---------------------------------------------------------------- loss
