@@ -131,6 +131,20 @@ def resolve_sentence_transformer(name: str) -> str:
     return name
 
 
+def load_sentence_transformer(name: str, device: str | None = None):
+    """(model, the folder or hub id it came from) of a sentence-transformers model; a local
+    model (the offline MiniLM) never reaches for the hub; a failure is a one-line `T1Error`."""
+    from sentence_transformers import SentenceTransformer
+
+    source = resolve_sentence_transformer(name)
+    if Path(source).is_dir():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return SentenceTransformer(source, device=device), source
+    except OSError as e:
+        raise T1Error(f"cannot load sentence-transformers model {name!r}: {str(e).splitlines()[0]}") from None
+
+
 class SentenceTransformerRetriever(Retriever):
     """A dense baseline: cosine similarity of sentence-transformers embeddings, no instructions
     (as BRIGHT runs its SBERT baseline)."""
@@ -142,15 +156,7 @@ class SentenceTransformerRetriever(Retriever):
         self.name = f"st:{model_name}"
 
     def _prepare(self) -> None:
-        from sentence_transformers import SentenceTransformer
-
-        source = resolve_sentence_transformer(self.model_name)
-        if Path(source).is_dir():
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model must never reach for the hub
-        try:
-            self.model = SentenceTransformer(source, device=self.device)
-        except OSError as e:
-            raise T1Error(f"cannot load sentence-transformers model {self.model_name!r}: {str(e).splitlines()[0]}") from None
+        self.model, source = load_sentence_transformer(self.model_name, self.device)
         self.settings = {"model": self.model_name, "source": source, "max_seq_length": self.model.max_seq_length}
         key = _key(self.model_name, source, self.model.max_seq_length, corpus_hash(self.corpus))
         path = cache_dir() / "embeddings" / f"st-{key}.npy"

@@ -13,7 +13,6 @@ as the teacher was trained.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..errors import T1Error
@@ -24,17 +23,9 @@ SCORE_KEYS = ("pos_scores", "neg_scores")
 
 
 def load_teacher(name: str = DEFAULT_TEACHER, device: str | None = None):
-    from sentence_transformers import SentenceTransformer
+    from ..evaluation.retrievers import load_sentence_transformer
 
-    from ..evaluation.retrievers import resolve_sentence_transformer
-
-    source = resolve_sentence_transformer(name)
-    if Path(source).is_dir():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model must never reach for the hub
-    try:
-        return SentenceTransformer(source, device=device)
-    except OSError as e:
-        raise T1Error(f"cannot load teacher {name!r}: {str(e).splitlines()[0]}") from None
+    return load_sentence_transformer(name, device)[0]
 
 
 def teacher_scores(records: list[Record], teacher, batch_size: int = 64,

@@ -46,11 +46,9 @@ def dense_rankings(model: str, corpus: list[Document], queries: list[str], depth
         qs = t1.encode_query(queries, instruction=query_instruction, reasoning="none",
                              batch_size=batch_size).embeddings
     else:
-        from sentence_transformers import SentenceTransformer
+        from ..evaluation.retrievers import load_sentence_transformer
 
-        from ..evaluation.retrievers import resolve_sentence_transformer
-
-        encoder = SentenceTransformer(resolve_sentence_transformer(model))
+        encoder, _ = load_sentence_transformer(model)
         docs = encoder.encode(texts, batch_size=batch_size, normalize_embeddings=True)
         qs = encoder.encode(queries, batch_size=batch_size, normalize_embeddings=True)
     _, positions = exact_search(qs, [(0, docs)], min(depth, len(corpus)))
