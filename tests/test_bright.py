@@ -184,7 +184,7 @@ def test_t1_protocol_with_generation_and_cached_index(tmp_path, tiny_model_path,
     assert "leetcode/leetcode_1.txt" not in run["0"] and len(run["0"]) == 7  # 8 documents, 1 excluded
     info = json.loads((out / "leetcode" / "run.json").read_text())
     assert info["settings"]["mode"] == "generate"
-    assert info["settings"]["query_instruction"].startswith("Given a Coding problem")
+    assert info["settings"]["query_instruction"].startswith("Given a coding problem")
     index_folder = Path(info["settings"]["index"])
     assert (index_folder / "manifest.json").exists()
 

@@ -152,4 +152,4 @@ def test_bright_command_runs(hub, tmp_path, monkeypatch, tiny_qwen3_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_tasks"] == 2
     settings = json.loads((out / "leetcode" / "run.json").read_text())["settings"]
-    assert settings["query_instruction"].startswith("Given a Coding problem")
+    assert settings["query_instruction"].startswith("Given a coding problem")

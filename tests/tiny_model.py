@@ -39,7 +39,8 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
-def build_tiny_model(folder: str | Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+def build_tiny_model(folder: str | Path, hidden: int = 64, layers: int = 2, seed: int = 0,
+                     positions: int = 2048) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -49,7 +50,7 @@ def build_tiny_model(folder: str | Path, hidden: int = 64, layers: int = 2, seed
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=2048, tie_word_embeddings=True,
+        max_position_embeddings=positions, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )

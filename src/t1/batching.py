@@ -11,6 +11,10 @@ from typing import Sequence
 
 import torch
 
+# Padded tokens per forward pass when embedding: two 8,192-token documents, or 32 of 512. What
+# bounds the activation memory of a batch, whatever the lengths (benchmarks/long_documents.py).
+MAX_BATCH_TOKENS = 16384
+
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
     """Group indices of `lengths` into batches of at most `batch_size` items whose padded size

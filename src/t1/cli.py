@@ -85,15 +85,43 @@ MODEL_HELP = ("T1 model: 't1-smollm2-135m' (the shipped trained model), a model 
               "'smollm2-135m-instruct' (the untrained offline backbone)")
 
 
-def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
+def _add_model_args(p: argparse.ArgumentParser, default: str | None, query: bool = True,
+                    document: bool = True) -> None:
     p.add_argument("--model", default=default, help=MODEL_HELP + (f" (default {default})" if default else ""))
     p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
+    add_settings_args(p, query, document)
+
+
+def add_settings_args(p: argparse.ArgumentParser, query: bool = True, document: bool = True) -> None:
+    """--settings FILE and the length flags: T1 settings applied when the model loads."""
+    p.add_argument("--settings", default=None, metavar="FILE",
+                   help="JSON file of T1 settings (prompt templates, instructions per task, lengths, decoding, "
+                        "max_new_tokens) that override the model's; see settings/mre-t1.json")
+    if query:
+        p.add_argument("--max-query-length", type=positive_int, default=None,
+                       help="tokens of a query's whole prompt; a longer query is cut and reported (default: the "
+                            "model's; a checkpoint without t1_config.json: 8192 or its position limit, as BRIGHT)")
+    if document:
+        p.add_argument("--max-document-length", type=positive_int, default=None,
+                       help="tokens per document, instruction included (default: the model's; a checkpoint without "
+                            "t1_config.json: 8192 or its position limit, as BRIGHT)")
+
+
+def model_settings(args) -> dict:
+    """The T1 settings a command's flags give: those of --settings FILE, then the length flags."""
+    from .settings import load_settings
+
+    settings = load_settings(args.settings) if getattr(args, "settings", None) else {}
+    for name in ("max_query_length", "max_document_length"):
+        if getattr(args, name, None) is not None:
+            settings[name] = getattr(args, name)
+    return settings
 
 
 def _load_model(args):
     from .model import T1Model
 
-    return T1Model.from_pretrained(args.model, device=args.device)
+    return T1Model.from_pretrained(args.model, device=args.device, **model_settings(args))
 
 
 def cmd_index(args) -> int:
@@ -116,7 +144,7 @@ def cmd_index(args) -> int:
     try:
         args.device = local_device(group, args.device)
         model = _load_model(args)
-        settings = dict(instruction=args.document_instruction, max_length=args.max_length, shard_size=args.shard_size,
+        settings = dict(instruction=args.document_instruction, shard_size=args.shard_size,
                         dtype=args.dtype, batch_size=args.batch_size, group=group)
         if args.store:
             from .stores import build_store
@@ -312,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="encode a corpus into an index folder (resumable)")
-    _add_model_args(p, DEFAULT_MODEL)
+    _add_model_args(p, DEFAULT_MODEL, query=False)  # an index embeds no query
     p.add_argument("--corpus", help="BEIR corpus.jsonl, or JSONL/CSV/parquet with id and text (with --out or --store)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="index folder")
@@ -321,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--verify", metavar="FOLDER",
                        help="check an index folder instead of building one: every shard's size, rows and sha256")
     p.add_argument("--document-instruction", default=None, help="document instruction (default: the model's)")
-    p.add_argument("--max-length", type=positive_int, default=None, help="max tokens per document")
+    p.add_argument("--max-length", dest="max_document_length", type=positive_int, help=argparse.SUPPRESS)  # old name
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--shard-size", type=positive_int, default=8192)
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
@@ -335,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="reason about queries and search an index")
-    _add_model_args(p, None)  # default: the index's own model
+    _add_model_args(p, None, document=False)  # default: the index's own model; documents: as indexed
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--index", help="index folder built by `t1 index`")
     where.add_argument("--store", help="Qdrant store built by `t1 index --store`")

@@ -17,7 +17,6 @@ import json
 import logging
 import sys
 import warnings
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -26,55 +25,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .backbones import DEFAULT_BACKBONE, DEFAULT_MODEL, resolve_backbone, shipped_model
-from .batching import pad, plan_batches
+from .backbones import DEFAULT_MODEL, resolve_backbone, shipped_model
+from .batching import MAX_BATCH_TOKENS, pad, plan_batches
 from .errors import T1Error
-from .prompts import DEFAULT_QUERY_INSTRUCTION, PromptBuilder, instruction_or_default
+from .prompts import DOCUMENT_TEMPLATE, PromptBuilder, instruction_or_default
 from .reasoning import generate_then_embed, sampling_kwargs
+from .settings import CONFIG_NAME, T1Config, check, checkpoint_defaults
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "t1_config.json"
 REASONING_MODES = ("generate", "none")
-
-
-@dataclass
-class T1Config:
-    """Settings saved next to the weights, so a saved model embeds exactly as it did."""
-
-    backbone: str = DEFAULT_BACKBONE  # base weights (what a LoRA adapter applies to)
-    emb_token: str = "<emb_token>"
-    pooling: str = "emb_token"
-    normalize: bool = True
-    query_instruction: str = DEFAULT_QUERY_INSTRUCTION
-    document_instruction: str = ""
-    max_query_length: int = 512
-    max_document_length: int = 512
-    max_new_tokens: int = 256
-    format_version: int = 1
-    # Named instructions for `prompt_name` (sentence-transformers' `prompts`), e.g. {"scifact": "..."}.
-    prompts: dict[str, str] = field(default_factory=dict)
-    # T1's weight in a weighted-sum fusion with BM25, the default search when set: measured on
-    # judged queries (`t1.fusion.choose_weight`). None: not measured, search with T1 alone.
-    fusion_weight: float | None = None
-
-    def save(self, folder: str | Path) -> None:
-        from .atomic import write_json
-
-        write_json(Path(folder) / CONFIG_NAME, asdict(self))
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "T1Config":
-        data = json.loads((Path(folder) / CONFIG_NAME).read_text())
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    @classmethod
-    def saved(cls, name_or_path: str) -> "T1Config | None":
-        """The settings saved with a model folder or a shipped model, read without loading it;
-        None where there are none (`T1Model.from_pretrained` then uses the defaults)."""
-        folder = shipped_model(name_or_path) or Path(name_or_path)
-        return cls.load(folder) if (folder / CONFIG_NAME).is_file() else None
 
 
 class QueryEmbeddings(NamedTuple):
@@ -120,7 +80,6 @@ class T1Model(torch.nn.Module):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.emb_token_id = self._ensure_emb_token()
-        self.prompts = PromptBuilder(tokenizer, self.emb_token_id)
 
     # ---------------------------------------------------------------- loading and saving
     @classmethod
@@ -168,12 +127,13 @@ class T1Model(torch.nn.Module):
             if not folder.exists() and _looks_like_path(name_or_path):
                 raise T1Error(f"{name_or_path}: no such model folder")
             backbone, tokenizer = _load_causal_lm(resolve_backbone(name_or_path), dtype)
-            model = cls(backbone, tokenizer, T1Config(backbone=name_or_path))
+            model = cls(backbone, tokenizer, checkpoint_defaults(name_or_path, backbone.config))
         model.name_or_path = name_or_path
         for key, value in config_overrides.items():
             if not hasattr(model.config, key):
                 raise T1Error(f"unknown T1 setting {key!r}")
             setattr(model.config, key, value)
+        check(model.config)
         return model.to(device).eval()
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -212,6 +172,12 @@ class T1Model(torch.nn.Module):
 
     # ---------------------------------------------------------------- properties
     @property
+    def prompts(self) -> PromptBuilder:
+        """Token ids of documents and query prompts, with the templates of `config`."""
+        c = self.config
+        return PromptBuilder(self.tokenizer, self.emb_token_id, c.query_template, c.document_template, c.chat_template)
+
+    @property
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 
@@ -231,6 +197,8 @@ class T1Model(torch.nn.Module):
         fingerprints. Query-side settings and the document instruction and length (recorded by
         an index on their own) are left out, so changing them keeps cached indexes valid."""
         shaping = {k: getattr(self.config, k) for k in ("emb_token", "pooling", "normalize")}
+        if self.config.document_template != DOCUMENT_TEMPLATE:  # the default leaves older fingerprints as they were
+            shaping["document_template"] = self.config.document_template
         h = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode())
         with torch.no_grad():
             for name, p in sorted(self.backbone.state_dict().items()):
@@ -296,7 +264,7 @@ class T1Model(torch.nn.Module):
         max_length: int | None = None,
         normalize: bool | None = None,
         show_progress_bar: bool | None = None,
-        max_tokens_per_batch: int | None = 16384,
+        max_tokens_per_batch: int | None = MAX_BATCH_TOKENS,
         *,
         prompt: str | None = None,
         prompt_name: str | None = None,
@@ -333,7 +301,7 @@ class T1Model(torch.nn.Module):
         batch_size: int = 8,
         max_length: int | None = None,
         normalize: bool | None = None,
-        do_sample: bool = False,
+        do_sample: bool | None = None,
         temperature: float = 1.0,
         top_p: float = 1.0,
         top_k: int | None = None,
@@ -350,7 +318,8 @@ class T1Model(torch.nn.Module):
         device: str | torch.device | None = None,
     ) -> QueryEmbeddings:
         """Embed queries after reasoning. `reasoning` is "generate" (the model writes a trace,
-        greedy unless `do_sample`), "none" (instruction + query + <emb_token>), or a list of
+        decoded as the model's settings say (greedy by default) unless `do_sample` is given,
+        with `temperature`, `top_p`, `top_k`), "none" (instruction + query + <emb_token>), or a list of
         traces supplied by the caller (one per query). Returns (embeddings, reasoning texts).
 
         `cache` (a `ReasoningCache`) serves traces generated earlier with the same model, prompt
@@ -385,7 +354,9 @@ class T1Model(torch.nn.Module):
         instruction = instruction_or_default(instruction, self.config.query_instruction)
         max_length = max_length or self.config.max_query_length
         max_new_tokens = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
-        prompts = [self.prompts.query_prompt(q, instruction, max_length) for q in queries]
+        prompts, cuts = self.prompts.query_prompts(queries, instruction, max_length)
+        if cuts.count:
+            logger.warning("%s", cuts)
         normalize = self._norm(normalize)
 
         if isinstance(reasoning, str) and reasoning not in REASONING_MODES:
@@ -399,7 +370,10 @@ class T1Model(torch.nn.Module):
         else:
             if num_traces < 1:
                 raise T1Error(f"num_traces must be at least 1, got {num_traces}")
-            sampling = sampling_kwargs(do_sample or num_traces > 1, temperature, top_p, top_k)
+            if do_sample is None and num_traces == 1:
+                sampling = sampling_kwargs(**self.config.sampling(self.backbone.generation_config))
+            else:
+                sampling = sampling_kwargs(bool(do_sample) or num_traces > 1, temperature, top_p, top_k)
             emb, texts, ended = self._generate_cached(prompts, queries, instruction, max_new_tokens, batch_size,
                                                       show_progress_bar, sampling, cache, query_ids, num_traces)
             if num_traces == 1:
@@ -411,7 +385,7 @@ class T1Model(torch.nn.Module):
                                      ended[::num_traces], traces, per_trace)
             return QueryEmbeddings(*(None if x is None else x[0] for x in result)) if single else result
         seqs = [p + self.prompts.reasoning(t, max_new_tokens) + [self.emb_token_id] for p, t in zip(prompts, texts)]
-        emb = self._embed_ids(seqs, batch_size, None, normalize, "Encoding queries", show_progress_bar)
+        emb = self._embed_ids(seqs, batch_size, MAX_BATCH_TOKENS, normalize, "Encoding queries", show_progress_bar)
         return _query_result(single, emb, texts, [False] * len(queries))
 
     def _generate(self, prompts, max_new_tokens, batch_size, normalize, show_progress_bar, on_batch=None, **sampling):
@@ -470,11 +444,15 @@ class T1Model(torch.nn.Module):
     # ---------------------------------------------------------------- sentence-transformers names
     def instruction_for(self, prompt_name: str, side: str = "query") -> str:
         """The instruction that a sentence-transformers `prompt_name` names, on the `side`
-        ("query" or "document") being encoded: a key of `config.prompts` first; then "query" (the
-        model's query instruction), "document", "passage" or "corpus" (its document instruction);
-        then a BRIGHT task ("biology", ..., "theoremqa_theorems"; "biology_long" for the long
-        documents), whose queries take BRIGHT's task instruction and whose documents take the
-        model's document instruction, as `t1 bright` does."""
+        ("query" or "document") being encoded: the side's instruction in `config.tasks` first;
+        then a key of `config.prompts`; then "query" (the model's query instruction), "document",
+        "passage" or "corpus" (its document instruction); then a BRIGHT task ("biology", ...,
+        "theoremqa_theorems"; "biology_long" for the long documents), whose queries take
+        BRIGHT's task instruction and whose documents take the model's document instruction, as
+        `t1 bright` does."""
+        configured = self.config.task_instruction(prompt_name, side)
+        if configured is not None:
+            return configured
         if prompt_name in self.config.prompts:
             return self.config.prompts[prompt_name]
         if prompt_name == "query":
@@ -488,7 +466,7 @@ class T1Model(torch.nn.Module):
             if side == "document":
                 return self.config.document_instruction
             return bright_instruction(task, long=prompt_name.endswith("_long"))
-        known = [*self.config.prompts, "query", "document", "passage", "corpus", *BRIGHT_TASKS]
+        known = [*self.config.tasks, *self.config.prompts, "query", "document", "passage", "corpus", *BRIGHT_TASKS]
         raise T1Error(f"unknown prompt_name {prompt_name!r} (known: {', '.join(known)}; "
                       "add your own with T1Model.from_pretrained(..., prompts={name: instruction}))")
 

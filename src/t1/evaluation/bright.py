@@ -15,13 +15,13 @@ from ..atomic import write_json
 from ..errors import T1Error
 from ..prompts import instruction_or_default
 from .datasets import BRIGHT_HUB, BRIGHT_LONG_TASKS, BRIGHT_TASKS, load_bright_task, local_files
-from .metrics import format_headline
+from .metrics import bright_metrics, format_headline
 from .retrievers import T1_MODES, hybrid_fusion, load_t1_model, make_retriever, parse_retriever
 from .runs import INFO_FILE, METRICS_FILE, read_json, run_evaluation
 
 SUMMARY_FILE = "summary.json"
 _SETTINGS = ("retriever", "long", "reasoning", "k", "query_instruction", "document_instruction", "max_new_tokens",
-             "fusion", "fusion_weight", "num_traces", "temperature", "top_p", "trace_fusion")
+             "fusion", "fusion_weight", "num_traces", "temperature", "top_p", "trace_fusion", "model_settings")
 
 
 def resolve_tasks(tasks: list[str] | None, long: bool = False) -> list[str]:
@@ -83,11 +83,17 @@ def run_bright(
     trace_fusion: str = "mean",
     auto_margin: float = 0.02,
     show_progress: bool | None = None,
+    model_settings: dict | None = None,
+    index_root: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Evaluate `retriever` (bm25, st:MODEL, t1:MODEL) on BRIGHT. `reasoning` is a T1 mode
     ("generate", the default for T1, or "none") or the name of a BRIGHT reasoning set such as
-    "gpt4" (config `gpt4_reason`). `hybrid:` fuses as `hybrid_fusion` says. Returns `summarize(out)`."""
+    "gpt4" (config `gpt4_reason`). `hybrid:` fuses as `hybrid_fusion` says. `model_settings`
+    (T1Config fields, e.g. a settings file's) apply to a T1 model; its instructions per task
+    (`tasks`) come before BRIGHT's. `index_root/<task>` is the document index of a task (built
+    there if missing, e.g. by `torchrun ... t1 index`), else one cached under $T1_CACHE.
+    Returns `summarize(out)`."""
     kind, model_name = parse_retriever(retriever)
     if kind == "hybrid":  # the dense side decides what a model and a reasoning mode are
         fusion, fusion_weight = hybrid_fusion(retriever, fusion, fusion_weight)
@@ -97,12 +103,14 @@ def run_bright(
     given = reasoning if reasoning and reasoning not in T1_MODES else None
     if kind != "t1" and reasoning in ("generate", "auto"):
         raise T1Error(f"{retriever} cannot generate reasoning; use a T1 model or a BRIGHT reasoning set (e.g. gpt4)")
+    if kind != "t1" and (model_settings or index_root):
+        raise T1Error(f"T1 settings, lengths and index folders apply to T1 models, not to {retriever}")
 
     out = Path(out)
     settings = {"kind": "bright", "retriever": retriever, "long": long,
                 "reasoning": given or (mode if kind == "t1" else None), "k": k,
                 "query_instruction": query_instruction, "document_instruction": document_instruction,
-                "max_new_tokens": max_new_tokens, "source": str(source),
+                "max_new_tokens": max_new_tokens, "source": str(source), "model_settings": model_settings or None,
                 **({"fusion": fusion, "fusion_weight": fusion_weight} if retriever.lower().startswith("hybrid:") else {}),
                 **({"num_traces": num_traces, "temperature": temperature, "top_p": top_p, "trace_fusion": trace_fusion}
                    if num_traces > 1 else {})}
@@ -123,20 +131,28 @@ def run_bright(
     for task in tasks:
         task_dir = out / task
         if (task_dir / METRICS_FILE).exists():
-            log(f"{task}: done already ({format_headline(read_json(task_dir / METRICS_FILE), ('ndcg@10',))}), skipped")
+            log(f"{task}: done already ({format_headline(read_json(task_dir / METRICS_FILE), bright_metrics(long))}), "
+                "skipped")
             continue
         data = load_bright_task(source, task, long, given)
         if kind == "t1" and model is None:
-            model = load_t1_model(model_name, device)
+            model = load_t1_model(model_name, device, model_settings)
+        query, document = data.query_instruction, None
+        if model is not None:  # the model's instructions for this task (its settings, else BRIGHT's)
+            name = f"{task}_long" if long else task
+            query, document = model.instruction_for(name, "query"), model.instruction_for(name, "document")
         r = make_retriever(retriever, data.corpus, model=model, mode=mode,
-                           query_instruction=instruction_or_default(query_instruction, data.query_instruction),
-                           document_instruction=document_instruction, max_new_tokens=max_new_tokens,
+                           query_instruction=instruction_or_default(query_instruction, query),
+                           document_instruction=instruction_or_default(document_instruction, document),
+                           index_folder=Path(index_root) / task if index_root else None,
+                           max_new_tokens=max_new_tokens,
                            batch_size=batch_size, device=device, k1=k1, b=b, fusion=fusion,
                            fusion_weight=fusion_weight, reasoning_cache=reasoning_cache, num_traces=num_traces,
                            temperature=temperature, top_p=top_p, trace_fusion=trace_fusion, auto_margin=auto_margin,
                            show_progress=show_progress)
         evaluation = run_evaluation(data, r, task_dir, k=k, info={"task": task, "long": long, "reasoning_set": given})
-        log(f"{task}: {format_headline(evaluation.mean)} ({len(data.queries)} queries, {len(data.corpus)} docs)")
+        log(f"{task}: {format_headline(evaluation.mean, bright_metrics(long))} ({len(data.queries)} queries, "
+            f"{len(data.corpus)} docs)")
         write_json(out / SUMMARY_FILE, summarize(out))
     summary = summarize(out)
     write_json(out / SUMMARY_FILE, summary)

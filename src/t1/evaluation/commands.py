@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from ..backbones import DEFAULT_MODEL
-from ..cli import DEVICE_HELP, add_sampling_args, device_arg, fraction, non_negative_float, positive_int
+from ..cli import (DEVICE_HELP, add_sampling_args, add_settings_args, device_arg, fraction, model_settings,
+                   non_negative_float, positive_int)
 from ..errors import T1Error
 from ..prompts import instruction_or_default
 
@@ -41,6 +42,7 @@ def _add_retriever_args(p: argparse.ArgumentParser, default: str | None = None) 
                    help="hybrid: weight of the dense list, BM25 gets 1 - W (default: a T1 model's saved fusion "
                         "weight for a weighted sum, else 0.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_settings_args(p)
     add_sampling_args(p, "T1 test-time scaling: sample N traces per query")
     p.add_argument("--auto-margin", type=non_negative_float, default=0.02,
                    help="T1 --reasoning auto: reason when the plain embedding's top result leads the second by less")
@@ -83,7 +85,8 @@ def cmd_eval(args) -> int:
         document_instruction=args.document_instruction, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         device=args.device, k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
         reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,
-        top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin, show_progress=_progress(args))
+        top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin, show_progress=_progress(args),
+        model_settings=model_settings(args))
     load_s = round(time.perf_counter() - start, 2)
     info = {"split": args.split, "reasoning": reasoning, "load_seconds": load_s}
     evaluation = run_evaluation(data, retriever, args.out, k=args.k, info=info)
@@ -103,7 +106,7 @@ def _default_bright_out(args) -> str:
 def cmd_bright(args) -> int:
     from ..atomic import check_output_folder
     from .bright import run_bright
-    from .report import bright_table, load_runs
+    from .report import bright_tables, load_runs
 
     out = check_output_folder(args.out or _default_bright_out(args))
     if not args.out:
@@ -114,18 +117,19 @@ def cmd_bright(args) -> int:
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
         k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
         reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,
-        top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin, show_progress=_progress(args))
+        top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin, show_progress=_progress(args),
+        model_settings=model_settings(args), index_root=args.index_root)
     if summary["num_tasks"]:
         print()
-        print(bright_table(load_runs([out])))
+        print("\n\n".join(bright_tables(load_runs([out]))))
     return 0
 
 
 def cmd_report(args) -> int:
     from .report import write_report
 
-    metrics = tuple(m.strip().lower() for item in args.metrics for m in item.split(",") if m.strip())
-    text, md, png = write_report(args.runs, args.out, metrics)
+    metrics = tuple(m.strip().lower() for item in args.metrics or () for m in item.split(",") if m.strip())
+    text, md, png = write_report(args.runs, args.out, metrics or None)
     print(text, end="")
     print(f"\nwrote {md} and {png}", file=sys.stderr)
     return 0
@@ -152,11 +156,15 @@ def register(subparsers) -> None:
     p.add_argument("--reasoning", default=None,
                    help="T1: generate (default), none or auto; or a BRIGHT reasoning set, e.g. gpt4 (config gpt4_reason)")
     p.add_argument("--out", default=None, help="run folder (default runs/bright/<retriever>)")
+    p.add_argument("--index-root", default=None, metavar="FOLDER",
+                   help="T1: FOLDER/<task> is each task's document index (built there when missing; e.g. by "
+                        "torchrun ... t1 index, as scripts/bright_multigpu.sh does); default: cached under $T1_CACHE")
     p.set_defaults(func=cmd_bright)
 
     p = subparsers.add_parser("report", help="compare run folders: markdown table and PNG chart")
     p.add_argument("runs", nargs="+", help="run folders (or folders of run folders)")
     p.add_argument("--out", default="report", help="folder for report.md and report.png (default ./report)")
-    p.add_argument("--metrics", nargs="+", default=["ndcg@10", "recall@100"],
-                   help="metrics to tabulate (BRIGHT uses the first; default ndcg@10 recall@100)")
+    p.add_argument("--metrics", nargs="+", default=None,
+                   help="metrics to tabulate (default: BRIGHT's, nDCG@10 for short documents and Recall@1 and "
+                        "nDCG@10 for long ones; other datasets ndcg@10 recall@100)")
     p.set_defaults(func=cmd_report)

@@ -49,15 +49,17 @@ class EvalData:
 
 # ---------------------------------------------------------------------------- instructions
 def bright_instruction(task: str, long: bool = False) -> str:
-    """The query instruction BRIGHT's own configs use for instruction-following embedders
-    (without their model-specific "Instruct:"/"Query:" wrappers)."""
+    """The query instruction of BRIGHT's own configs for its LLM embedders (configs/qwen, qwen2,
+    sf and e5: `instructions`, or `instructions_long` for long documents), with `{task}` filled
+    by the task key as BRIGHT's code fills it and without the "Instruct: ... Query: " wrapper.
+    tests/fixtures/bright_instructions.json keeps BRIGHT's strings to check these against."""
     unit = "documents" if long else "passages"
     if task in STACKEXCHANGE:
         return f"Given a {task} post, retrieve relevant {unit} that help answer the post"
     if task == "pony":
-        return f"Given a Pony question, retrieve relevant {unit} that help answer the question"
+        return f"Given a {task} question, retrieve relevant {unit} that help answer the question"
     if task == "leetcode":
-        return "Given a Coding problem, retrieve relevant examples that help answer the problem"
+        return "Given a coding problem, retrieve relevant examples that help answer the problem"
     if task in ("aops", "theoremqa_questions"):
         return "Given a Math problem, retrieve relevant examples that help answer the problem"
     if task == "theoremqa_theorems":

@@ -18,6 +18,10 @@ import pytrec_eval
 CUTOFFS = (1, 3, 5, 10, 25, 50, 100, 1000)
 _MEASURES = {"ndcg_cut": "ndcg", "recall": "recall", "map_cut": "map", "P": "precision"}
 HEADLINE = ("ndcg@10", "recall@100", "map@100", "mrr")
+# What BRIGHT reports: nDCG@10 with short documents; Recall@1 with long documents (BRIGHT issue
+# #22; mteb's long tasks report it too), and nDCG@10 there as well.
+BRIGHT_SHORT_METRICS = ("ndcg@10",)
+BRIGHT_LONG_METRICS = ("recall@1", "ndcg@10")
 
 
 @dataclass
@@ -28,6 +32,11 @@ class Evaluation:
     @property
     def num_queries(self) -> int:
         return len(self.per_query)
+
+
+def bright_metrics(long: bool) -> tuple[str, ...]:
+    """The metrics BRIGHT reports for its short or long documents, headline first."""
+    return BRIGHT_LONG_METRICS if long else BRIGHT_SHORT_METRICS
 
 
 def metric_names(cutoffs=CUTOFFS) -> list[str]:

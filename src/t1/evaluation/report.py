@@ -1,8 +1,9 @@
 """Comparison of run folders: markdown tables and a bar chart.
 
-BRIGHT runs (a `t1 bright` folder, or `t1 eval` runs of single BRIGHT tasks) go in one table in
-the benchmark's style: one row per run, an average and one column per task, ×100 with one
-decimal. Other datasets get BEIR-style tables: one per metric, a row per dataset and a column
+BRIGHT runs (a `t1 bright` folder, or `t1 eval` runs of single BRIGHT tasks) go in tables in the
+benchmark's style: one row per run, the mean over tasks and one column per task in BRIGHT's
+order, ×100 with one decimal; one table per metric BRIGHT reports (nDCG@10 for short documents;
+Recall@1 and nDCG@10 for long ones), short and long runs apart. Other datasets get BEIR-style tables: one per metric, a row per dataset and a column
 per run. A folder that is not a run itself but holds run folders stands for all of them.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from ..atomic import atomic_open
 from ..errors import T1Error
 from .datasets import BRIGHT_TASKS
-from .metrics import pretty_name
+from .metrics import bright_metrics, pretty_name
 from .runs import INFO_FILE, METRICS_FILE, read_json
 
 BRIGHT_COLUMNS = {
@@ -31,6 +32,7 @@ class Run:
     bright: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> metrics
     other: dict[str, dict[str, float]] = field(default_factory=dict)   # dataset -> metrics
     seconds: dict[str, float] = field(default_factory=dict)            # dataset/task -> wall seconds
+    long: bool = False                                                 # BRIGHT with long documents
 
 
 def _is_run(path: Path) -> bool:
@@ -47,6 +49,7 @@ def _add_eval(run: Run, folder: Path) -> None:
     task = dataset.removeprefix("bright/").removesuffix("-long")
     if dataset.startswith("bright/") and task in BRIGHT_TASKS:
         run.bright[task] = metrics
+        run.long = dataset.endswith("-long")
         key = task
     else:
         run.other[dataset] = metrics
@@ -102,11 +105,22 @@ def bright_average(run: Run, tasks: list[str], metric: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def bright_table(runs: list[Run], metric: str = "ndcg@10") -> str:
+def bright_groups(runs: list[Run]) -> list[tuple[bool, list[Run]]]:
+    """(long, runs) for the short-document and the long-document BRIGHT runs there are."""
+    groups = [(long, [r for r in runs if r.bright and r.long == long]) for long in (False, True)]
+    return [(long, group) for long, group in groups if group]
+
+
+def bright_tables(runs: list[Run], metrics: tuple[str, ...] | None = None) -> list[str]:
+    """One table per metric: `metrics`, else those BRIGHT reports (see `bright_metrics`)."""
+    return [bright_table(group, m, long) for long, group in bright_groups(runs) for m in metrics or bright_metrics(long)]
+
+
+def bright_table(runs: list[Run], metric: str = "ndcg@10", long: bool = False) -> str:
     runs = [r for r in runs if r.bright]
     tasks = [t for t in BRIGHT_TASKS if any(t in r.bright for r in runs)]
     header = ["Run", "Avg."] + [BRIGHT_COLUMNS[t] for t in tasks]
-    lines = [f"BRIGHT, {pretty_name(metric)} ×100", "",
+    lines = [f"BRIGHT{' long documents' if long else ''}, {pretty_name(metric)} ×100", "",
              "| " + " | ".join(header) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"]
     partial = False
     for r in runs:
@@ -137,31 +151,35 @@ def beir_table(runs: list[Run], metric: str = "ndcg@10") -> str:
     return "\n".join(lines)
 
 
-def markdown(runs: list[Run], metrics=("ndcg@10", "recall@100")) -> str:
-    parts = []
-    if any(r.bright for r in runs):
-        parts.append(bright_table(runs, metrics[0]))
+BEIR_METRICS = ("ndcg@10", "recall@100")
+
+
+def markdown(runs: list[Run], metrics: tuple[str, ...] | None = None) -> str:
+    """BRIGHT tables (`metrics`, else BRIGHT's own) and BEIR tables (`metrics`, else BEIR_METRICS)."""
+    parts = bright_tables(runs, metrics)
     if any(r.other for r in runs):
-        parts.extend(beir_table(runs, m) for m in metrics)
+        parts.extend(beir_table(runs, m) for m in metrics or BEIR_METRICS)
     return "\n\n".join(parts) + "\n"
 
 
-def plot(runs: list[Run], path: str | Path, metrics=("ndcg@10", "recall@100")) -> None:
-    """Grouped bars, one bar per run: BRIGHT (average + tasks) and/or other datasets × metrics."""
+def plot(runs: list[Run], path: str | Path, metrics: tuple[str, ...] | None = None) -> None:
+    """Grouped bars, one bar per run: BRIGHT (average + tasks, the first of `metrics` or BRIGHT's
+    headline metric) and/or other datasets × metrics."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = []
-    bright_runs = [r for r in runs if r.bright]
-    if bright_runs:
+    for long, bright_runs in bright_groups(runs):
+        metric = (metrics or bright_metrics(long))[0]
         tasks = [t for t in BRIGHT_TASKS if any(t in r.bright for r in bright_runs)]
         groups = ["Avg."] + [BRIGHT_COLUMNS[t] for t in tasks]
-        values = {r.label: [bright_average(r, tasks, metrics[0])] + [r.bright.get(t, {}).get(metrics[0]) for t in tasks]
+        values = {r.label: [bright_average(r, tasks, metric)] + [r.bright.get(t, {}).get(metric) for t in tasks]
                   for r in bright_runs}
-        panels.append((f"BRIGHT {pretty_name(metrics[0])}", groups, values))
+        panels.append((f"BRIGHT{' long documents' if long else ''} {pretty_name(metric)}", groups, values))
     other_runs = [r for r in runs if r.other]
+    metrics = metrics or BEIR_METRICS
     if other_runs:
         datasets = sorted({d for r in other_runs for d in r.other})
         groups = [f"{d}\n{pretty_name(m)}" for d in datasets for m in metrics]
@@ -187,7 +205,8 @@ def plot(runs: list[Run], path: str | Path, metrics=("ndcg@10", "recall@100")) -
     plt.close(fig)
 
 
-def write_report(paths: list[str | Path], out: str | Path, metrics=("ndcg@10", "recall@100")) -> tuple[str, Path, Path]:
+def write_report(paths: list[str | Path], out: str | Path,
+                 metrics: tuple[str, ...] | None = None) -> tuple[str, Path, Path]:
     """Render report.md and report.png into `out`; returns (markdown, md path, png path)."""
     runs = load_runs(paths)
     text = markdown(runs, metrics)

@@ -190,7 +190,8 @@ class T1Retriever(Retriever):
                  document_instruction: str | None = None, max_new_tokens: int | None = None,
                  batch_size: int = 8, doc_batch_size: int = 32, max_length: int | None = None,
                  reasoning_cache: bool = True, num_traces: int = 1, temperature: float = 1.0, top_p: float = 0.95,
-                 trace_fusion: str = "mean", auto_margin: float = 0.02, show_progress: bool | None = None):
+                 trace_fusion: str = "mean", auto_margin: float = 0.02, show_progress: bool | None = None,
+                 index_folder: str | Path | None = None):
         if mode not in T1_MODES:
             raise T1Error(f"T1 reasoning mode must be one of {', '.join(T1_MODES)}, got {mode!r}")
         super().__init__(corpus, show_progress)
@@ -207,15 +208,21 @@ class T1Retriever(Retriever):
             raise T1Error("test-time scaling needs num_traces >= 1 and trace fusion 'mean' or 'rrf'")
         self.num_traces, self.temperature, self.top_p, self.trace_fusion = num_traces, temperature, top_p, trace_fusion
         self.auto_margin = auto_margin
+        self.given_index = Path(index_folder) if index_folder is not None else None
 
     def index_folder(self, fingerprint: str) -> Path:
+        """The index of this corpus: the folder given (e.g. built by `torchrun ... t1 index`), else
+        one cached under $T1_CACHE, keyed by model, corpus, instruction and length."""
+        if self.given_index is not None:
+            return self.given_index
         key = _key(fingerprint, corpus_hash(self.corpus), self.document_instruction, self.max_length, "float16")
         return cache_dir() / "indexes" / key
 
     def _prepare(self) -> None:
         fingerprint = self.model.fingerprint()
         folder = self.index_folder(fingerprint)
-        if (folder / "manifest.json").exists() and json.loads((folder / "manifest.json").read_text()).get("complete"):
+        cached = self.given_index is None  # a given folder is checked against this corpus and settings by build
+        if cached and (folder / "manifest.json").exists() and json.loads((folder / "manifest.json").read_text()).get("complete"):
             self.index = Index.open(folder, model=self.model, instruction=self.document_instruction)
         else:
             self.index = Index.build(self.model, self.corpus, folder, instruction=self.document_instruction,
@@ -223,6 +230,7 @@ class T1Retriever(Retriever):
                                      show_progress_bar=_show(self.show_progress), bm25=False)  # hybrid: its own
         self.settings = {"model": self.name[3:], "fingerprint": fingerprint, "mode": self.mode,
                          "query_instruction": self.query_instruction, "document_instruction": self.document_instruction,
+                         "max_query_length": self.model.config.max_query_length,
                          "max_document_length": self.max_length, "max_new_tokens": self.max_new_tokens,
                          "index": str(folder)}
 
@@ -331,33 +339,39 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
                    batch_size: int | None = None, device: str | None = None, k1: float = 0.9, b: float = 0.4,
                    fusion: str | None = None, fusion_weight: float | None = None, reasoning_cache: bool = True,
                    num_traces: int = 1, temperature: float = 1.0, top_p: float = 0.95, trace_fusion: str = "mean",
-                   auto_margin: float = 0.02, show_progress: bool | None = None) -> Retriever:
+                   auto_margin: float = 0.02, show_progress: bool | None = None, model_settings: dict | None = None,
+                   index_folder: str | Path | None = None) -> Retriever:
     """Build the retriever named by `spec`. For `t1:`, pass an already loaded `model` to share
-    it across tasks (else it is loaded here). `hybrid:` fuses as `hybrid_fusion` says."""
+    it across tasks (else it is loaded here, with `model_settings` applied), and optionally the
+    `index_folder` of this corpus. `hybrid:` fuses as `hybrid_fusion` says."""
     kind, name = parse_retriever(spec)
     if kind == "hybrid":
         dense = make_retriever(name, corpus, model=model, mode=mode, query_instruction=query_instruction,
                                document_instruction=document_instruction, max_new_tokens=max_new_tokens,
                                batch_size=batch_size, device=device, reasoning_cache=reasoning_cache,
                                num_traces=num_traces, temperature=temperature, top_p=top_p,
-                               trace_fusion=trace_fusion, auto_margin=auto_margin, show_progress=show_progress)
+                               trace_fusion=trace_fusion, auto_margin=auto_margin, show_progress=show_progress,
+                               model_settings=model_settings, index_folder=index_folder)
         method, weight = hybrid_fusion(spec, fusion, fusion_weight, getattr(dense, "model", None))
         return HybridRetriever(dense, corpus, method, weight, k1=k1, b=b, show_progress=show_progress)
+    if kind != "t1" and (model_settings or index_folder):
+        raise T1Error(f"T1 settings, lengths and index folders apply to T1 models, not to {spec}")
     if kind == "bm25":
         return BM25Retriever(corpus, k1=k1, b=b, show_progress=show_progress)
     if kind == "st":
         return SentenceTransformerRetriever(name, corpus, batch_size=batch_size or 64, device=device,
                                             show_progress=show_progress)
     if model is None:
-        model = load_t1_model(name, device)
+        model = load_t1_model(name, device, model_settings)
     return T1Retriever(model, corpus, mode=mode, query_instruction=query_instruction,
                        document_instruction=document_instruction, max_new_tokens=max_new_tokens,
                        batch_size=batch_size or 8, reasoning_cache=reasoning_cache, num_traces=num_traces,
                        temperature=temperature, top_p=top_p, trace_fusion=trace_fusion, auto_margin=auto_margin,
-                       show_progress=show_progress)
+                       show_progress=show_progress, index_folder=index_folder)
 
 
-def load_t1_model(name: str, device: str | None = None):
+def load_t1_model(name: str, device: str | None = None, settings: dict | None = None):
+    """A T1 model by name, `settings` (T1Config fields, e.g. from a settings file) applied."""
     from ..model import T1Model
 
-    return T1Model.from_pretrained(name, device=device)
+    return T1Model.from_pretrained(name, device=device, **(settings or {}))

@@ -8,10 +8,11 @@ from the task, in this order:
 1. `model_prompts`, keyed as mteb keys prompts ("TaskName-query", "TaskName", "Retrieval-query",
    "Retrieval", "query"/"document");
 2. a BRIGHT task (mteb's BrightBiologyRetrieval ... BrightTheoremQATheoremsRetrieval, their Long
-   variants, and the superseded BrightRetrieval/BrightLongRetrieval by subset): queries take
-   BRIGHT's instruction (`t1.evaluation.datasets.bright_instruction`, as `t1 bright` does) in
-   place of mteb's "Represent this ... post for searching relevant passages:" prompt, and
-   documents take the model's document instruction;
+   variants, and the superseded BrightRetrieval/BrightLongRetrieval by subset): the model's
+   instruction for that task (`T1Model.instruction_for`, as `t1 bright` does): its settings'
+   `tasks` entry, else for queries BRIGHT's instruction in place of mteb's "Represent this ...
+   post for searching relevant passages:" prompt, and for documents the model's document
+   instruction;
 3. the task's own prompt (`TaskMetadata.prompt`), without a trailing colon;
 4. the model's query or document instruction.
 
@@ -34,7 +35,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("mteb is not installed: pip install 't1[mteb]'") from e
 
 from ..backbones import DEFAULT_MODEL
-from ..evaluation.datasets import BRIGHT_TASKS, bright_instruction
+from ..evaluation.datasets import BRIGHT_TASKS
 from . import load_t1_model
 
 if TYPE_CHECKING:
@@ -64,9 +65,11 @@ class T1Encoder(AbsEncoder):
     `reasoning`: "generate" (default) or "none" for queries; `max_new_tokens`: the trace limit
     (default: the model's); `query_batch_size`: generation batch (default: mteb's batch_size);
     `model_prompts`: instructions by mteb key (see the module docstring); `cache`: a
-    `t1.reasoning_cache.ReasoningCache`, so that a re-run generates no trace twice. Other
-    keyword arguments are T1 settings for loading (e.g. `max_document_length=1024`). The traces
-    of each task's queries are kept in `traces[task_name]`, in mteb's query order."""
+    `t1.reasoning_cache.ReasoningCache`, so that a re-run generates no trace twice;
+    `max_query_length` / `max_document_length`: token limits (default: the model's; a
+    checkpoint without t1_config.json has BRIGHT's 8,192), which also apply to a model passed
+    loaded. Other keyword arguments are T1 settings for loading (e.g. `do_sample=True`). The
+    traces of each task's queries are kept in `traces[task_name]`, in mteb's query order."""
 
     def __init__(
         self,
@@ -79,9 +82,13 @@ class T1Encoder(AbsEncoder):
         query_batch_size: int | None = None,
         model_prompts: dict[str, str] | None = None,
         cache=None,
+        max_query_length: int | None = None,
+        max_document_length: int | None = None,
         **settings: Any,
     ) -> None:
         self.model = load_t1_model(model_name, device, **settings)
+        self.max_query_length = max_query_length or self.model.config.max_query_length
+        self.max_document_length = max_document_length or self.model.config.max_document_length
         self.reasoning = reasoning
         self.max_new_tokens = max_new_tokens
         self.query_batch_size = query_batch_size
@@ -94,7 +101,7 @@ class T1Encoder(AbsEncoder):
             "name": name if hub_id else f"t1/{name.rstrip('/').split('/')[-1]}",
             "revision": revision or self.model.fingerprint(),
             "embed_dim": self.model.dim,
-            "max_tokens": self.model.config.max_document_length,
+            "max_tokens": self.max_document_length,
             "n_parameters": sum(p.numel() for p in self.model.backbone.parameters()),
             "similarity_fn_name": ScoringFunction.COSINE,
             "use_instructions": True,
@@ -111,7 +118,8 @@ class T1Encoder(AbsEncoder):
             return self.model_prompts[name]
         bright = bright_task(task_metadata.name, hf_subset)
         if bright:
-            return bright_instruction(*bright) if query else self.model.config.document_instruction
+            task, long = bright
+            return self.model.instruction_for(f"{task}_long" if long else task, "query" if query else "document")
         prompt = task_metadata.prompt
         if isinstance(prompt, dict):
             prompt = prompt.get(prompt_type.value) if prompt_type else None
@@ -135,10 +143,10 @@ class T1Encoder(AbsEncoder):
         progress = kwargs.get("show_progress_bar")
         if prompt_type == PromptType.query:
             out = self.model.encode_query(texts, instruction=instruction, reasoning=self.reasoning,
-                                          max_new_tokens=self.max_new_tokens,
+                                          max_new_tokens=self.max_new_tokens, max_length=self.max_query_length,
                                           batch_size=self.query_batch_size or batch_size,
                                           show_progress_bar=progress, cache=self.cache)
             self.traces.setdefault(task_metadata.name, []).extend(out.reasoning)
             return out.embeddings
         return self.model.encode_document(texts, instruction=instruction, batch_size=batch_size,
-                                          show_progress_bar=progress)
+                                          max_length=self.max_document_length, show_progress_bar=progress)

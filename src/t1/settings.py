@@ -1,0 +1,167 @@
+"""`T1Config`: every setting that decides how a model turns text into embeddings, in one place.
+
+A t1 model saves them next to its weights as `t1_config.json`. A checkpoint without that file
+(a hub T1 such as ForwardAILabs/MRE-T1, or a plain causal LM) gets `checkpoint_defaults`: the
+lengths BRIGHT's own code gives LLM embedders. A settings file (`t1 bright --settings FILE`,
+`load_settings`) holds any subset of the same fields and overrides them at load time, so the
+guesses made for a published checkpoint (prompt template, instructions, lengths, decoding,
+`max_new_tokens`) are visible and changeable without touching code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .backbones import DEFAULT_BACKBONE, shipped_model
+from .errors import T1Error
+from .prompts import DEFAULT_QUERY_INSTRUCTION, DOCUMENT_TEMPLATE, QUERY_TEMPLATE
+
+CONFIG_NAME = "t1_config.json"
+# BRIGHT's retrievers.py reads documents (and queries) of its LLM embedders up to 8,192 tokens
+# (gte-Qwen; 4,096 for SFR and e5-mistral).
+BRIGHT_LLM_LENGTH = 8192
+SIDES = ("query", "document")
+
+
+@dataclass
+class T1Config:
+    """Settings saved next to the weights, so a saved model embeds exactly as it did."""
+
+    backbone: str = DEFAULT_BACKBONE  # base weights (what a LoRA adapter applies to)
+    emb_token: str = "<emb_token>"
+    pooling: str = "emb_token"
+    normalize: bool = True
+    query_instruction: str = DEFAULT_QUERY_INSTRUCTION
+    document_instruction: str = ""
+    max_query_length: int = 512  # the whole chat prompt, in tokens; the query text is what is cut
+    max_document_length: int = 512  # instruction + text + <emb_token>; the text is what is cut
+    max_new_tokens: int = 256
+    format_version: int = 1
+    # Named instructions for `prompt_name` (sentence-transformers' `prompts`), e.g. {"scifact": "..."}.
+    prompts: dict[str, str] = field(default_factory=dict)
+    # T1's weight in a weighted-sum fusion with BM25, the default search when set: measured on
+    # judged queries (`t1.fusion.choose_weight`). None: not measured, search with T1 alone.
+    fusion_weight: float | None = None
+    # Prompt templates. The user turn of a query ({instruction}, {query}; a query without an
+    # instruction is the query alone), and a document ({instruction}, {text}; a document without
+    # an instruction is its text alone). `chat_template`: None uses the tokenizer's own, a Jinja
+    # string replaces it, "" renders the user turn as plain text.
+    query_template: str = QUERY_TEMPLATE
+    document_template: str = DOCUMENT_TEMPLATE
+    chat_template: str | None = None
+    # Instructions per task (a BRIGHT task, "<task>_long" for its long documents, or any name
+    # passed as `prompt_name`): {"biology": {"query": "...", "document": "..."}}. A side left out
+    # falls back to the task's own (BRIGHT's for BRIGHT tasks) or the model's instruction.
+    tasks: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Decoding of a reasoning trace: greedy, or sampling with these settings (None: the value in
+    # the checkpoint's generation_config.json). Test-time scaling (`num_traces` > 1) samples
+    # with its own temperature and top_p.
+    do_sample: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    def save(self, folder: str | Path) -> None:
+        from .atomic import write_json
+
+        write_json(Path(folder) / CONFIG_NAME, asdict(self))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "T1Config":
+        data = json.loads((Path(folder) / CONFIG_NAME).read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def saved(cls, name_or_path: str) -> "T1Config | None":
+        """The settings saved with a model folder or a shipped model, read without loading it;
+        None where there are none (`T1Model.from_pretrained` then uses `checkpoint_defaults`)."""
+        folder = shipped_model(name_or_path) or Path(name_or_path)
+        return cls.load(folder) if (folder / CONFIG_NAME).is_file() else None
+
+    def task_instruction(self, task: str, side: str) -> str | None:
+        """The instruction this config gives `task` on `side` ("query" or "document"); None
+        when it names none."""
+        return self.tasks.get(task, {}).get(side)
+
+    def sampling(self, generation_config=None) -> dict:
+        """Keyword arguments of `t1.reasoning.sampling_kwargs` for one trace: greedy, or the
+        sampling settings here, each None read from the checkpoint's `generation_config`."""
+        if not self.do_sample:
+            return {"do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": None}
+
+        def pick(name, fallback):
+            value = getattr(self, name)
+            return value if value is not None else getattr(generation_config, name, None) or fallback
+
+        return {"do_sample": True, "temperature": pick("temperature", 1.0), "top_p": pick("top_p", 1.0),
+                "top_k": pick("top_k", None)}
+
+
+def check(config: T1Config) -> None:
+    """Refuse settings that cannot work, naming the setting."""
+    for name in ("max_query_length", "max_document_length"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 2:
+            raise T1Error(f"{name} must be an integer of at least 2, got {value!r}")
+    if not isinstance(config.max_new_tokens, int) or config.max_new_tokens < 0:
+        raise T1Error(f"max_new_tokens must be an integer of at least 0, got {config.max_new_tokens!r}")
+    for name, needed in (("query_template", ("{query}",)), ("document_template", ("{text}",))):
+        template = getattr(config, name)
+        if not isinstance(template, str) or any(part not in template for part in needed):
+            raise T1Error(f"{name} must be a string holding {', '.join(needed)}, got {template!r}")
+    if not isinstance(config.tasks, dict) or any(
+            not isinstance(v, dict) or set(v) - set(SIDES) for v in config.tasks.values()):
+        raise T1Error('tasks must map a task name to {"query": ..., "document": ...}')
+
+
+def checkpoint_defaults(name: str, model_config) -> T1Config:
+    """Settings of a checkpoint without `t1_config.json`: the defaults, with BRIGHT's lengths for
+    LLM embedders (8,192 tokens, or the model's position limit if lower) for queries and
+    documents."""
+    limit = getattr(model_config.get_text_config(), "max_position_embeddings", None) or BRIGHT_LLM_LENGTH
+    length = min(BRIGHT_LLM_LENGTH, limit)
+    return T1Config(backbone=name, max_query_length=length, max_document_length=length)
+
+
+# Fields a settings file may not change: they say what the weights are, not how to use them.
+FIXED = ("backbone", "emb_token", "pooling", "format_version")
+
+
+def load_settings(path: str | Path) -> dict:
+    """The settings in a JSON file (any subset of `T1Config`'s fields), checked; pass them to
+    `T1Model.from_pretrained(name, **settings)`. A full `t1_config.json` may be given: its
+    fields that describe the weights (backbone, emb_token, pooling, format_version) are ignored."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise T1Error(f"{path}: no such settings file") from None
+    except json.JSONDecodeError as e:
+        raise T1Error(f"{path}: malformed JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise T1Error(f"{path}: expected a JSON object of T1 settings")
+    known = {f.name for f in fields(T1Config)}
+    unknown = sorted(k for k in data if k not in known and not k.startswith("_"))
+    if unknown:
+        raise T1Error(f"{path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known - set(FIXED)))})")
+    settings = {k: v for k, v in data.items() if k in known and k not in FIXED}
+    try:
+        T1Config(**settings)
+    except TypeError as e:
+        raise T1Error(f"{path}: {e}") from None
+    except T1Error as e:
+        raise T1Error(f"{path}: {e}") from None
+    return settings
+
+
+def write_settings(config: T1Config, path: str | Path) -> None:
+    """Write the settings of `config` a settings file can change (the inverse of `load_settings`)."""
+    from .atomic import write_json
+
+    write_json(path, {k: v for k, v in asdict(config).items() if k not in FIXED})
