@@ -189,6 +189,10 @@ def test_model_settings_are_saved_with_the_model(tmp_path, tiny_model_path):
     model_args, _ = make_config(tmp_path, tiny_model_path, model_args={**FULL, "model_settings": settings})
     t1 = build_model(model_args, device="cpu")
     assert (t1.config.max_new_tokens, t1.config.max_document_length) == (24, 96)
+    # The query length is not set: a plain backbone (read with 8,192 tokens for BRIGHT) trains
+    # into a model that saves T1Config's own 512.
+    assert T1Model.from_pretrained(str(tiny_model_path), device="cpu").config.max_query_length > 512
+    assert t1.config.max_query_length == 512
     t1.save_pretrained(tmp_path / "saved")
     assert json.loads((tmp_path / "saved" / "t1_config.json").read_text())["max_new_tokens"] == 24
     for bad in ({"emb_token": "<x>"}, {"no_such_setting": 1}):

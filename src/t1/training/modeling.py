@@ -16,6 +16,7 @@ import torch
 
 from ..errors import T1Error
 from ..model import CONFIG_NAME, T1Model, quiet_peft
+from ..settings import T1Config
 from .arguments import ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,12 @@ def lora_config(args: ModelArguments, t1: T1Model):
 
 
 def apply_settings(t1: T1Model, args: ModelArguments) -> None:
-    """The instructions and T1 settings to save with the trained model."""
+    """The instructions and T1 settings to save with the trained model. A model trained from a
+    checkpoint without t1 settings saves T1Config's own lengths (512), not the 8,192 tokens that
+    such a checkpoint is read with for BRIGHT: `model_settings` sets others."""
+    if T1Config.saved(args.model_name_or_path) is None:
+        t1.config.max_query_length = T1Config.max_query_length
+        t1.config.max_document_length = T1Config.max_document_length
     for key in ("query_instruction", "document_instruction"):
         if getattr(args, key) is not None:
             setattr(t1.config, key, getattr(args, key))
