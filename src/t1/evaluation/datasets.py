@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import Document, add_judgement, check_judged, load_beir, load_corpus, read_jsonl, read_rows, unique_id
+from ..data import (Document, add_judgement, check_id, check_judged, check_text, load_beir, load_corpus, qrels_score,
+                    read_jsonl, read_rows, unique_id)
 from ..errors import T1Error
 
 BRIGHT_HUB = "xlangai/BRIGHT"
@@ -135,7 +136,7 @@ def load_bright_examples(source: str, task: str, long: bool = False, config: str
         qid = row.get("id")
         if qid is None:
             raise T1Error(f"{where}: missing field 'id'")
-        qid = unique_id(queries, str(qid), where)
+        qid = unique_id(queries, check_id(qid, where, "query id"), where)
         text = row.get("query")
         if not isinstance(text, str) or not text.strip():
             raise T1Error(f"{where}: missing or empty field 'query'")
@@ -167,8 +168,9 @@ def load_bright_documents(source: str, task: str, long: bool = False) -> list[Do
         doc_id, text = row.get("id"), row.get("content")
         if doc_id is None or text is None:
             raise T1Error(f"{where}: expected fields 'id' and 'content'")
-        seen.add(unique_id(seen, str(doc_id), where, "document id"))
-        docs.append(Document(str(doc_id), str(text)))
+        doc_id = unique_id(seen, check_id(doc_id, where, "document id"), where, "document id")
+        seen.add(doc_id)
+        docs.append(Document(doc_id, check_text(text, where, "content")))
     return docs
 
 
@@ -212,8 +214,9 @@ def _load_hub_beir(repo: str, split: str) -> EvalData:
                       "pass a local BEIR folder instead") from None
     qrels: dict[str, dict[str, int]] = {}
     for i, row in enumerate(qrel_rows):
-        add_judgement(qrels, str(row["query-id"]), str(row["corpus-id"]), int(row["score"]),
-                      f"{repo}-qrels {split} row {i}")
+        where = f"{repo}-qrels {split} row {i}"
+        add_judgement(qrels, check_id(row["query-id"], where, "query id"), check_id(row["corpus-id"], where, "corpus id"),
+                      qrels_score(row["score"], where), where)
     queries: dict[str, str] = {}
     for i, row in enumerate(query_rows):
         queries[unique_id(queries, str(row["_id"]), f"{repo} queries row {i}")] = row["text"]
