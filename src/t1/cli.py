@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from .errors import T1Error
+from .errors import T1Error, disk_error, is_disk_error
 
 
 class Parser(argparse.ArgumentParser):
@@ -431,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except T1Error as e:
         print(f"t1: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or a permission met outside `atomic_open`
+        if not is_disk_error(e):
+            raise
+        print(f"t1: error: {disk_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("t1: interrupted; re-run the same command to resume", file=sys.stderr)
