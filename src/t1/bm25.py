@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import T1Error
+
 SETTINGS_FILE = "t1_bm25.json"
 
 
@@ -48,7 +50,11 @@ class BM25Index:
         if logging.getLogger("bm25s").level == logging.DEBUG:  # bm25s forces DEBUG on import
             logging.getLogger("bm25s").setLevel(logging.WARNING)
         self.model = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
-        self.model.index(self._tokenize(texts, True, show_progress), show_progress=show_progress)
+        tokens = self._tokenize(texts, True, show_progress)
+        if not tokens.vocab:
+            raise T1Error("BM25 finds no word to index in any document (only stop words, single letters or "
+                          "punctuation); index without BM25 (`--no-bm25`, Python: bm25=False)")
+        self.model.index(tokens, show_progress=show_progress)
         self.count = len(texts)
         return self
 

@@ -100,6 +100,28 @@ def check_text(value, where: str, what: str) -> str:
     return value
 
 
+def as_texts(value, what: str) -> tuple[list[str], bool]:
+    """(the texts, whether a single string was given) of a Python API argument that takes a
+    string or a sequence of strings; anything else is a `TypeError` naming `what`."""
+    if isinstance(value, str):
+        return [value], True
+    if value is None or isinstance(value, (bytes, dict)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{what} must be a string or a list of strings, got {_kind(value)}")
+    texts = list(value)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"{what}[{bad}] must be a string, got {_kind(texts[bad])}")
+    return texts, False
+
+
+def check_documents(documents) -> Sequence[Document]:
+    """`documents` when it is a sequence of `Document`s (what `load_corpus` returns)."""
+    bad = next((d for d in documents if not isinstance(d, Document)), None)
+    if bad is not None:
+        raise TypeError(f"documents must be t1.data.Document objects (as load_corpus returns), got {_kind(bad)}")
+    return documents
+
+
 def _kind(value) -> str:
     return "null" if value is None else {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
 

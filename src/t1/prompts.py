@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import T1Error
+
 DEFAULT_QUERY_INSTRUCTION = "Given a query, retrieve relevant passages that help answer the query"
 QUERY_TEMPLATE = "{instruction}\nQuery: {query}"
 DOCUMENT_TEMPLATE = "{instruction}\n"
@@ -18,6 +20,11 @@ def instruction_or_default(instruction: str | None, default: str | None) -> str 
     """The one fallback rule for instructions: `None` means "not given" and takes the default
     (the model's, or the dataset's); any text, the empty one included, is used as given."""
     return default if instruction is None else instruction
+
+
+class NoRoom(T1Error, ValueError):
+    """A length limit that leaves no room for the text after the instruction: a user mistake (a
+    `T1Error`: one line, a 4xx over HTTP) and, for callers that expect it, a `ValueError`."""
 
 
 @dataclass
@@ -33,7 +40,8 @@ class PromptBuilder:
         prefix = self._ids(DOCUMENT_TEMPLATE.format(instruction=instruction)) if instruction else []
         room = max_length - len(prefix) - 1
         if room < 1:
-            raise ValueError(f"max_length={max_length} leaves no room for text after the instruction")
+            raise NoRoom(f"a document length of {max_length} tokens leaves no room for the text (the instruction "
+                         f"and <emb_token> take {len(prefix) + 1}); raise the length or shorten the instruction")
         return prefix + self._ids(text)[:room] + [self.emb_token_id]
 
     def query_prompt(self, query: str, instruction: str | None, max_length: int) -> list[int]:
@@ -49,7 +57,8 @@ class PromptBuilder:
         while length > max_length:  # decode/re-encode can shift a token at the cut: repeat
             keep -= length - max_length
             if keep < 1:
-                raise ValueError(f"max_length={max_length} leaves no room for the query")
+                raise NoRoom(f"a query length of {max_length} tokens leaves no room for the query after the "
+                             "instruction and chat template; raise the length or shorten the instruction")
             text = self.tokenizer.decode(query_ids[:keep])
             length = len(self._render(text, instruction))
         return text
