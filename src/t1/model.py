@@ -484,7 +484,7 @@ class T1Model(torch.nn.Module):
             return self.config.query_instruction
         if prompt_name in ("document", "passage", "corpus"):
             return self.config.document_instruction
-        from .evaluation.datasets import BRIGHT_TASKS, bright_instruction
+        from .bright_tasks import BRIGHT_TASKS, bright_instruction
 
         task = prompt_name.removesuffix("_long")
         if task in BRIGHT_TASKS:

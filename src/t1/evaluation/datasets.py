@@ -19,17 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..bright_tasks import BRIGHT_LONG_TASKS, BRIGHT_TASKS, STACKEXCHANGE, bright_instruction  # noqa: F401 (re-exported)
 from ..data import (Document, add_judgement, check_id, check_judged, check_text, load_beir, load_corpus, qrels_score,
                     read_jsonl, read_rows, unique_id)
 from ..errors import T1Error
 
 BRIGHT_HUB = "xlangai/BRIGHT"
-BRIGHT_TASKS = (
-    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
-    "sustainable_living", "leetcode", "pony", "aops", "theoremqa_questions", "theoremqa_theorems",
-)
-STACKEXCHANGE = BRIGHT_TASKS[:7]
-BRIGHT_LONG_TASKS = STACKEXCHANGE + ("pony",)  # the tasks with long documents
 NA = "N/A"
 
 
@@ -46,24 +41,6 @@ class EvalData:
     excluded: dict[str, set[str]] = field(default_factory=dict)
     reasoning: dict[str, str] | None = None
     query_instruction: str | None = None
-
-
-# ---------------------------------------------------------------------------- instructions
-def bright_instruction(task: str, long: bool = False) -> str:
-    """The query instruction BRIGHT's own configs use for instruction-following embedders
-    (without their model-specific "Instruct:"/"Query:" wrappers)."""
-    unit = "documents" if long else "passages"
-    if task in STACKEXCHANGE:
-        return f"Given a {task} post, retrieve relevant {unit} that help answer the post"
-    if task == "pony":
-        return f"Given a Pony question, retrieve relevant {unit} that help answer the question"
-    if task == "leetcode":
-        return "Given a Coding problem, retrieve relevant examples that help answer the problem"
-    if task in ("aops", "theoremqa_questions"):
-        return "Given a Math problem, retrieve relevant examples that help answer the problem"
-    if task == "theoremqa_theorems":
-        return "Given a Math problem, retrieve relevant theorems that help answer the problem"
-    raise T1Error(f"unknown BRIGHT task {task!r} (expected one of {', '.join(BRIGHT_TASKS)})")
 
 
 # ---------------------------------------------------------------------------- sources

@@ -12,7 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ..cli import DEVICE_HELP, device_arg, non_negative_float, non_negative_int, positive_float, positive_int
+from ..cli_args import DEVICE_HELP, device_arg, non_negative_float, non_negative_int, positive_float, positive_int
 from ..errors import T1Error
 
 API_KEY_ENV = "T1_API_KEY"
