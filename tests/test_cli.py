@@ -45,8 +45,18 @@ def test_search_text_output_and_queries_file(tiny_model_path, corpus, tmp_path, 
     capsys.readouterr()
     assert main(["search", "--index", str(out), "--device", "cpu", "--queries", str(queries), "--reasoning", "none", "-k", "3"]) == 0
     text = capsys.readouterr().out
-    assert "query q1: plant cell" in text and "query q2: river" in text
-    assert text.count("  1. ") + text.count("1. ") >= 2 and "Leaves" in text
+    titles = {d["_id"]: d["title"] for d in CORPUS}
+    blocks = [b.splitlines() for b in text.strip().split("\n\n")]
+    assert [b[0] for b in blocks] == ["query q1: plant cell", "query q2: river"]
+    assert main(["search", "--index", str(out), "--device", "cpu", "--queries", str(queries), "--reasoning", "none",
+                 "-k", "3", "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    texts = {d["_id"]: d["text"] for d in CORPUS}
+    for block, result in zip(blocks, expected):  # rank, score, id and title, then the snippet: as --json says
+        assert block[1:] == [line for rank, h in enumerate(result["hits"], 1)
+                             for line in (f"{rank:>3}. {h['score']:.4f}  {h['id']}  {titles[h['id']]}",
+                                          f"     {texts[h['id']]}")]
+        assert sorted(h["id"] for h in result["hits"]) == ["d1", "d2", "d3"]
 
 
 def test_default_search_is_the_models_weighted_hybrid(weighted_model_path, corpus, tmp_path, capsys):

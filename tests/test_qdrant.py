@@ -58,7 +58,8 @@ def test_round_trip_matches_the_index_folder(tiny_model, tmp_path):
         assert all(not ({h.id for h in hits} & ex) for hits, ex in zip(got, exclude))
         assert [[h.id for h in hits] for hits in got] == [[h.id for h in hits] for hits in
                                                           folder.search(q, k=50, exclude=exclude)]
-        assert store.search(q[:1], k=0) == [[]]
+        with pytest.raises(T1Error, match="k must be at least 1, got 0"):  # as an index folder says
+            store.search(q[:1], k=0)
 
         # the search helpers shared with index folders: several traces, adaptive reasoning
         traces = np.stack([q, q[::-1]], axis=1)

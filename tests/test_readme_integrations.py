@@ -135,16 +135,20 @@ def _cosines(model, query: str, texts: list[str], **encode) -> list[float]:
     return [float(x) for x in model.encode_document(texts) @ q]
 
 
-def test_bright_command_runs(hub, tmp_path, monkeypatch, tiny_qwen3_path):
-    """The README's `t1 bright` command for MRE-T1, on the tiny Qwen3 and the local BRIGHT
-    fixture (2 of the 12 tasks, 4 reasoning tokens): the published 39.6 is not reproduced here."""
+BRIGHT_COMMANDS = [c for _, lang, c in BLOCKS if lang == "bash" and "t1 bright" in c]
+
+
+@pytest.mark.parametrize("command", BRIGHT_COMMANDS, ids=["defaults", "settings-file"][:len(BRIGHT_COMMANDS)])
+def test_bright_command_runs(command, hub, tmp_path, monkeypatch, tiny_qwen3_path):
+    """The README's `t1 bright` commands for MRE-T1 (with t1's defaults, and with the settings
+    file), on the tiny Qwen3 and the local BRIGHT fixture (2 of the 12 tasks, 4 reasoning
+    tokens): the published 39.6 is not reproduced here."""
     from t1.cli import main
 
-    (command,) = [c for _, lang, c in BLOCKS if lang == "bash" and "t1 bright" in c]
     argv = shlex.split(command)
     assert argv[:2] == ["t1", "bright"]
-    argv = [f"t1:{tiny_qwen3_path}" if a == f"t1:{HUB_T1}" else str(BRIGHT_FIXTURE) if a == "xlangai/BRIGHT" else a
-            for a in argv[2:]]
+    argv = [f"t1:{tiny_qwen3_path}" if a == f"t1:{HUB_T1}" else str(BRIGHT_FIXTURE) if a == "xlangai/BRIGHT"
+            else str(README.parent / a) if a.startswith("settings/") else a for a in argv[2:]]
     monkeypatch.chdir(tmp_path)
     assert main(["bright", *argv, "--tasks", "biology", "leetcode", "--max-new-tokens", "4", "--device", "cpu",
                  "--no-progress"]) == 0

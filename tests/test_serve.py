@@ -466,3 +466,34 @@ def test_cli_serve_user_errors(index_dir, tmp_path, capsys, argv, message):
         assert main([a.format(**fill) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("t1: error:") and message in err and "\n" not in err
+
+
+def test_a_chunked_body_past_the_limit_is_refused_as_it_arrives(serve):
+    import asyncio
+
+    client = serve(max_body_bytes=2000)
+    received, sent = [], []
+
+    async def receive():  # a body without Content-Length, in 1000-byte pieces: 10 MB in all
+        received.append(1)
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": len(received) < 10_000}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/search", "raw_path": b"/search", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+             "http_version": "1.1", "scheme": "http", "server": ("test", 80), "client": ("test", 1), "root_path": ""}
+    asyncio.run(client.app(scope, receive, send))
+    assert sent[0]["status"] == 413 and b"more than the limit of 2000 bytes" in sent[1]["body"]
+    assert len(received) <= 3  # refused once past the limit, not read whole first
+    assert client.post("/search", json={"query": "water rock", "reasoning": "none"}).status_code == 200
+
+
+def test_an_instruction_that_leaves_no_room_is_a_422_in_every_mode(serve):
+    client = serve(max_query_chars=100000)
+    for mode in ("none", "generate"):
+        response = client.post("/search", json={"query": "water rock", "reasoning": mode,
+                                                "instruction": "word " * 3000})
+        assert response.status_code == 422, (mode, response.text)
+        assert "leaves no room for the query" in response.json()["detail"]

@@ -131,8 +131,10 @@ def _without_checksums(index: Path) -> None:
 
 def test_manifest_records_sizes_rows_and_checksums(index):
     files = json.loads((index / "manifest.json").read_text())["files"]
-    assert sorted(files) == [f"{kind}-{i:05d}.{ext}" for kind, ext in (("docs", "jsonl"), ("emb", "npy"))
-                             for i in range(4)]
+    assert sorted(f for f in files if not f.startswith("bm25/")) == [
+        f"{kind}-{i:05d}.{ext}" for kind, ext in (("docs", "jsonl"), ("emb", "npy")) for i in range(4)]
+    assert sorted(f for f in files if f.startswith("bm25/")) == sorted(
+        f"bm25/{p.name}" for p in (index / "bm25").iterdir())  # every artefact, BM25's files too
     assert [files[f"emb-{i:05d}.npy"]["rows"] for i in range(4)] == [8, 8, 8, 6]
     assert files["docs-00003.jsonl"]["bytes"] == (index / "docs-00003.jsonl").stat().st_size
     assert all(len(f["sha256"]) == 64 for f in files.values())

@@ -22,6 +22,7 @@ whenever k fits the candidate pool.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -31,8 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .atomic import write_json
-from .errors import T1Error
+from .errors import T1Error, disk_error
 from .search import best_first
 
 KINDS = ("hnsw", "ivf-pq")
@@ -133,7 +133,7 @@ def build(index, kind: str, *, m: int = 32, ef_construction: int = 200, nlist: i
             "corpus_hash": index.manifest["corpus_hash"], "train_rows": train_rows, "seed": seed,
             "build_s": round(time.perf_counter() - start, 2), "faiss": faiss.__version__}
     index.manifest.setdefault("ann", {})[kind] = info
-    write_json(index.folder / "manifest.json", index.manifest)
+    index.record_files([file_name(kind)])  # its size and checksum: opening and --verify check them
     index._ann_loaded.pop(kind, None)
     return info
 
@@ -154,16 +154,23 @@ def _sample_rows(index, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _write_index(structure, path: Path) -> None:
     faiss = _faiss()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise disk_error(e, path) from None
     os.close(fd)
     try:
         faiss.write_index(structure, tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as e:
+        raise disk_error(e, path) from None
+    except RuntimeError as e:  # faiss's own write error: a full disk, mostly
+        raise T1Error(f"{path}: cannot write ({str(e).strip().splitlines()[-1][:160]}); fix it and re-run the "
+                      "same command") from None
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def load(index, kind: str):
@@ -176,10 +183,27 @@ def load(index, kind: str):
     if info["count"] != len(index) or info["corpus_hash"] != index.manifest["corpus_hash"]:
         raise T1Error(f"{index.folder}: the {kind} structure was built over other vectors; rebuild it with "
                       f"`t1 ann build --index {index.folder} --kind {kind}`")
-    structure = faiss.read_index(str(index.folder / info["file"]))
+    structure = _read_index(index, kind, info["file"])
     if structure.ntotal != len(index):
         raise T1Error(f"{index.folder / info['file']}: holds {structure.ntotal} vectors, the index {len(index)}")
     return structure
+
+
+def _read_index(index, kind: str, name: str):
+    """The faiss structure in file `name` of the index folder, refused when it is damaged or is
+    not the file recorded at build time (a copy from another index)."""
+    faiss = _faiss()
+    path = index.folder / name
+    data = path.read_bytes()
+    want = index.manifest.get("files", {}).get(name)
+    if want is not None and hashlib.sha256(data).hexdigest() != want["sha256"]:
+        raise T1Error(f"{path}: does not match its sha256 checksum (damaged, or from another index); rebuild it "
+                      f"with `t1 ann build --index {index.folder} --kind {kind}`")
+    try:
+        return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except RuntimeError:
+        raise T1Error(f"{path}: not a readable faiss structure (damaged); rebuild it with `t1 ann build --index "
+                      f"{index.folder} --kind {kind}`") from None
 
 
 def search(structure, info: dict, queries: np.ndarray, k: int, excluded: list[np.ndarray] | None = None,

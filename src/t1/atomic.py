@@ -15,7 +15,7 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-from .errors import T1Error
+from .errors import T1Error, disk_error, is_disk_error
 
 
 @contextmanager
@@ -33,9 +33,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if is_disk_error(e):  # a full disk, an immutable file: the old file is intact
+            raise disk_error(e, path) from None
         raise
 
 

@@ -17,7 +17,18 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import T1Error
+
 SETTINGS_FILE = "t1_bm25.json"
+
+
+def _sorted_vocab(tokens):
+    """bm25s numbers the words in set order, which changes with Python's hash seed: renumbered
+    alphabetically, the same corpus gives the same bytes in every process (so that the files'
+    checksums in an index manifest are reproducible)."""
+    order = {word: i for i, word in enumerate(sorted(tokens.vocab))}
+    new = {old: order[word] for word, old in tokens.vocab.items()}
+    return tokens._replace(ids=[[new[i] for i in doc] for doc in tokens.ids], vocab=order)
 
 
 class BM25Index:
@@ -48,7 +59,11 @@ class BM25Index:
         if logging.getLogger("bm25s").level == logging.DEBUG:  # bm25s forces DEBUG on import
             logging.getLogger("bm25s").setLevel(logging.WARNING)
         self.model = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
-        self.model.index(self._tokenize(texts, True, show_progress), show_progress=show_progress)
+        tokens = _sorted_vocab(self._tokenize(texts, True, show_progress))
+        if not tokens.vocab:
+            raise T1Error("BM25 finds no word to index in any document (only stop words, single letters or "
+                          "punctuation); index without BM25 (`--no-bm25`, Python: bm25=False)")
+        self.model.index(tokens, show_progress=show_progress)
         self.count = len(texts)
         return self
 

@@ -6,6 +6,7 @@ so a malformed row is reported instead of silently skipped.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import logging
@@ -43,10 +44,13 @@ def _require_file(path: str | Path) -> Path:
 
 
 def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line) of a UTF-8 text file; a line that is not UTF-8 is a `T1Error`."""
+    """Yield (line number, line) of a UTF-8 text file, without a leading byte-order mark (so every
+    format handles one alike); a line that is not UTF-8 is a `T1Error`."""
     path = _require_file(path)
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
             try:
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -68,11 +72,67 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
         yield lineno, obj
 
 
-def _field(obj: dict, names: tuple[str, ...], where: str, what: str) -> str:
+def _field(obj: dict, names: tuple[str, ...], where: str, what: str) -> tuple[str, object]:
+    """(name, value) of the first of `names` that `obj` holds."""
     for name in names:
         if name in obj and obj[name] is not None:
-            return str(obj[name])
+            return name, obj[name]
     raise T1Error(f"{where}: missing field {what!r} (expected one of {', '.join(names)})")
+
+
+def check_id(value, where: str, what: str = "id") -> str:
+    """An id as a string: a non-empty string without whitespace, or an integer (its digits). An
+    id with a space would make an invalid TREC run file; a JSON object or list is no id."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise T1Error(f"{where}: {what} must be a string, got {_kind(value)}")
+    text = str(value)
+    if not text:
+        raise T1Error(f"{where}: empty {what}")
+    if any(c.isspace() for c in text):
+        raise T1Error(f"{where}: {what} {text!r} contains whitespace (TREC run files cannot hold it)")
+    return text
+
+
+def check_text(value, where: str, what: str) -> str:
+    """`value` when it is a string (a JSON object, list or number is not a text)."""
+    if not isinstance(value, str):
+        raise T1Error(f"{where}: field {what!r} must be a string, got {_kind(value)}")
+    return value
+
+
+def as_texts(value, what: str) -> tuple[list[str], bool]:
+    """(the texts, whether a single string was given) of a Python API argument that takes a
+    string or a sequence of strings; anything else is a `TypeError` naming `what`."""
+    if isinstance(value, str):
+        return [value], True
+    if value is None or isinstance(value, (bytes, dict)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{what} must be a string or a list of strings, got {_kind(value)}")
+    texts = list(value)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"{what}[{bad}] must be a string, got {_kind(texts[bad])}")
+    return texts, False
+
+
+def check_documents(documents) -> Sequence[Document]:
+    """`documents` when it is a sequence of `Document`s (what `load_corpus` returns)."""
+    bad = next((d for d in documents if not isinstance(d, Document)), None)
+    if bad is not None:
+        raise TypeError(f"documents must be t1.data.Document objects (as load_corpus returns), got {_kind(bad)}")
+    return documents
+
+
+def _kind(value) -> str:
+    return "null" if value is None else {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def _id_field(obj: dict, names: tuple[str, ...], where: str, what: str) -> str:
+    return check_id(_field(obj, names, where, "id")[1], where, what)
+
+
+def _text_field(obj: dict, names: tuple[str, ...], where: str) -> str:
+    name, value = _field(obj, names, where, "text")
+    return check_text(value, where, name)
 
 
 def read_rows(path: str | Path) -> Iterator[tuple[str, dict]]:
@@ -84,16 +144,32 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, dict]]:
         for lineno, obj in read_jsonl(path):
             yield f"{path}:{lineno}", obj
     elif suffix in (".csv", ".tsv"):
-        reader = csv.DictReader((line for _, line in read_lines(path)), delimiter="\t" if suffix == ".tsv" else ",")
-        try:
-            for row in reader:
-                yield f"{path}:{reader.line_num}", row
-        except csv.Error as e:
-            raise T1Error(f"{path}:{reader.line_num}: malformed {suffix[1:].upper()} ({e})") from None
+        yield from read_csv(path, "\t" if suffix == ".tsv" else ",")
     elif suffix == ".parquet":
         yield from read_parquet(path)
     else:
         raise T1Error(f"{path}: unsupported format {suffix!r} (use .jsonl, .csv, .tsv or .parquet)")
+
+
+def read_csv(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
+    """(location of the row's first line, row) pairs of a CSV/TSV file with a header. A row with
+    more or fewer fields than the header, or a quote left open, is a `T1Error`."""
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    reader = csv.reader((line for _, line in read_lines(path)), delimiter=delimiter, strict=True)
+    start = 1
+    try:
+        header = next(reader, [])
+        start = reader.line_num + 1
+        for fields in reader:
+            if fields and len(fields) != len(header):
+                raise T1Error(f"{path}:{start}: malformed {kind} ({len(fields)} fields, the header has "
+                              f"{len(header)})")
+            if fields:
+                yield f"{path}:{start}", dict(zip(header, fields))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        hint = "; a quote is never closed" if "end of data" in str(e) else ""
+        raise T1Error(f"{path}:{start}: malformed {kind} ({e}{hint})") from None
 
 
 def read_parquet(path: str | Path) -> Iterator[tuple[str, dict]]:
@@ -125,9 +201,12 @@ def load_corpus(path: str | Path) -> list[Document]:
     path = _require_file(path)
     docs, seen = [], set()
     for where, row in read_rows(path):
-        doc_id = unique_id(seen, _field(row, ID_FIELDS, where, "id"), where, "document id")
+        doc_id = unique_id(seen, _id_field(row, ID_FIELDS, where, "document id"), where, "document id")
         seen.add(doc_id)
-        docs.append(Document(doc_id, _field(row, TEXT_FIELDS, where, "text"), str(row.get("title") or "")))
+        doc = Document(doc_id, _text_field(row, TEXT_FIELDS, where), check_text(row.get("title") or "", where, "title"))
+        if not doc.full_text.strip():
+            raise T1Error(f"{where}: document {doc_id!r} is empty (no title or text)")
+        docs.append(doc)
     if not docs:
         raise T1Error(f"{path}: no documents")
     return docs
@@ -143,8 +222,8 @@ def load_queries(path: str | Path) -> dict[str, str]:
     else:
         queries = {}
         for where, row in read_rows(path):
-            qid = _field(row, ID_FIELDS + ("qid", "query_id"), where, "id")
-            text = _field(row, ("text", "query"), where, "text")
+            qid = _id_field(row, ID_FIELDS + ("qid", "query_id"), where, "query id")
+            text = _text_field(row, ("text", "query"), where)
             if not text.strip():
                 raise T1Error(f"{where}: empty query")
             queries[unique_id(queries, qid, where)] = text
@@ -162,20 +241,37 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
         parts = line.split()
         if not parts:
             continue
-        if lineno == 1 and not parts[-1].lstrip("-").isdigit():
+        if lineno == 1 and not _is_number(parts[-1]):
             continue  # header
         if len(parts) == 4:
             parts = [parts[0], parts[2], parts[3]]
         if len(parts) != 3:
             raise T1Error(f"{path}:{lineno}: expected 'query-id corpus-id score', got {line.strip()!r}")
-        try:
-            score = int(float(parts[2]))
-        except (ValueError, OverflowError):
-            raise T1Error(f"{path}:{lineno}: score {parts[2]!r} is not a number") from None
-        add_judgement(qrels, parts[0], parts[1], score, f"{path}:{lineno}")
+        add_judgement(qrels, parts[0], parts[1], qrels_score(parts[2], f"{path}:{lineno}"), f"{path}:{lineno}")
     if not qrels:
         raise T1Error(f"{path}: no relevance judgements")
     return qrels
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def qrels_score(value, where: str) -> int:
+    """A relevance grade as pytrec_eval and trec_eval take it: an integer (0 not relevant, 1, 2 ...
+    graded). "1.0" is read as 1; a fraction such as 0.7 is an error, never truncated to 0."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise T1Error(f"{where}: score {value!r} is not a number") from None
+    if not number.is_integer():
+        raise T1Error(f"{where}: score {value!r} is not an integer (relevance grades are 0, 1, 2 ...; "
+                      "round or threshold fractional scores first)")
+    return int(number)
 
 
 def add_judgement(qrels: dict[str, dict[str, int]], query_id: str, doc_id: str, score: int, where: str) -> None:

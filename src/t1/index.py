@@ -45,13 +45,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .atomic import check_output_folder, remove_temporaries, save_npy, write_json, write_jsonl
-from .data import Document
+from .data import Document, as_texts, check_documents
 from .errors import T1Error
+from .manifest import MANIFEST, describe_file, read_manifest
 from .prompts import instruction_or_default
-from .search import exact_search
+from .search import check_k, exact_search, exclusion_sets, query_matrix
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("model", "instruction", "dim", "dtype", "count", "shard_size", "shards", "corpus_hash")
 SNIPPET_CHARS = 300
 SEARCH_CHUNK_ROWS = 65536
@@ -129,6 +129,10 @@ class ShardSink:
     def write(self, i: int, chunk: Sequence[Document], embeddings: np.ndarray) -> None:
         raise NotImplementedError
 
+    def has_shards(self) -> bool:
+        """Whether any shard was written (a build that wrote none binds nothing)."""
+        return True
+
     def wait_done(self, shards: list[tuple[int, Sequence[Document]]]) -> list[int]:
         """Shards still missing once the ranks reported them written."""
         return [i for i, chunk in shards if not self.done(i, chunk)]
@@ -146,13 +150,10 @@ class _FolderSink(ShardSink):
         self.folder = folder
 
     def read_manifest(self) -> dict | None:
-        path = self.folder / MANIFEST
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise T1Error(f"{path}: malformed manifest ({e.msg})") from None
+        return read_manifest(self.folder)
+
+    def has_shards(self) -> bool:
+        return any(self.folder.glob("emb-*.npy"))
 
     def write_manifest(self, manifest: dict) -> None:
         write_json(self.folder / MANIFEST, manifest)
@@ -201,7 +202,7 @@ def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: di
     state = None
     if group.is_main:
         try:
-            old = sink.read_manifest()
+            old = _binding(sink.read_manifest(), sink)
             if old is not None:
                 _refuse_other(old, spec, where)
             if old is not None and old.get("complete"):
@@ -218,13 +219,12 @@ def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: di
     if state[0] == "complete":
         return state[1], True
     mine = state[2][group.rank :: group.world]
-    bar = tqdm(total=sum(len(shards[i][1]) for i in mine), desc="Indexing", unit="doc",
-               disable=show_progress_bar is False or not group.is_main)
-    for i in mine:
-        chunk = shards[i][1]
-        sink.write(i, chunk, encode(chunk))
-        bar.update(len(chunk))
-    bar.close()
+    with tqdm(total=sum(len(shards[i][1]) for i in mine), desc="Indexing", unit="doc",
+              disable=show_progress_bar is False or not group.is_main) as bar:  # closed before an error prints
+        for i in mine:
+            chunk = shards[i][1]
+            sink.write(i, chunk, encode(chunk))
+            bar.update(len(chunk))
     written = group.all_gather(mine)  # every rank has finished its share
     manifest = None
     if group.is_main:
@@ -329,7 +329,8 @@ class Searchable:
         otherwise the model reasons and the query is searched again. A hybrid `ranking` fuses
         each query's final embedding's list with BM25. Returns (hits, reasoning texts, "" where
         the model did not reason)."""
-        queries = list(queries)
+        queries, _ = as_texts(queries, "queries")
+        exclude = exclusion_sets(exclude, len(queries))
         quick = model.encode_query(queries, reasoning="none", instruction=encode_kwargs.get("instruction"),
                                    batch_size=encode_kwargs.get("batch_size", 8))
         first = self.search(quick.embeddings, k=max(k, 2), exclude=exclude)
@@ -360,6 +361,7 @@ class Searchable:
         `trace_fusion` "mean" searches their mean embedding and "rrf" fuses their result lists;
         `reasoning="auto"` reasons only below `margin` (`search_adaptive`). Returns (hits per
         query, reasoning texts)."""
+        queries, _ = as_texts(queries, "queries")  # one string is one query, not its characters
         if trace_fusion not in ("mean", "rrf"):
             raise T1Error(f"trace fusion must be 'mean' or 'rrf', got {trace_fusion!r}")
         ranking = self.ranking(model, hybrid, fusion, fusion_weight)  # fails before the (slow) reasoning
@@ -453,7 +455,7 @@ class Index(Searchable):
 
         if dtype not in ("float16", "float32"):
             raise T1Error(f"dtype must be float16 or float32, got {dtype!r}")
-        if not documents:
+        if not check_documents(documents):
             raise T1Error("cannot index an empty corpus")
         if batch_size < 1:
             raise T1Error(f"batch size must be at least 1, got {batch_size}")
@@ -536,6 +538,15 @@ class Index(Searchable):
 
         BM25Index().index([d.full_text for d in documents]).save(self.folder / BM25_DIR)
         self.manifest["bm25"] = BM25Index().settings
+        self.record_files(sorted(p.relative_to(self.folder).as_posix() for p in (self.folder / BM25_DIR).iterdir()))
+
+    def record_files(self, names: Sequence[str]) -> None:
+        """Enter artefacts beside the shards (BM25's files, an ANN structure) in the manifest with
+        their size and checksum, so that opening and `--verify` check them, and write it."""
+        if "files" in self.manifest:  # an index from before checksums: nothing is recorded
+            tops = {name.split("/")[0] for name in names}  # a rebuilt bm25/ replaces all of the old
+            files = {n: f for n, f in self.manifest["files"].items() if n.split("/")[0] not in tops}
+            self.manifest["files"] = {**files, **{name: describe_file(self.folder / name) for name in names}}
         write_json(self.folder / MANIFEST, self.manifest)
 
     @property
@@ -553,7 +564,14 @@ class Index(Searchable):
 
         if not self.has_bm25:
             raise T1Error(f"hybrid search needs BM25: {self.no_bm25}")
-        return BM25Index.load(self.folder / BM25_DIR)
+        folder = self.folder / BM25_DIR
+        try:
+            index = BM25Index.load(folder)
+        except (FileNotFoundError, ValueError, KeyError, TypeError, EOFError) as e:
+            raise _damaged_bm25(folder, f"{type(e).__name__}: {e}") from None
+        if index.count != len(self):
+            raise _damaged_bm25(folder, f"{index.count} documents, the index {len(self)}")
+        return index
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -578,21 +596,14 @@ class Index(Searchable):
         """The index whose manifest is complete and has every key, its files unchecked."""
         folder = Path(folder)
         path = folder / MANIFEST
-        if not path.is_file():
+        manifest = read_manifest(folder)
+        if manifest is None:
             raise T1Error(f"{folder}: not a t1 index (no {MANIFEST})")
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise T1Error(f"{path}: malformed manifest ({getattr(e, 'msg', e)})") from None
-        if not isinstance(manifest, dict):
-            raise T1Error(f"{path}: malformed manifest (not a JSON object)")
         if manifest.get("format_version") != FORMAT_VERSION:
             raise T1Error(f"{folder}: index format {manifest.get('format_version')} is not supported (expected {FORMAT_VERSION})")
         if not manifest.get("complete"):
             raise T1Error(f"{folder}: index is incomplete; re-run `t1 index` with the same arguments to resume")
         missing = [k for k in REQUIRED_KEYS if k not in manifest]
-        if not missing and not {"name", "fingerprint"} <= set(manifest["model"] or {}):
-            missing = ["model.name/model.fingerprint"]
         if missing:
             raise T1Error(f"{path}: damaged manifest: no {missing[0]!r} entry; rebuild the index")
         count, shard_size, shards = manifest["count"], manifest["shard_size"], manifest["shards"]
@@ -617,6 +628,27 @@ class Index(Searchable):
         return f"{what}: files present, sizes, rows and sha256 checksums match"
 
     def _problems(self, deep: bool = False) -> list[str]:
+        """What is wrong with the index's files: its shards, and the artefacts beside them."""
+        return self._shard_problems(deep) + self._artefact_problems(deep)
+
+    def _artefact_problems(self, deep: bool) -> list[str]:
+        """What is wrong with the files the manifest records beside the shards (BM25's, an ANN
+        structure): missing, another size, or (`deep`) another sha256 checksum."""
+        shard_files = {name for i in range(self.manifest["shards"]) for name in _shard_name(i)}
+        problems = []
+        for name, want in (self.manifest.get("files") or {}).items():
+            path = self.folder / name
+            if name in shard_files:
+                continue
+            if not path.is_file():
+                problems.append(f"{name} is missing")
+            elif path.stat().st_size != want["bytes"]:
+                problems.append(f"{name} has {path.stat().st_size} bytes, the manifest says {want['bytes']}")
+            elif deep and describe_file(path)["sha256"] != want["sha256"]:
+                problems.append(f"{name} does not match its sha256 checksum")
+        return problems
+
+    def _shard_problems(self, deep: bool) -> list[str]:
         """What is wrong with the shard files: missing, wrong size or rows, a .npy of another shape
         (cheap: file sizes and .npy headers). `deep` also counts docs rows and compares the
         sha256 checksums recorded at build time (reading every file)."""
@@ -778,9 +810,8 @@ class Index(Searchable):
                          refine: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, row positions), each [queries, k], best first; -1 where fewer than k rows
         qualify. Exact, or approximate through a faiss structure (see `use_ann`)."""
-        query_embeddings = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
-        if k < 1:
-            raise T1Error(f"k must be at least 1, got {k}")
+        query_embeddings = query_matrix(query_embeddings)
+        k = check_k(k, len(self))
         if query_embeddings.shape[1] != self.manifest["dim"]:
             raise T1Error(f"query embeddings have dimension {query_embeddings.shape[1]}, index has {self.manifest['dim']}")
         excluded = self._excluded(exclude, len(query_embeddings))
@@ -820,11 +851,8 @@ class Index(Searchable):
 
     def _excluded(self, exclude, n_queries: int) -> list[np.ndarray] | None:
         """Per-query row positions of the excluded ids (ids not in the index are ignored)."""
-        if exclude is None:
-            return None
-        if len(exclude) != n_queries:
-            raise T1Error(f"got {len(exclude)} exclusion lists for {n_queries} queries")
-        if not any(exclude):
+        exclude = exclusion_sets(exclude, n_queries)
+        if exclude is None or not any(exclude):
             return None
         return [np.array(sorted(self._position[i] for i in ex if i in self._position), dtype=np.int64) for ex in exclude]
 
@@ -851,6 +879,11 @@ class Index(Searchable):
             records = self._records(self._position[i] for i, _ in fused)
             out.append([_make_hit(records[self._position[i]], s) for i, s in fused])
         return out
+
+
+def _damaged_bm25(folder: Path, why: str) -> T1Error:
+    return T1Error(f"{folder}: damaged BM25 index ({why.splitlines()[0][:120]}); delete the folder and run `t1 "
+                   "index` again with the same arguments to rebuild it (nothing is re-encoded)")
 
 
 def _make_hit(doc: dict, score: float) -> Hit:
@@ -887,10 +920,18 @@ def check_output(folder: str | Path, documents: Sequence[Document], shard_size: 
     """What can be checked of an index folder before the model loads: that it can be written,
     and that an index already there was built from the same corpus with the same layout."""
     folder = Path(check_output_folder(folder))
-    old = _FolderSink(folder).read_manifest() if folder.is_dir() else None
+    old = _binding(read_manifest(folder), _FolderSink(folder)) if folder.is_dir() else None
     if old is not None:
         _refuse_other(old, {"format_version": FORMAT_VERSION, "dtype": dtype, "count": len(documents),
                             "shard_size": shard_size, "corpus_hash": corpus_hash(documents)}, str(folder))
+
+
+def _binding(old: dict | None, sink: ShardSink) -> dict | None:
+    """The manifest a new build must match: none when the last build failed before writing a
+    shard (`t1 index --max-length 1`), so that the corrected command starts afresh."""
+    if old is not None and not old.get("complete") and not sink.has_shards():
+        return None
+    return old
 
 
 def _refuse_other(old: dict, spec: dict, where: str) -> None:

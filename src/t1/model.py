@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .backbones import DEFAULT_MODEL, resolve_backbone, shipped_model
 from .batching import MAX_BATCH_TOKENS, pad, plan_batches
+from .data import as_texts
 from .errors import T1Error
 from .prompts import DOCUMENT_TEMPLATE, PromptBuilder, instruction_or_default
 from .reasoning import generate_then_embed, sampling_kwargs
@@ -252,6 +253,8 @@ class T1Model(torch.nn.Module):
         return torch.stack(out)
 
     def _embed_ids(self, sequences, batch_size, max_tokens, normalize, desc, show_progress_bar) -> np.ndarray:
+        if not sequences:
+            return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
             emb = self.embed_sequences(sequences, batch_size, max_tokens, normalize, desc, show_progress_bar)
         return emb.cpu().numpy()
@@ -284,8 +287,7 @@ class T1Model(torch.nn.Module):
         instruction = self._st_instruction("document", instruction, prompt, prompt_name)
         normalize = _same("normalize", normalize, "normalize_embeddings", normalize_embeddings)
         self._st_device(device)
-        single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
+        texts, single = as_texts(texts, "texts")
         instruction = instruction_or_default(instruction, self.config.document_instruction)
         max_length = max_length or self.config.max_document_length
         seqs = [self.prompts.document(t, instruction, max_length) for t in texts]
@@ -346,8 +348,9 @@ class T1Model(torch.nn.Module):
     def _encode_query(self, queries, instruction, reasoning, max_new_tokens, batch_size, max_length, normalize,
                       do_sample, temperature, top_p, top_k, show_progress_bar, cache, query_ids,
                       num_traces) -> QueryEmbeddings:
-        single = isinstance(queries, str)
-        queries = [queries] if single else list(queries)
+        queries, single = as_texts(queries, "queries")
+        if not queries:
+            return QueryEmbeddings(np.zeros((0, self.dim), dtype=np.float32), [], [])
         for i, q in enumerate(queries):
             if not q or not q.strip():
                 raise T1Error(f"query {i} is empty")
@@ -459,7 +462,7 @@ class T1Model(torch.nn.Module):
             return self.config.query_instruction
         if prompt_name in ("document", "passage", "corpus"):
             return self.config.document_instruction
-        from .evaluation.datasets import BRIGHT_TASKS, bright_instruction
+        from .bright_tasks import BRIGHT_TASKS, bright_instruction
 
         task = prompt_name.removesuffix("_long")
         if task in BRIGHT_TASKS:

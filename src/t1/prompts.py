@@ -24,7 +24,8 @@ def instruction_or_default(instruction: str | None, default: str | None) -> str 
 
 
 class NoRoom(T1Error, ValueError):
-    """A length limit too short for the instruction and template around the text."""
+    """A length limit that leaves no room for the text after the instruction: a user mistake (a
+    `T1Error`: one line, a 4xx over HTTP) and, for callers that expect it, a `ValueError`."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ import hashlib
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -36,8 +37,12 @@ class ReasoningCache:
             self.db = sqlite3.connect(self.path, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"CREATE TABLE IF NOT EXISTS traces (key TEXT PRIMARY KEY, {', '.join(COLUMNS[1:])})")
+            columns = tuple(row[1] for row in self.db.execute("PRAGMA table_info(traces)"))
         except (OSError, sqlite3.Error) as e:
             raise T1Error(f"{self.path}: cannot open the reasoning cache ({e})") from None
+        if columns != COLUMNS:
+            raise T1Error(f"{self.path}: not a t1 reasoning cache (its table 'traces' has the columns "
+                          f"{', '.join(columns)}); name another file with --reasoning-cache")
 
     @staticmethod
     def key(fingerprint: str, prompt_ids: Sequence[int], settings: dict, sample: int = 0) -> str:
@@ -47,13 +52,23 @@ class ReasoningCache:
     def get(self, keys: Sequence[str]) -> dict[str, tuple[str, bool, np.ndarray]]:
         """{key: (reasoning, ended, raw embedding)} for the keys that are cached."""
         found = {}
-        for start in range(0, len(keys), 500):
-            part = list(keys[start: start + 500])
-            marks = ",".join("?" * len(part))
-            for key, reasoning, ended, blob in self.db.execute(
-                    f"SELECT key, reasoning, ended, embedding FROM traces WHERE key IN ({marks})", part):
-                found[key] = (reasoning, bool(ended), np.frombuffer(blob, dtype=np.float32).copy())
+        with self._errors("read"):
+            for start in range(0, len(keys), 500):
+                part = list(keys[start: start + 500])
+                marks = ",".join("?" * len(part))
+                for key, reasoning, ended, blob in self.db.execute(
+                        f"SELECT key, reasoning, ended, embedding FROM traces WHERE key IN ({marks})", part):
+                    found[key] = (reasoning, bool(ended), np.frombuffer(blob, dtype=np.float32).copy())
         return found
+
+    @contextmanager
+    def _errors(self, doing: str):
+        """SQLite's errors (a full disk, a read-only or locked file) as one line naming the file."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise T1Error(f"{self.path}: cannot {doing} the reasoning cache ({e}); fix it and re-run the same "
+                          "command (finished batches are kept), or pass --no-reasoning-cache") from None
 
     def put(self, rows: Iterable[dict]) -> None:
         """Store rows (dicts with the COLUMNS but `created`) in one transaction."""
@@ -63,7 +78,7 @@ class ReasoningCache:
             row = {**row, "ended": int(row["ended"]), "settings": json.dumps(row["settings"], sort_keys=True),
                    "embedding": np.asarray(row["embedding"], dtype=np.float32).tobytes(), "created": now}
             values.append(tuple(row.get(c) for c in COLUMNS))
-        with self.db:
+        with self._errors("write"), self.db:
             self.db.executemany(f"INSERT OR REPLACE INTO traces VALUES ({', '.join('?' * len(COLUMNS))})", values)
 
     def __len__(self) -> int:

@@ -15,7 +15,52 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .errors import T1Error
+
 BACKENDS = ("auto", "numpy", "faiss")
+
+
+def check_k(k, size: int) -> int:
+    """`k` as searched: a positive integer, capped at the `size` of the collection (a top-20M list of
+    5 documents holds 5, and allocating 20M slots per query would only waste memory)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    if k < 1:
+        raise T1Error(f"k must be at least 1, got {k}")
+    return int(min(k, max(size, 1)))
+
+
+def query_matrix(query_embeddings) -> np.ndarray:
+    """Query embeddings as a float32 [queries, dim] array (one embedding may be 1-D)."""
+    try:
+        matrix = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
+    except (TypeError, ValueError):
+        matrix = None
+    if query_embeddings is None or matrix is None or matrix.ndim != 2:
+        raise TypeError("query_embeddings must be an array of numbers, [queries, dim] or [dim], got "
+                        f"{type(query_embeddings).__name__}")
+    return matrix
+
+
+def exclusion_sets(exclude, n_queries: int) -> list[frozenset[str]] | None:
+    """The ids each query must not get, from what a caller passes as `exclude`: None; one id (a
+    string) or a list of ids, excluded for every query (the shape of an HTTP request's
+    `exclude`); or one collection of ids per query (BRIGHT's excluded ids)."""
+    if exclude is None:
+        return None
+    if isinstance(exclude, str):
+        return [frozenset([exclude])] * n_queries
+    if not isinstance(exclude, (list, tuple)):
+        raise TypeError(f"exclude must be an id, a list of ids or one collection of ids per query, got "
+                        f"{type(exclude).__name__}")
+    if all(isinstance(e, str) for e in exclude):
+        return [frozenset(exclude)] * n_queries if exclude else None
+    if len(exclude) != n_queries:
+        raise T1Error(f"got {len(exclude)} exclusion lists for {n_queries} queries")
+    out = [frozenset(() if ids is None else ids) for ids in exclude]
+    if any(isinstance(ids, str) for ids in exclude) or not all(isinstance(i, str) for ids in out for i in ids):
+        raise TypeError("exclude: each query's entry must be a collection of string ids (or None)")
+    return out
 
 
 def _faiss():

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from ..backbones import DEFAULT_MODEL
-from ..cli import (DEVICE_HELP, add_sampling_args, add_settings_args, device_arg, fraction, model_settings,
-                   non_negative_float, positive_int)
+from ..cli_args import (DEVICE_HELP, add_sampling_args, add_settings_args, device_arg, fraction, model_settings,
+                        non_negative_float, positive_int)
 from ..errors import T1Error
 from ..prompts import instruction_or_default
 

@@ -19,16 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import Document, add_judgement, check_judged, load_beir, load_corpus, read_jsonl, read_rows, unique_id
+from ..bright_tasks import BRIGHT_LONG_TASKS, BRIGHT_TASKS, STACKEXCHANGE, bright_instruction  # noqa: F401 (re-exported)
+from ..data import (Document, add_judgement, check_id, check_judged, check_text, load_beir, load_corpus, qrels_score,
+                    read_jsonl, read_rows, unique_id)
 from ..errors import T1Error
 
 BRIGHT_HUB = "xlangai/BRIGHT"
-BRIGHT_TASKS = (
-    "biology", "earth_science", "economics", "psychology", "robotics", "stackoverflow",
-    "sustainable_living", "leetcode", "pony", "aops", "theoremqa_questions", "theoremqa_theorems",
-)
-STACKEXCHANGE = BRIGHT_TASKS[:7]
-BRIGHT_LONG_TASKS = STACKEXCHANGE + ("pony",)  # the tasks with long documents
 NA = "N/A"
 
 
@@ -45,26 +41,6 @@ class EvalData:
     excluded: dict[str, set[str]] = field(default_factory=dict)
     reasoning: dict[str, str] | None = None
     query_instruction: str | None = None
-
-
-# ---------------------------------------------------------------------------- instructions
-def bright_instruction(task: str, long: bool = False) -> str:
-    """The query instruction of BRIGHT's own configs for its LLM embedders (configs/qwen, qwen2,
-    sf and e5: `instructions`, or `instructions_long` for long documents), with `{task}` filled
-    by the task key as BRIGHT's code fills it and without the "Instruct: ... Query: " wrapper.
-    tests/fixtures/bright_instructions.json keeps BRIGHT's strings to check these against."""
-    unit = "documents" if long else "passages"
-    if task in STACKEXCHANGE:
-        return f"Given a {task} post, retrieve relevant {unit} that help answer the post"
-    if task == "pony":
-        return f"Given a {task} question, retrieve relevant {unit} that help answer the question"
-    if task == "leetcode":
-        return "Given a coding problem, retrieve relevant examples that help answer the problem"
-    if task in ("aops", "theoremqa_questions"):
-        return "Given a Math problem, retrieve relevant examples that help answer the problem"
-    if task == "theoremqa_theorems":
-        return "Given a Math problem, retrieve relevant theorems that help answer the problem"
-    raise T1Error(f"unknown BRIGHT task {task!r} (expected one of {', '.join(BRIGHT_TASKS)})")
 
 
 # ---------------------------------------------------------------------------- sources
@@ -137,7 +113,7 @@ def load_bright_examples(source: str, task: str, long: bool = False, config: str
         qid = row.get("id")
         if qid is None:
             raise T1Error(f"{where}: missing field 'id'")
-        qid = unique_id(queries, str(qid), where)
+        qid = unique_id(queries, check_id(qid, where, "query id"), where)
         text = row.get("query")
         if not isinstance(text, str) or not text.strip():
             raise T1Error(f"{where}: missing or empty field 'query'")
@@ -169,8 +145,9 @@ def load_bright_documents(source: str, task: str, long: bool = False) -> list[Do
         doc_id, text = row.get("id"), row.get("content")
         if doc_id is None or text is None:
             raise T1Error(f"{where}: expected fields 'id' and 'content'")
-        seen.add(unique_id(seen, str(doc_id), where, "document id"))
-        docs.append(Document(str(doc_id), str(text)))
+        doc_id = unique_id(seen, check_id(doc_id, where, "document id"), where, "document id")
+        seen.add(doc_id)
+        docs.append(Document(doc_id, check_text(text, where, "content")))
     return docs
 
 
@@ -214,8 +191,9 @@ def _load_hub_beir(repo: str, split: str) -> EvalData:
                       "pass a local BEIR folder instead") from None
     qrels: dict[str, dict[str, int]] = {}
     for i, row in enumerate(qrel_rows):
-        add_judgement(qrels, str(row["query-id"]), str(row["corpus-id"]), int(row["score"]),
-                      f"{repo}-qrels {split} row {i}")
+        where = f"{repo}-qrels {split} row {i}"
+        add_judgement(qrels, check_id(row["query-id"], where, "query id"), check_id(row["corpus-id"], where, "corpus id"),
+                      qrels_score(row["score"], where), where)
     queries: dict[str, str] = {}
     for i, row in enumerate(query_rows):
         queries[unique_id(queries, str(row["_id"]), f"{repo} queries row {i}")] = row["text"]

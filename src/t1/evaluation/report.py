@@ -16,7 +16,7 @@ from ..atomic import atomic_open
 from ..errors import T1Error
 from .datasets import BRIGHT_TASKS
 from .metrics import bright_metrics, pretty_name
-from .runs import INFO_FILE, METRICS_FILE, read_json
+from .runs import INFO_FILE, METRICS_FILE, read_json, read_metrics
 
 BRIGHT_COLUMNS = {
     "biology": "Bio.", "earth_science": "Earth.", "economics": "Econ.", "psychology": "Psy.",
@@ -43,7 +43,7 @@ def _add_eval(run: Run, folder: Path) -> None:
     info = read_json(folder / INFO_FILE) if (folder / INFO_FILE).exists() else {}
     if not (folder / METRICS_FILE).exists():
         return  # unfinished
-    metrics = read_json(folder / METRICS_FILE)
+    metrics = read_metrics(folder / METRICS_FILE)
     dataset = info.get("dataset") or folder.name
     seconds = info.get("wall_seconds", {}).get("total")
     task = dataset.removeprefix("bright/").removesuffix("-long")

@@ -67,13 +67,26 @@ def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
 
 
 def read_json(path: str | Path) -> dict:
+    """The JSON object in `path`; anything else (malformed JSON, a list) is a `T1Error`."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise T1Error(f"{path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise T1Error(f"{path}: malformed JSON ({e.msg})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise T1Error(f"{path}: malformed JSON ({getattr(e, 'msg', e)})") from None
+    if not isinstance(data, dict):
+        raise T1Error(f"{path}: malformed JSON (expected an object, got {type(data).__name__})")
+    return data
+
+
+def read_metrics(path: str | Path) -> dict[str, float]:
+    """A run's metrics.json: an object of numbers."""
+    metrics = read_json(path)
+    bad = next((k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float))), None)
+    if bad is not None:
+        raise T1Error(f"{path}: {bad!r} must be a number, got {json.dumps(metrics[bad])[:40]}")
+    return metrics
 
 
 def run_evaluation(data, retriever, out: str | Path, k: int = 1000, info: dict | None = None) -> Evaluation:

@@ -24,7 +24,7 @@ from importlib.resources import files
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -311,7 +311,7 @@ class Gate:
                 scope[NOTE] = json.loads(refusal.body)["detail"] if refusal.status_code != 303 else "key accepted"
                 await refusal(scope, receive, send_logged)
             else:
-                await self.app(scope, receive, send_logged)
+                await self.app(scope, self._limited(receive), send_logged)
         finally:
             self.counter[0] -= counted
             if counted and self.poke is not None:
@@ -321,6 +321,22 @@ class Gate:
             note = scope.get(NOTE)
             logger.info('%s "%s %s" %d %.1fms%s', who, scope["method"], scope["path"], status["code"],
                         (time.perf_counter() - start) * 1000, f" - {note}" if note else "")
+
+    def _limited(self, receive):
+        """`receive` that counts the body as it arrives: a body sent without a length (chunked)
+        past the limit is refused with 413 once it crosses it, not read whole first."""
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise HTTPException(413, f"request body is more than the limit of {self.max_body_bytes} bytes")
+            return message
+
+        return limited
 
     def _refusal(self, scope) -> Response | None:
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}

@@ -12,8 +12,8 @@ import socket
 import sys
 from pathlib import Path
 
-from ..cli import (DEVICE_HELP, add_settings_args, device_arg, model_settings, non_negative_float, non_negative_int,
-                   positive_float, positive_int)
+from ..cli_args import (DEVICE_HELP, add_settings_args, device_arg, model_settings, non_negative_float,
+                        non_negative_int, positive_float, positive_int)
 from ..errors import T1Error
 
 API_KEY_ENV = "T1_API_KEY"

@@ -33,6 +33,8 @@ import numpy as np
 
 from ..data import Document
 from ..errors import T1Error
+from ..manifest import check_shape
+from ..search import check_k, exclusion_sets
 from ..index import Hit, Searchable, ShardSink, _doc_row, build_shards, index_spec
 
 DEFAULT_COLLECTION = "t1"
@@ -237,7 +239,7 @@ class QdrantIndex(Searchable):
             metadata = self.client.get_collection(self.collection).config.metadata or {}
         if METADATA_KEY not in metadata:
             raise T1Error(f"{self.spec}: collection {self.collection!r} exists but was not written by t1")
-        return dict(metadata[METADATA_KEY])
+        return check_shape(metadata[METADATA_KEY], f"{self.spec} (collection metadata)")
 
     def close(self) -> None:
         with self._lock:
@@ -298,10 +300,8 @@ class QdrantIndex(Searchable):
         if query_embeddings.shape[1] != self.manifest["dim"]:
             raise T1Error(f"query embeddings have dimension {query_embeddings.shape[1]}, index has "
                           f"{self.manifest['dim']}")
-        if exclude is not None and len(exclude) != len(query_embeddings):
-            raise T1Error(f"got {len(exclude)} exclusion lists for {len(query_embeddings)} queries")
-        if k < 1:
-            return [[] for _ in query_embeddings]
+        exclude = exclusion_sets(exclude, len(query_embeddings))
+        k = check_k(k, len(self))
         ann = self._check_ann(ann if ann is not None else self._ann["ann"], nprobe, refine)
         ef_search = ef_search or self._ann["ef_search"]
         params = None

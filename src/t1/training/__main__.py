@@ -1,7 +1,5 @@
 """`python -m t1.training ...` (e.g. under torchrun) is the `t1` command."""
 
-import sys
+import runpy
 
-from ..cli import main
-
-sys.exit(main())
+runpy.run_module("t1", run_name="__main__", alter_sys=True)

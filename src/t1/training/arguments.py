@@ -28,6 +28,17 @@ from ..backbones import DEFAULT_BACKBONE
 from ..errors import T1Error
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Training numbers that make no sense at zero or below, checked before any work (transformers
+# would train one step at max_steps 0, everything at -5, and nothing at a batch size of 0).
+POSITIVE = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "learning_rate",
+            "logging_steps", "save_steps")
+
+
+def redefault(base: type, name: str, default, help: str | None = None):
+    """Field `name` of the dataclass `base` re-declared with another default: the field keeps
+    its `--help` text (or takes `help`), which re-declaring it plainly would drop."""
+    parent = base.__dataclass_fields__[name]
+    return field(default=default, metadata={**parent.metadata, **({"help": help} if help else {})})
 
 
 @dataclass
@@ -97,10 +108,19 @@ class RecordArguments:
         for key in ("max_query_length", "max_document_length"):
             if getattr(self, key) < 2:
                 raise ValueError(f"{key} must be >= 2")
+        self.check_positive()
         if self.dataloader_pin_memory is None:
             import torch
 
             self.dataloader_pin_memory = torch.cuda.is_available()
+
+    def check_positive(self) -> None:
+        for key in POSITIVE:
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be at least 1, or -1 to train num_train_epochs epochs; got "
+                             f"{self.max_steps}")
 
     def finish_post_init(self, parent) -> None:
         """`parent.__post_init__`, without transformers' warning that `gradient_checkpointing`
@@ -130,10 +150,10 @@ class T1TrainingArguments(RecordArguments, TrainingArguments):
         "help": "LoRA only: learning rate of the <emb_token> row (default: the run's). Learning to emit the "
                 "token moves its tied row far from its initialisation, which a LoRA-sized rate does slowly."})
     # Defaults that differ from TrainingArguments'.
-    per_device_train_batch_size: int = 8
-    logging_steps: float = 10
-    save_total_limit: int | None = 2
-    report_to: None | str | list[str] = "tensorboard"
+    per_device_train_batch_size: int = redefault(TrainingArguments, "per_device_train_batch_size", 8)
+    logging_steps: float = redefault(TrainingArguments, "logging_steps", 10)
+    save_total_limit: int | None = redefault(TrainingArguments, "save_total_limit", 2)
+    report_to: None | str | list[str] = redefault(TrainingArguments, "report_to", "tensorboard")
 
     def __post_init__(self):
         self.check_records()

@@ -28,7 +28,7 @@ def add_config_command(subparsers, name: str, help_text: str, func) -> None:
 
 
 def register(subparsers) -> None:
-    from ..cli import (
+    from ..cli_args import (
         DEVICE_HELP,
         device_arg,
         non_negative_int,

@@ -144,7 +144,7 @@ def curriculum_from_dict(data: dict, where: str = "config") -> CurriculumConfig:
     if config.device is not None:
         from argparse import ArgumentTypeError
 
-        from ..cli import device_arg
+        from ..cli_args import device_arg
 
         try:
             device_arg(config.device)

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from trl import GRPOConfig
 
-from .arguments import RecordArguments
+from .arguments import RecordArguments, redefault
 from .rewards import RewardConfig
 
 
@@ -36,18 +36,19 @@ class T1GRPOConfig(RecordArguments, GRPOConfig):
     reward_format_weight: float = field(default=0.2, metadata={
         "help": "Bonus when the model ends its trace with <emb_token> itself."})
     # Defaults that differ from GRPOConfig's: small, single-device runs.
-    num_generations: int | None = 8
-    max_completion_length: int | None = 128
-    per_device_train_batch_size: int = 16
-    learning_rate: float = 1e-6
-    beta: float = 0.0
-    max_steps: int = 100
-    save_steps: float = 25
-    save_total_limit: int | None = 2
-    logging_steps: float = 1
-    bf16: bool | None = None  # None: on a GPU only (TRL's default turns it on for CPU too)
-    report_to: None | str | list[str] = "none"
-    disable_tqdm: bool = True
+    num_generations: int | None = redefault(GRPOConfig, "num_generations", 8)
+    max_completion_length: int | None = redefault(GRPOConfig, "max_completion_length", 128)
+    per_device_train_batch_size: int = redefault(GRPOConfig, "per_device_train_batch_size", 16)
+    learning_rate: float = redefault(GRPOConfig, "learning_rate", 1e-6)
+    beta: float = redefault(GRPOConfig, "beta", 0.0)
+    max_steps: int = redefault(GRPOConfig, "max_steps", 100)
+    save_steps: float = redefault(GRPOConfig, "save_steps", 25)
+    save_total_limit: int | None = redefault(GRPOConfig, "save_total_limit", 2)
+    logging_steps: float = redefault(GRPOConfig, "logging_steps", 1)
+    bf16: bool | None = redefault(GRPOConfig, "bf16", None, help="bfloat16 mixed precision; unset: on a GPU only "
+                                  "(TRL's default turns it on for a CPU too).")
+    report_to: None | str | list[str] = redefault(GRPOConfig, "report_to", "none")
+    disable_tqdm: bool = redefault(GRPOConfig, "disable_tqdm", True)
 
     def __post_init__(self):
         self.check_records()
