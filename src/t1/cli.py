@@ -90,10 +90,17 @@ def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
 
 
+def add_engine_arg(p: argparse.ArgumentParser) -> None:
+    """--engine: how reasoning is generated (t1 search, eval, bright, serve, data reason)."""
+    from .generation import ENGINE_HELP, ENGINES
+
+    p.add_argument("--engine", choices=ENGINES, default=None, help=ENGINE_HELP)
+
+
 def _load_model(args):
     from .model import T1Model
 
-    return T1Model.from_pretrained(args.model, device=args.device)
+    return T1Model.from_pretrained(args.model, device=args.device, engine=getattr(args, "engine", None))
 
 
 def cmd_index(args) -> int:
@@ -336,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="reason about queries and search an index")
     _add_model_args(p, None)  # default: the index's own model
+    add_engine_arg(p)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--index", help="index folder built by `t1 index`")
     where.add_argument("--store", help="Qdrant store built by `t1 index --store`")

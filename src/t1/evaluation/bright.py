@@ -72,6 +72,7 @@ def run_bright(
     max_new_tokens: int | None = None,
     batch_size: int | None = None,
     device: str | None = None,
+    engine: str | None = None,
     k1: float = 0.9,
     b: float = 0.4,
     fusion: str | None = None,
@@ -127,7 +128,7 @@ def run_bright(
             continue
         data = load_bright_task(source, task, long, given)
         if kind == "t1" and model is None:
-            model = load_t1_model(model_name, device)
+            model = load_t1_model(model_name, device, engine)
         r = make_retriever(retriever, data.corpus, model=model, mode=mode,
                            query_instruction=instruction_or_default(query_instruction, data.query_instruction),
                            document_instruction=document_instruction, max_new_tokens=max_new_tokens,

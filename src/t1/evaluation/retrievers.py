@@ -328,19 +328,20 @@ def hybrid_fusion(spec: str, fusion: str | None = None, fusion_weight: float | N
 
 def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", query_instruction: str | None = None,
                    document_instruction: str | None = None, max_new_tokens: int | None = None,
-                   batch_size: int | None = None, device: str | None = None, k1: float = 0.9, b: float = 0.4,
-                   fusion: str | None = None, fusion_weight: float | None = None, reasoning_cache: bool = True,
+                   batch_size: int | None = None, device: str | None = None, engine: str | None = None,
+                   k1: float = 0.9, b: float = 0.4, fusion: str | None = None, fusion_weight: float | None = None,
+                   reasoning_cache: bool = True,
                    num_traces: int = 1, temperature: float = 1.0, top_p: float = 0.95, trace_fusion: str = "mean",
                    auto_margin: float = 0.02, show_progress: bool | None = None) -> Retriever:
     """Build the retriever named by `spec`. For `t1:`, pass an already loaded `model` to share
-    it across tasks (else it is loaded here). `hybrid:` fuses as `hybrid_fusion` says."""
+    it across tasks (else it is loaded here, generating with `engine`). `hybrid:` fuses as
+    `hybrid_fusion` says."""
     kind, name = parse_retriever(spec)
     if kind == "hybrid":
         dense = make_retriever(name, corpus, model=model, mode=mode, query_instruction=query_instruction,
                                document_instruction=document_instruction, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size, device=device, reasoning_cache=reasoning_cache,
-                               num_traces=num_traces, temperature=temperature, top_p=top_p,
-                               trace_fusion=trace_fusion, auto_margin=auto_margin, show_progress=show_progress)
+                               batch_size=batch_size, device=device, engine=engine, reasoning_cache=reasoning_cache,
+                               num_traces=num_traces, temperature=temperature, top_p=top_p, trace_fusion=trace_fusion, auto_margin=auto_margin, show_progress=show_progress)
         method, weight = hybrid_fusion(spec, fusion, fusion_weight, getattr(dense, "model", None))
         return HybridRetriever(dense, corpus, method, weight, k1=k1, b=b, show_progress=show_progress)
     if kind == "bm25":
@@ -349,7 +350,7 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
         return SentenceTransformerRetriever(name, corpus, batch_size=batch_size or 64, device=device,
                                             show_progress=show_progress)
     if model is None:
-        model = load_t1_model(name, device)
+        model = load_t1_model(name, device, engine)
     return T1Retriever(model, corpus, mode=mode, query_instruction=query_instruction,
                        document_instruction=document_instruction, max_new_tokens=max_new_tokens,
                        batch_size=batch_size or 8, reasoning_cache=reasoning_cache, num_traces=num_traces,
@@ -357,7 +358,7 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
                        show_progress=show_progress)
 
 
-def load_t1_model(name: str, device: str | None = None):
+def load_t1_model(name: str, device: str | None = None, engine: str | None = None):
     from ..model import T1Model
 
-    return T1Model.from_pretrained(name, device=device)
+    return T1Model.from_pretrained(name, device=device, engine=engine)

@@ -12,7 +12,8 @@ import socket
 import sys
 from pathlib import Path
 
-from ..cli import DEVICE_HELP, device_arg, non_negative_float, non_negative_int, positive_float, positive_int
+from ..cli import (DEVICE_HELP, add_engine_arg, device_arg, non_negative_float, non_negative_int, positive_float,
+                   positive_int)
 from ..errors import T1Error
 
 API_KEY_ENV = "T1_API_KEY"
@@ -30,6 +31,7 @@ def register(sub) -> None:
                                        "local Qdrant folder PATH[#COLLECTION] (only queried)")
     p.add_argument("--model", default=None, help="T1 model (default: the one the index was built with)")
     p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
+    add_engine_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=non_negative_int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--api-key", default=None,
@@ -116,7 +118,7 @@ def cmd_serve(args) -> int:
         args.model = index.manifest["model"]["name"]
     from ..model import T1Model
 
-    model = T1Model.from_pretrained(args.model, device=args.device)
+    model = T1Model.from_pretrained(args.model, device=args.device, engine=args.engine)
     # refuses an index of another model
     index = index.check(model) if args.store else Index.open(args.index, model=model)
     settings = ServeSettings(api_key=api_key, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
