@@ -27,7 +27,7 @@ from ..reasoning import Rollout
 ENGINES = ("hf", "compile", "int8")
 ENGINE_HELP = ("generation engine for reasoning: hf (Hugging Face generate, the reference), compile (static KV "
                "cache + torch.compile, exact), int8 (torchao weight-only int8, approximate; needs the t1[int8] "
-               "extra). Default: the fastest exact engine measured for the device (hf on CPU)")
+               "extra). Default: hf")
 
 
 class Engine(Protocol):
@@ -47,9 +47,10 @@ class Engine(Protocol):
 
 
 def default_engine(device: torch.device | str) -> str:
-    """The fastest exact engine measured for the device (benchmarks/generation_engines.py). On
-    CPU that is `hf`: `compile` decodes no faster than generate with a merged model there, and
-    its compilation would dominate every short run."""
+    """The exact engine a command uses when none is chosen: `hf` on every device until
+    benchmarks/generation_engines.py shows another exact engine faster on the shipped model end
+    to end. `compile` has to pay for its compilation first, once per batch shape (a minute for
+    the tiny test model on two busy cores), which a one-off `t1 search` pays in full."""
     return "hf"
 
 
