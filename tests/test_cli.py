@@ -189,3 +189,6 @@ def test_export_round_trip_and_refusal(tiny_model_path, tmp_path, capsys):
     before = sorted(p.name for p in out.iterdir())
     assert main(["export", "--model", str(tiny_model_path), "--out", str(out)]) == 2  # never over a folder
     assert "not empty" in capsys.readouterr().err and sorted(p.name for p in out.iterdir()) == before
+    # a GGUF needs a backbone shipped as GGUF: a clear error for the tiny model
+    assert main(["export", "--gguf", "--model", str(tiny_model_path), "--out", str(tmp_path / "t.gguf")]) == 2
+    assert "shipped as GGUF" in capsys.readouterr().err and not (tmp_path / "t.gguf").exists()

@@ -279,6 +279,12 @@ def cmd_traces(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.gguf:
+        from .gguf_export import export_gguf
+
+        out = export_gguf(args.model, args.out)
+        print(f"exported {args.model} to {out} (GGUF, fp32, adapter merged) for llama.cpp")
+        return 0
     from .export import export_model
 
     out = export_model(args.model, args.out, merged=args.merged)
@@ -406,8 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a model as a folder that T1Model.from_pretrained loads (e.g. to "
                                       "publish on a hub)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP + f" (default {DEFAULT_MODEL})")
-    p.add_argument("--out", required=True, help="folder to write (must not exist, or be empty)")
-    p.add_argument("--merged", action="store_true", help="fold a LoRA adapter into plain full weights")
+    p.add_argument("--out", required=True, help="folder to write (must not exist, or be empty); with --gguf, the file")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--merged", action="store_true", help="fold a LoRA adapter into plain full weights")
+    kind.add_argument("--gguf", action="store_true",
+                      help="one GGUF file for llama.cpp (adapter merged, fp32; backbones shipped as GGUF only)")
     p.set_defaults(func=cmd_export)
 
     _register_plugins(sub)
