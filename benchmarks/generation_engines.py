@@ -1,7 +1,7 @@
 """Generation engines (t1.generation) side by side on one machine: latency, tokens/s against the
 memory-bandwidth limit, batched throughput, and parity with the Hugging Face reference.
 
-    python3 benchmarks/generation_engines.py [--model t1-smollm2-135m] [--engines hf,compile,int8]
+    python3 benchmarks/generation_engines.py [--model t1-smollm2-135m] [--engines hf,compile,int8,llama.cpp]
         [--max-new-tokens 64] [--batch 16] [--threads N] [--out benchmarks/results/generation_engines-cpu.json]
     python3 benchmarks/generation_engines.py --smoke     # the tiny test model, 2 queries, 8 tokens
 
@@ -66,7 +66,7 @@ class NoStop:
         self.stop_ids = list(stop_ids)
 
     def __call__(self, input_ids, scores):
-        scores[:, self.stop_ids] = -float("inf")
+        scores[..., self.stop_ids] = -float("inf")  # a batch (torch) or one row (numpy, llama.cpp)
         return scores
 
 
@@ -125,7 +125,7 @@ def load(args):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="t1-smollm2-135m")
-    parser.add_argument("--engines", default="hf,compile,int8", help="comma-separated; hf is always measured first")
+    parser.add_argument("--engines", default="hf,compile,int8,llama.cpp", help="comma-separated; hf is always measured first")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--queries", type=int, default=16, help="queries for latency and parity")

@@ -56,7 +56,9 @@ def cosines(a, b):
     return torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
 
-@pytest.mark.parametrize("name", [e for e in ENGINES if e != "hf"])
+# llama.cpp needs a GGUF export, which needs a backbone shipped as GGUF: tested on the shipped
+# model (test_shipped_model.py).
+@pytest.mark.parametrize("name", [e for e in ENGINES if e not in ("hf", "llama.cpp")])
 def test_engine_matches_the_reference(tiny_model, prompts, reference, name):
     engine = engine_or_skip(tiny_model, name)
     forced = LogitsProcessorList([ForceStop(tiny_model, max(map(len, prompts)))])
@@ -79,9 +81,12 @@ def test_encode_query_generates_through_the_engine(tiny_model, engine_calls):
     assert len(out.reasoning) == 2
 
 
-def test_unknown_engine_is_a_clear_error(tiny_model_path):
+def test_unknown_engine_is_a_clear_error(tiny_model_path, tiny_model):
     with pytest.raises(T1Error, match="unknown engine 'vllm'"):
         T1Model.from_pretrained(str(tiny_model_path), device="cpu", engine="vllm")
+    pytest.importorskip("llama_cpp")
+    with pytest.raises(T1Error, match="shipped as GGUF"):
+        make_engine(tiny_model, "llama.cpp")
 
 
 def test_approximate_engines_keep_their_own_cache_entries(tiny_model):

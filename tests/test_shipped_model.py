@@ -125,3 +125,20 @@ def test_gguf_export_embeds_as_t1(shipped, tmp_path, capsys):
         hidden = model.model(input_ids=torch.tensor([shipped.prompts.document(text, "", 64)])).last_hidden_state[0, -1]
     expected = shipped.encode_document(text, instruction="", normalize=False)
     assert float(torch.nn.functional.cosine_similarity(hidden, torch.from_numpy(expected), dim=0)) >= 0.9999
+
+
+def test_llama_cpp_engine_matches_the_reference(shipped):
+    """The llama.cpp engine (a GGUF export, made once into the t1 cache) writes the same greedy
+    traces as Hugging Face generate and embeds them as T1 does."""
+    pytest.importorskip("llama_cpp")
+    import torch
+
+    from t1.generation import make_engine
+
+    prompts = [shipped.prompts.query_prompt(q, shipped.config.query_instruction, 512)
+               for q in ("Why do trees turn red in the fall?", "How do vaccines train the immune system?")]
+    reference = make_engine(shipped, "hf").rollout(prompts, 12)
+    rollout = make_engine(shipped, "llama.cpp").rollout(prompts, 12)
+    assert rollout.reasoning_ids == reference.reasoning_ids
+    assert rollout.emitted_emb_token == reference.emitted_emb_token
+    assert torch.nn.functional.cosine_similarity(rollout.embeddings, reference.embeddings).min() >= 0.999

@@ -133,8 +133,8 @@ class T1Model(torch.nn.Module):
         return self._engine
 
     def use_engine(self, name: str | None = None) -> "T1Model":
-        """Generate reasoning with engine `name` ("hf", "compile", "int8"; None: the fastest exact
-        engine for the device). The query embedding stays T1's whichever runs."""
+        """Generate reasoning with engine `name` ("hf", "compile", "int8", "llama.cpp"; None: the
+        device's default, `t1.generation.default_engine`). The query embedding stays T1's whichever runs."""
         self._engine = make_engine(self, name)
         return self
 

@@ -10,6 +10,7 @@ keeps that definition of the query embedding; they differ only in how fast they 
   Exact; its compilation costs seconds to minutes per new batch shape, so it pays on long runs.
 - `int8`: weight-only int8 (torchao) on a quantised copy of the weights. Not exact: the traces
   and embeddings differ slightly from the reference; reasoning caches keep them apart.
+- `llama.cpp`: llama-cpp-python on a fp32 GGUF export of the model (CPU, one row at a time).
 
 `encode_query`, `t1 serve`, `t1 data reason` and evaluation all generate through
 `model.engine`; `T1Model.from_pretrained(engine=...)` or `model.use_engine(name)` choose it.
@@ -24,10 +25,10 @@ import torch
 from ..errors import T1Error
 from ..reasoning import Rollout
 
-ENGINES = ("hf", "compile", "int8")
+ENGINES = ("hf", "compile", "int8", "llama.cpp")
 ENGINE_HELP = ("generation engine for reasoning: hf (Hugging Face generate, the reference), compile (static KV "
                "cache + torch.compile, exact), int8 (torchao weight-only int8, approximate; needs the t1[int8] "
-               "extra). Default: hf")
+               "extra), llama.cpp (llama-cpp-python on a GGUF export, CPU; needs the t1[llama-cpp] extra). Default: hf")
 
 
 class Engine(Protocol):
@@ -69,6 +70,10 @@ def make_engine(model, name: str | None = None) -> Engine:
         from .int8 import Int8Engine
 
         return Int8Engine(model)
+    if name == "llama.cpp":
+        from .llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(model)
     raise T1Error(f"unknown engine {name!r} (choose one of {', '.join(ENGINES)})")
 
 
