@@ -63,3 +63,21 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
+
+
+@pytest.fixture
+def engine_calls(tiny_model):
+    """Records the prompts of every rollout the tiny model's generation engine runs (the engine
+    itself still runs); the list of calls is yielded."""
+    inner, calls = tiny_model.engine, []
+
+    class Recording:
+        name, exact = inner.name, inner.exact
+
+        def rollout(self, prompts, *args, **kwargs):
+            calls.append(prompts)
+            return inner.rollout(prompts, *args, **kwargs)
+
+    tiny_model._engine = Recording()
+    yield calls
+    tiny_model._engine = inner

@@ -183,7 +183,6 @@ def test_settings_file_round_trips(tmp_path):
 
 def test_settings_file_changes_template_lengths_and_decoding(tiny_model_path, tmp_path, monkeypatch):
     from t1 import T1Model
-    from t1 import model as model_module
 
     model = T1Model.from_pretrained(str(tiny_model_path), device="cpu", **SETTINGS)
     tok = model.tokenizer
@@ -197,13 +196,14 @@ def test_settings_file_changes_template_lengths_and_decoding(tiny_model_path, tm
     assert model.instruction_for("biology_long", "query") == bright_instruction("biology", long=True)
 
     seen = {}
-    generate = model_module.generate_then_embed
+    rollout = model.engine.rollout
 
-    def record(model, prompts, max_new_tokens, **sampling):
-        seen.update(sampling, max_new_tokens=max_new_tokens, prompt_length=max(map(len, prompts)))
-        return generate(model, prompts, max_new_tokens, **sampling)
+    def record(prompts, max_new_tokens, **sampling):
+        seen.update({k: v for k, v in sampling.items() if k in ("do_sample", "temperature", "top_p", "top_k")},
+                    max_new_tokens=max_new_tokens, prompt_length=max(map(len, prompts)))
+        return rollout(prompts, max_new_tokens, **sampling)
 
-    monkeypatch.setattr(model_module, "generate_then_embed", record)
+    monkeypatch.setattr(model.engine, "rollout", record)
     model.encode_query([LONG_TEXT], instruction="Find")
     assert seen == {"do_sample": True, "temperature": 0.5, "top_p": 1.0, "top_k": 7, "max_new_tokens": 3,
                     "prompt_length": 40}

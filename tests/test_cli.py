@@ -37,6 +37,30 @@ def test_index_then_search_json(tiny_model_path, corpus, tmp_path, capsys):
     assert all(isinstance(r["reasoning"], str) for r in results)
 
 
+def test_search_engine_choice_keeps_the_results(tiny_model_path, corpus, tmp_path, capsys):
+    """--engine compile (exact) returns what the reference engine does; every generating command
+    takes --engine."""
+    from t1.cli import build_parser
+
+    out = tmp_path / "idx"
+    assert main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--out", str(out)]) == 0
+    runs = []
+    for engine in ("hf", "compile"):
+        capsys.readouterr()
+        assert main(["search", "--index", str(out), "--engine", engine, "--json", "--max-new-tokens", "4",
+                     "--no-reasoning-cache", "water rock"]) == 0
+        runs.append(json.loads(capsys.readouterr().out))
+    hf, compiled = runs[0][0], runs[1][0]
+    assert compiled["reasoning"] == hf["reasoning"]
+    assert [h["id"] for h in compiled["hits"]] == [h["id"] for h in hf["hits"]]
+    np.testing.assert_allclose([h["score"] for h in compiled["hits"]], [h["score"] for h in hf["hits"]], atol=1e-5)
+    parser = build_parser()
+    for argv in (["search", "--index", "x", "q"], ["eval", "--dataset", "d", "--out", "o"],
+                 ["bright", "--retriever", "bm25", "--out", "o"], ["serve", "--index", "x"], ["data", "reason", "in", "--out", "o",
+                                                                         "--model", "m"]):
+        assert parser.parse_args([*argv, "--engine", "int8"]).engine == "int8", argv
+
+
 def test_search_text_output_and_queries_file(tiny_model_path, corpus, tmp_path, capsys):
     out = tmp_path / "idx"
     main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--out", str(out), "--device", "cpu"])
@@ -175,3 +199,6 @@ def test_export_round_trip_and_refusal(tiny_model_path, tmp_path, capsys):
     before = sorted(p.name for p in out.iterdir())
     assert main(["export", "--model", str(tiny_model_path), "--out", str(out)]) == 2  # never over a folder
     assert "not empty" in capsys.readouterr().err and sorted(p.name for p in out.iterdir()) == before
+    # a GGUF needs a backbone shipped as GGUF: a clear error for the tiny model
+    assert main(["export", "--gguf", "--model", str(tiny_model_path), "--out", str(tmp_path / "t.gguf")]) == 2
+    assert "shipped as GGUF" in capsys.readouterr().err and not (tmp_path / "t.gguf").exists()

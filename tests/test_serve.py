@@ -386,6 +386,12 @@ def test_batcher_drops_abandoned_jobs_and_isolates_failures():
     assert outcome[0] == "a:ok" and isinstance(outcome[1], ValueError)  # retried one by one
 
 
+def test_reasoning_is_generated_through_the_model_engine(engine, engine_calls):
+    rows = engine._generate(Plan("search", reasoning="generate", max_new_tokens=TOKENS), QUERIES[:3],
+                            [lambda: False] * 3, [None] * 3)
+    assert [len(c) for c in engine_calls] == [3] and len(rows[1]) == 3
+
+
 def test_an_abandoned_row_stops_generating_and_others_finish(engine, tiny_model):
     class FakeJob:
         def __init__(self, work):

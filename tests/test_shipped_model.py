@@ -103,3 +103,42 @@ def test_export_round_trip(shipped, tmp_path, merged):
                    lambda m: m.encode_query(texts, reasoning="none").embeddings):
         a, b = encode(shipped), encode(loaded)
         assert (a * b).sum(axis=1).min() >= 0.9999
+
+
+def test_gguf_export_embeds_as_t1(shipped, tmp_path, capsys):
+    """`t1 export --gguf`: one file, <emb_token> one token of its vocabulary, and its weights give
+    T1's embedding at <emb_token> (read back by transformers' GGUF loader here; llama.cpp reads
+    the same file)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from t1.cli import main
+
+    out = tmp_path / "t1.gguf"
+    assert main(["export", "--gguf", "--out", str(out)]) == 0
+    assert "GGUF" in capsys.readouterr().out
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)
+    assert tokenizer("a <emb_token>", add_special_tokens=False)["input_ids"][-1] == shipped.emb_token_id
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name).eval()
+    text = "Rivers carry water and rock to the sea."
+    with torch.no_grad():
+        hidden = model.model(input_ids=torch.tensor([shipped.prompts.document(text, "", 64)])).last_hidden_state[0, -1]
+    expected = shipped.encode_document(text, instruction="", normalize=False)
+    assert float(torch.nn.functional.cosine_similarity(hidden, torch.from_numpy(expected), dim=0)) >= 0.9999
+
+
+def test_llama_cpp_engine_matches_the_reference(shipped):
+    """The llama.cpp engine (a GGUF export, made once into the t1 cache) writes the same greedy
+    traces as Hugging Face generate and embeds them as T1 does."""
+    pytest.importorskip("llama_cpp")
+    import torch
+
+    from t1.generation import make_engine
+
+    prompts = [shipped.prompts.query_prompt(q, shipped.config.query_instruction, 512)
+               for q in ("Why do trees turn red in the fall?", "How do vaccines train the immune system?")]
+    reference = make_engine(shipped, "hf").rollout(prompts, 12)
+    rollout = make_engine(shipped, "llama.cpp").rollout(prompts, 12)
+    assert rollout.reasoning_ids == reference.reasoning_ids
+    assert rollout.emitted_emb_token == reference.emitted_emb_token
+    assert torch.nn.functional.cosine_similarity(rollout.embeddings, reference.embeddings).min() >= 0.999

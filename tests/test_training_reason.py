@@ -24,6 +24,11 @@ def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_self_generation_runs_through_the_model_engine(tiny_model, tmp_path, engine_calls):
+    self_generate(tiny_model, RECORDS[:2], tmp_path / "r.jsonl", SETTINGS, show_progress=False)
+    assert [len(c) for c in engine_calls] == [1, 1]  # one query per batch (batch_size 1), 3 samples each
+
+
 def test_self_generation_keeps_best_trace_per_record(tiny_model, tmp_path):
     out = tmp_path / "r.jsonl"
     summary = self_generate(tiny_model, RECORDS, out, SETTINGS, show_progress=False)

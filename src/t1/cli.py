@@ -16,6 +16,7 @@ from .cli_args import (
     DEVICE_HELP,
     MODEL_HELP,
     Parser,
+    add_engine_arg,
     add_sampling_args,
     add_settings_args,
     device_arg,
@@ -38,7 +39,8 @@ def _add_model_args(p: argparse.ArgumentParser, default: str | None, query: bool
 def _load_model(args):
     from .model import T1Model
 
-    return T1Model.from_pretrained(args.model, device=args.device, **model_settings(args))
+    return T1Model.from_pretrained(args.model, device=args.device, engine=getattr(args, "engine", None),
+                                   **model_settings(args))
 
 
 def cmd_index(args) -> int:
@@ -217,6 +219,12 @@ def cmd_traces(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.gguf:
+        from .gguf_export import export_gguf
+
+        out = export_gguf(args.model, args.out)
+        print(f"exported {args.model} to {out} (GGUF, fp32, adapter merged) for llama.cpp")
+        return 0
     from .export import export_model
 
     out = export_model(args.model, args.out, merged=args.merged)
@@ -272,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="reason about queries and search an index")
     _add_model_args(p, None, document=False)  # default: the index's own model; documents: as indexed
+    add_engine_arg(p)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--index", help="index folder built by `t1 index`")
     where.add_argument("--store", help="Qdrant store built by `t1 index --store`")
@@ -334,8 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a model as a folder that T1Model.from_pretrained loads (e.g. to "
                                       "publish on a hub)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP + f" (default {DEFAULT_MODEL})")
-    p.add_argument("--out", required=True, help="folder to write (must not exist, or be empty)")
-    p.add_argument("--merged", action="store_true", help="fold a LoRA adapter into plain full weights")
+    p.add_argument("--out", required=True, help="folder to write (must not exist, or be empty); with --gguf, the file")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--merged", action="store_true", help="fold a LoRA adapter into plain full weights")
+    kind.add_argument("--gguf", action="store_true",
+                      help="one GGUF file for llama.cpp (adapter merged, fp32; backbones shipped as GGUF only)")
     p.set_defaults(func=cmd_export)
 
     _register_plugins(sub)

@@ -114,3 +114,10 @@ def model_settings(args) -> dict:
         if getattr(args, name, None) is not None:
             settings[name] = getattr(args, name)
     return settings
+
+
+def add_engine_arg(p: argparse.ArgumentParser) -> None:
+    """--engine: how reasoning is generated (t1 search, eval, bright, serve, data reason)."""
+    from .generation import ENGINE_HELP, ENGINES
+
+    p.add_argument("--engine", choices=ENGINES, default=None, help=ENGINE_HELP)

@@ -29,8 +29,9 @@ from .backbones import DEFAULT_MODEL, resolve_backbone, shipped_model
 from .batching import MAX_BATCH_TOKENS, pad, plan_batches
 from .data import as_texts
 from .errors import T1Error
+from .generation import Engine, make_engine, trace_settings
 from .prompts import DOCUMENT_TEMPLATE, PromptBuilder, instruction_or_default
-from .reasoning import generate_then_embed, sampling_kwargs
+from .reasoning import sampling_kwargs
 from .settings import CONFIG_NAME, T1Config, check, checkpoint_defaults
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,21 @@ class T1Model(torch.nn.Module):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.emb_token_id = self._ensure_emb_token()
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The generation engine that writes reasoning (`t1.generation`); the device's default
+        until `use_engine` chooses one."""
+        if self._engine is None:
+            self._engine = make_engine(self)
+        return self._engine
+
+    def use_engine(self, name: str | None = None) -> "T1Model":
+        """Generate reasoning with engine `name` ("hf", "compile", "int8", "llama.cpp"; None: the
+        device's default, `t1.generation.default_engine`). The query embedding stays T1's whichever runs."""
+        self._engine = make_engine(self, name)
+        return self
 
     # ---------------------------------------------------------------- loading and saving
     @classmethod
@@ -90,6 +106,7 @@ class T1Model(torch.nn.Module):
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         merge_adapter: bool = True,
+        engine: str | None = None,
         **config_overrides,
     ) -> "T1Model":
         """Load a saved T1 model (full or LoRA adapter; the shipped `t1-smollm2-135m` by default)
@@ -102,7 +119,9 @@ class T1Model(torch.nn.Module):
         A LoRA adapter is merged into the weights on load (`merge_adapter=True`): the same
         embeddings and traces, several times faster, since an unmerged adapter adds two small
         matmuls to every linear layer at every decoding step. Training passes
-        `merge_adapter=False` to keep the adapter trainable and savable on its own."""
+        `merge_adapter=False` to keep the adapter trainable and savable on its own.
+
+        `engine` chooses how reasoning is generated (see `use_engine`)."""
         device = torch.device(device) if device is not None else default_device()
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or default_dtype(device)
         folder = shipped_model(name_or_path) or Path(name_or_path)
@@ -135,7 +154,7 @@ class T1Model(torch.nn.Module):
                 raise T1Error(f"unknown T1 setting {key!r}")
             setattr(model.config, key, value)
         check(model.config)
-        return model.to(device).eval()
+        return model.to(device).eval().use_engine(engine)
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Save weights (or the LoRA adapter), tokenizer and T1 settings to `folder`."""
@@ -397,7 +416,7 @@ class T1Model(torch.nn.Module):
         ended = [False] * len(prompts)
         batches = plan_batches([len(p) for p in prompts], batch_size)
         for idx in tqdm(batches, desc="Reasoning", disable=not _show(show_progress_bar, len(batches))):
-            rollout = generate_then_embed(self, [prompts[i] for i in idx], max_new_tokens, **sampling)
+            rollout = self.engine.rollout([prompts[i] for i in idx], max_new_tokens, **sampling)
             emb = F.normalize(rollout.embeddings, dim=-1) if normalize else rollout.embeddings
             out[idx] = emb.cpu().numpy()
             for i, ids, emitted in zip(idx, rollout.reasoning_ids, rollout.emitted_emb_token):
@@ -417,7 +436,7 @@ class T1Model(torch.nn.Module):
         query_ids = None if query_ids is None else [i for i in query_ids for _ in range(samples)]
         if cache is None:
             return self._generate(prompts, max_new_tokens, batch_size, False, show_progress_bar, **sampling)
-        settings = {"max_new_tokens": max_new_tokens, **sampling}
+        settings = trace_settings(self.engine, max_new_tokens, sampling)
         fingerprint = self.fingerprint()
         keys = [cache.key(fingerprint, p, settings, row % samples) for row, p in enumerate(prompts)]
         found = cache.get(keys)
@@ -495,6 +514,7 @@ class T1Model(torch.nn.Module):
         current = self.device
         if device.type != current.type or (device.index is not None and device.index != current.index):
             self.to(device)
+            self.use_engine(self.engine.name)  # an engine may hold weights of its own on the old device
 
     def _st_output(self, emb: np.ndarray, convert_to_numpy: bool | None, convert_to_tensor: bool | None):
         """sentence-transformers' output forms: `convert_to_tensor` wins; `convert_to_numpy=False`

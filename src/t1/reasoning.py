@@ -63,10 +63,12 @@ def generate_then_embed(
     temperature: float = 1.0,
     top_p: float = 1.0,
     top_k: int | None = None,
+    backbone=None,
     **generate_kwargs,
 ) -> Rollout:
     """Run generation for `prompts` (token id lists) and embed each trace via the KV cache.
-    Extra keyword arguments go to `generate` (e.g. `logits_processor`, `repetition_penalty`)."""
+    `backbone` replaces the model's weights (an engine's quantised copy; None: the model's own).
+    Extra keyword arguments go to `generate` (e.g. `logits_processor`, `cache`, `streamer`)."""
     if max_new_tokens < 1:
         raise ValueError("generate_then_embed needs max_new_tokens >= 1")
     device = model.device
@@ -74,7 +76,8 @@ def generate_then_embed(
     input_ids, mask = pad(prompts, tok.pad_token_id, side="left")
     input_ids, mask = input_ids.to(device), mask.to(device)
     stop_ids = stop_token_ids(model)
-    out = model.backbone.generate(
+    backbone = model.backbone if backbone is None else backbone
+    out = backbone.generate(
         input_ids=input_ids,
         attention_mask=mask,
         max_new_tokens=max_new_tokens,
@@ -103,7 +106,7 @@ def generate_then_embed(
     prompt_len = mask.sum(dim=1)
     positions = torch.stack([prompt_len + steps - 1, prompt_len + trace_len], dim=1)
     step_ids = torch.stack([generated[:, -1], torch.full_like(generated[:, -1], model.emb_token_id)], dim=1)
-    decoder = model.decoder
+    decoder = model.decoder if backbone is model.backbone else backbone.get_decoder()
     hidden = decoder(
         input_ids=step_ids,
         attention_mask=step_mask,
@@ -115,9 +118,12 @@ def generate_then_embed(
     return Rollout(hidden.float(), traces, emitted)
 
 
+def cache_argument(decoder) -> str:
+    """The name the model's forward (and `generate`) takes a KV cache under: transformers renamed
+    `past_key_values` to `cache` during 5.x; accept both."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
 def _cache_kwarg(decoder, generate_output) -> dict:
-    """transformers renamed `past_key_values` to `cache` during 5.x; accept both."""
     cache = getattr(generate_output, "cache", None) or getattr(generate_output, "past_key_values", None)
-    if "cache" in inspect.signature(decoder.forward).parameters:
-        return {"cache": cache}
-    return {"past_key_values": cache}
+    return {cache_argument(decoder): cache}

@@ -72,6 +72,7 @@ def run_bright(
     max_new_tokens: int | None = None,
     batch_size: int | None = None,
     device: str | None = None,
+    engine: str | None = None,
     k1: float = 0.9,
     b: float = 0.4,
     fusion: str | None = None,
@@ -136,7 +137,7 @@ def run_bright(
             continue
         data = load_bright_task(source, task, long, given)
         if kind == "t1" and model is None:
-            model = load_t1_model(model_name, device, model_settings)
+            model = load_t1_model(model_name, device, model_settings, engine)
         query, document = data.query_instruction, None
         if model is not None:  # the model's instructions for this task (its settings, else BRIGHT's)
             name = f"{task}_long" if long else task

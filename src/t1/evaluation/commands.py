@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from ..backbones import DEFAULT_MODEL
-from ..cli_args import (DEVICE_HELP, add_sampling_args, add_settings_args, device_arg, fraction, model_settings,
-                        non_negative_float, positive_int)
+from ..cli_args import (DEVICE_HELP, add_engine_arg, add_sampling_args, add_settings_args, device_arg, fraction,
+                        model_settings, non_negative_float, positive_int)
 from ..errors import T1Error
 from ..prompts import instruction_or_default
 
@@ -34,6 +34,7 @@ def _add_retriever_args(p: argparse.ArgumentParser, default: str | None = None) 
     p.add_argument("--max-new-tokens", type=positive_int, default=None, help="T1 reasoning length limit")
     p.add_argument("--batch-size", type=positive_int, default=None, help="query batch size (T1 default 8, st 64)")
     p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
+    add_engine_arg(p)
     p.add_argument("--k1", type=non_negative_float, default=0.9, help="BM25 k1 (default 0.9, BRIGHT's)")
     p.add_argument("--b", type=fraction, default=0.4, help="BM25 b (default 0.4, BRIGHT's)")
     p.add_argument("--fusion", choices=["weighted", "rrf"], default=None,
@@ -83,10 +84,10 @@ def cmd_eval(args) -> int:
         args.retriever, data.corpus, mode=mode,
         query_instruction=instruction_or_default(args.query_instruction, data.query_instruction),
         document_instruction=args.document_instruction, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        device=args.device, k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
-        reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,
-        top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin, show_progress=_progress(args),
-        model_settings=model_settings(args))
+        device=args.device, engine=args.engine, k1=args.k1, b=args.b, fusion=args.fusion,
+        fusion_weight=args.fusion_weight, reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces,
+        temperature=args.temperature, top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin,
+        show_progress=_progress(args), model_settings=model_settings(args))
     load_s = round(time.perf_counter() - start, 2)
     info = {"split": args.split, "reasoning": reasoning, "load_seconds": load_s}
     evaluation = run_evaluation(data, retriever, args.out, k=args.k, info=info)
@@ -114,7 +115,7 @@ def cmd_bright(args) -> int:
     summary = run_bright(
         args.retriever, out, source=args.dataset, tasks=args.tasks, long=args.long, reasoning=args.reasoning,
         k=args.k, query_instruction=args.query_instruction, document_instruction=args.document_instruction,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device, engine=args.engine,
         k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
         reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,
         top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin, show_progress=_progress(args),

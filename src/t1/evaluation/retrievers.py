@@ -336,19 +336,21 @@ def hybrid_fusion(spec: str, fusion: str | None = None, fusion_weight: float | N
 
 def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", query_instruction: str | None = None,
                    document_instruction: str | None = None, max_new_tokens: int | None = None,
-                   batch_size: int | None = None, device: str | None = None, k1: float = 0.9, b: float = 0.4,
-                   fusion: str | None = None, fusion_weight: float | None = None, reasoning_cache: bool = True,
+                   batch_size: int | None = None, device: str | None = None, engine: str | None = None,
+                   k1: float = 0.9, b: float = 0.4, fusion: str | None = None, fusion_weight: float | None = None,
+                   reasoning_cache: bool = True,
                    num_traces: int = 1, temperature: float = 1.0, top_p: float = 0.95, trace_fusion: str = "mean",
                    auto_margin: float = 0.02, show_progress: bool | None = None, model_settings: dict | None = None,
                    index_folder: str | Path | None = None) -> Retriever:
     """Build the retriever named by `spec`. For `t1:`, pass an already loaded `model` to share
-    it across tasks (else it is loaded here, with `model_settings` applied), and optionally the
-    `index_folder` of this corpus. `hybrid:` fuses as `hybrid_fusion` says."""
+    it across tasks (else it is loaded here, with `model_settings` applied, generating with
+    `engine`), and optionally the `index_folder` of this corpus. `hybrid:` fuses as
+    `hybrid_fusion` says."""
     kind, name = parse_retriever(spec)
     if kind == "hybrid":
         dense = make_retriever(name, corpus, model=model, mode=mode, query_instruction=query_instruction,
                                document_instruction=document_instruction, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size, device=device, reasoning_cache=reasoning_cache,
+                               batch_size=batch_size, device=device, engine=engine, reasoning_cache=reasoning_cache,
                                num_traces=num_traces, temperature=temperature, top_p=top_p,
                                trace_fusion=trace_fusion, auto_margin=auto_margin, show_progress=show_progress,
                                model_settings=model_settings, index_folder=index_folder)
@@ -362,7 +364,7 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
         return SentenceTransformerRetriever(name, corpus, batch_size=batch_size or 64, device=device,
                                             show_progress=show_progress)
     if model is None:
-        model = load_t1_model(name, device, model_settings)
+        model = load_t1_model(name, device, model_settings, engine)
     return T1Retriever(model, corpus, mode=mode, query_instruction=query_instruction,
                        document_instruction=document_instruction, max_new_tokens=max_new_tokens,
                        batch_size=batch_size or 8, reasoning_cache=reasoning_cache, num_traces=num_traces,
@@ -370,8 +372,9 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
                        show_progress=show_progress, index_folder=index_folder)
 
 
-def load_t1_model(name: str, device: str | None = None, settings: dict | None = None):
-    """A T1 model by name, `settings` (T1Config fields, e.g. from a settings file) applied."""
+def load_t1_model(name: str, device: str | None = None, settings: dict | None = None, engine: str | None = None):
+    """A T1 model by name, `settings` (T1Config fields, e.g. from a settings file) applied,
+    generating reasoning with `engine` (None: the device's default)."""
     from ..model import T1Model
 
-    return T1Model.from_pretrained(name, device=device, **(settings or {}))
+    return T1Model.from_pretrained(name, device=device, engine=engine, **(settings or {}))

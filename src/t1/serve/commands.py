@@ -12,8 +12,8 @@ import socket
 import sys
 from pathlib import Path
 
-from ..cli_args import (DEVICE_HELP, add_settings_args, device_arg, model_settings, non_negative_float,
-                        non_negative_int, positive_float, positive_int)
+from ..cli_args import (DEVICE_HELP, add_engine_arg, add_settings_args, device_arg, model_settings,
+                        non_negative_float, non_negative_int, positive_float, positive_int)
 from ..errors import T1Error
 
 API_KEY_ENV = "T1_API_KEY"
@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--model", default=None, help="T1 model (default: the one the index was built with)")
     p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     add_settings_args(p, document=False)  # documents added later take the index's length
+    add_engine_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=non_negative_int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--api-key", default=None,
@@ -118,7 +119,7 @@ def cmd_serve(args) -> int:
         args.model = index.manifest["model"]["name"]
     from ..model import T1Model
 
-    model = T1Model.from_pretrained(args.model, device=args.device, **model_settings(args))
+    model = T1Model.from_pretrained(args.model, device=args.device, engine=args.engine, **model_settings(args))
     # refuses an index of another model
     index = index.check(model) if args.store else Index.open(args.index, model=model)
     settings = ServeSettings(api_key=api_key, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,

@@ -10,7 +10,8 @@ Reasoning (`generate`, one trace) is generated here rather than through `encode_
 things the library call does not offer: the trace of each row is streamed as it is generated
 (`on_text`), and a row whose client went away stops generating at the next step. It is the same
 computation as `T1Model.encode_query(reasoning="generate")` (same prompts, greedy decoding,
-`generate_then_embed`, the same reasoning-cache keys), which the tests check.
+the model's generation engine `model.engine`, the same stop tokens and reasoning-cache keys),
+which the tests check.
 """
 
 from __future__ import annotations
@@ -176,11 +177,9 @@ class Engine:
     def _generate(self, plan: Plan, texts, abandoned, callbacks):
         """Greedy generate-then-embed of one trace per query, as `encode_query` does it, with
         each row streamed to its callback and stopped once its request is abandoned."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
         from ..batching import plan_batches
-        from ..reasoning import generate_then_embed, sampling_kwargs
+        from ..generation import trace_settings
+        from ..reasoning import sampling_kwargs, stop_token_ids
 
         model, tok = self.model, self.model.tokenizer
         instruction = instruction_or_default(plan.instruction, model.config.query_instruction)
@@ -191,7 +190,7 @@ class Engine:
         n, steps = len(texts), plan.max_new_tokens
         raw = np.zeros((n, model.dim), dtype=np.float32)
         reasoning, ended = [""] * n, [False] * n
-        settings = {"max_new_tokens": steps, **sampling_kwargs(False, 1.0, 1.0, None)}
+        settings = trace_settings(model.engine, steps, sampling_kwargs(False, 1.0, 1.0, None))
         keys, found = None, {}
         if self.cache is not None:
             keys = [self.cache.key(self.fingerprint, p, settings, 0) for p in prompts]
@@ -202,24 +201,17 @@ class Engine:
                     if callbacks[i] is not None and reasoning[i]:
                         callbacks[i](reasoning[i])
 
-        class Abandoned(StoppingCriteria):
-            def __init__(self, rows):
-                self.rows = rows
-
-            def __call__(self, input_ids, scores, **kwargs):
-                return torch.tensor([abandoned[r]() for r in self.rows], dtype=torch.bool, device=input_ids.device)
-
-        stop_ids = {model.emb_token_id} | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+        stop_ids = set(stop_token_ids(model))
         todo = [i for i in range(n) if (keys is None or keys[i] not in found) and not abandoned[i]()]
         for idx in plan_batches([len(prompts[i]) for i in todo], self.batch_size):
             rows = [todo[j] for j in idx if not abandoned[todo[j]]()]
             if not rows:
                 continue
-            extra = {"stopping_criteria": StoppingCriteriaList([Abandoned(rows)])}
+            streamer = None
             if any(callbacks[r] is not None for r in rows):
-                extra["streamer"] = RowStreamer(tok, [callbacks[r] for r in rows], stop_ids,
-                                                [abandoned[r] for r in rows])
-            rollout = generate_then_embed(model, [prompts[r] for r in rows], steps, **extra)
+                streamer = RowStreamer(tok, [callbacks[r] for r in rows], stop_ids, [abandoned[r] for r in rows])
+            rollout = model.engine.rollout([prompts[r] for r in rows], steps, streamer=streamer,
+                                           stop_rows=lambda rows=rows: [abandoned[r]() for r in rows])
             batch_raw = rollout.embeddings.cpu().numpy()
             stored = []
             for j, r in enumerate(rows):

@@ -30,6 +30,7 @@ def add_config_command(subparsers, name: str, help_text: str, func) -> None:
 def register(subparsers) -> None:
     from ..cli_args import (
         DEVICE_HELP,
+        add_engine_arg,
         device_arg,
         non_negative_int,
         positive_float,
@@ -77,6 +78,7 @@ def register(subparsers) -> None:
     reason.add_argument("--batch-size", type=positive_int, default=8, help="queries per generation batch")
     reason.add_argument("--seed", type=int, default=0)
     reason.add_argument("--device", type=device_arg, help=DEVICE_HELP)
+    add_engine_arg(reason)
     reason.add_argument("--restart", action="store_true", help="start over instead of resuming")
     reason.add_argument("--whole-sentences", action="store_true",
                         help="cut each trace back to its last complete sentence, so stage 2 teaches the model to end "
@@ -219,7 +221,7 @@ def _reason(args) -> int:
     settings = SamplingSettings(samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, max_rank=args.max_rank,
                                 batch_size=args.batch_size, seed=args.seed, whole_sentences=args.whole_sentences)
-    model = T1Model.from_pretrained(args.model, device=args.device)
+    model = T1Model.from_pretrained(args.model, device=args.device, engine=args.engine)
     summary = self_generate(model, records, args.out, settings, restart=args.restart)
     print(f"kept {summary['accepted']} of {summary['records']} records (best positive ranked <= "
           f"{settings.max_rank}) in {args.out}")

@@ -1,0 +1,84 @@
+"""One generation interface for T1's query side, and the engines behind it.
+
+An engine turns prompts (token id lists) into a `Rollout`: each row's reasoning trace, up to the
+first stop token of `reasoning.stop_token_ids`, whether the model ended it with `<emb_token>`
+itself, and the final-layer hidden state at `<emb_token>` appended after the trace. Every engine
+keeps that definition of the query embedding; they differ only in how fast they decode.
+
+- `hf`: Hugging Face `generate` with a dynamic KV cache, the reference (`reasoning.generate_then_embed`).
+- `compile`: the same generation over a static KV cache with a `torch.compile`d decoding step.
+  Exact; its compilation costs seconds to minutes per new batch shape, so it pays on long runs.
+- `int8`: weight-only int8 (torchao) on a quantised copy of the weights. Not exact: the traces
+  and embeddings differ slightly from the reference; reasoning caches keep them apart.
+- `llama.cpp`: llama-cpp-python on a fp32 GGUF export of the model (CPU, one row at a time).
+
+`encode_query`, `t1 serve`, `t1 data reason` and evaluation all generate through
+`model.engine`; `T1Model.from_pretrained(engine=...)` or `model.use_engine(name)` choose it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+from ..errors import T1Error
+from ..reasoning import Rollout
+
+ENGINES = ("hf", "compile", "int8", "llama.cpp")
+ENGINE_HELP = ("generation engine for reasoning: hf (Hugging Face generate, the reference), compile (static KV "
+               "cache + torch.compile, exact), int8 (torchao weight-only int8, approximate; needs the t1[int8] "
+               "extra), llama.cpp (llama-cpp-python on a GGUF export, CPU; needs the t1[llama-cpp] extra). Default: hf")
+
+
+class Engine(Protocol):
+    """What every engine offers. `exact`: greedy traces and embeddings match the reference."""
+
+    name: str
+    exact: bool
+
+    def rollout(self, prompts: list[list[int]], max_new_tokens: int, num_samples: int = 1,
+                do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
+                *, streamer=None, stop_rows: Callable[[], Sequence[bool]] | None = None, **extra) -> Rollout:
+        """Generate then embed. `streamer` gets each step's tokens (`put(tensor)`, then `end()`;
+        the prompts come first, as Hugging Face streamers expect); `stop_rows()` is asked after
+        each step which rows to stop early. `extra` goes to Hugging Face `generate` (e.g.
+        `logits_processor`)."""
+        ...
+
+
+def default_engine(device: torch.device | str) -> str:
+    """The exact engine a command uses when none is chosen: `hf` on every device until
+    benchmarks/generation_engines.py shows another exact engine faster on the shipped model end
+    to end. `compile` has to pay for its compilation first, once per batch shape (a minute for
+    the tiny test model on two busy cores), which a one-off `t1 search` pays in full."""
+    return "hf"
+
+
+def make_engine(model, name: str | None = None) -> Engine:
+    """The engine `name` (None: the device's default) for a loaded `T1Model`."""
+    name = name or default_engine(model.device)
+    if name == "hf":
+        from .hf import HFEngine
+
+        return HFEngine(model)
+    if name == "compile":
+        from .compiled import CompiledEngine
+
+        return CompiledEngine(model)
+    if name == "int8":
+        from .int8 import Int8Engine
+
+        return Int8Engine(model)
+    if name == "llama.cpp":
+        from .llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(model)
+    raise T1Error(f"unknown engine {name!r} (choose one of {', '.join(ENGINES)})")
+
+
+def trace_settings(engine: Engine, max_new_tokens: int, sampling: dict) -> dict:
+    """The decoding settings a reasoning-cache key records. An approximate engine is part of
+    them, so its traces never stand in for the reference's; exact engines share entries."""
+    settings = {"max_new_tokens": max_new_tokens, **sampling}
+    return settings if engine.exact else {**settings, "engine": engine.name}

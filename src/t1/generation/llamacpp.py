@@ -1,0 +1,112 @@
+"""llama.cpp (llama-cpp-python) on a GGUF export of the model (`t1 export --gguf`, made once
+and kept in the t1 cache under the model's fingerprint).
+
+One row at a time: the trace is generated in one llama.cpp context, then the context is switched
+to embeddings and `<emb_token>` is decoded on its KV cache, as the reference does; llama.cpp's
+embedding output is the hidden state after the final norm, T1's definition. Rows run one after
+another, so a batch streams only when it has one row (`t1 serve --max-batch 1`). Sampling is
+seeded from torch's generator, so `torch.manual_seed` makes it repeatable as with the others.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+
+import torch
+
+from ..errors import T1Error
+from ..reasoning import Rollout, stop_token_ids
+
+logger = logging.getLogger(__name__)
+
+
+class LlamaCppEngine:
+    name = "llama.cpp"
+    exact = True  # fp32 weights; checked against the reference by the tests
+
+    def __init__(self, model):
+        try:
+            import llama_cpp
+        except ImportError:
+            raise T1Error("engine llama.cpp needs llama-cpp-python: pip install 't1[llama-cpp]'") from None
+        if model.device.type != "cpu":
+            raise T1Error("engine llama.cpp runs on CPU here; use --device cpu")
+        self.model, self.lib = model, llama_cpp
+        self.llm = llama_cpp.Llama(str(_cached_gguf(model)), n_ctx=4096, n_batch=512,
+                                   n_threads=torch.get_num_threads(), verbose=False)
+        atexit.register(self.llm.close)  # before interpreter teardown, which its own __del__ does not survive
+
+    def rollout(self, prompts, max_new_tokens, num_samples=1, do_sample=False, temperature=1.0, top_p=1.0,
+                top_k=None, *, streamer=None, stop_rows=None, **extra) -> Rollout:
+        """As `Engine.rollout`; a `logits_processor` here is a list of callables that take the ids
+        and the scores as numpy arrays (the scores of one row, 1-D) and return the scores."""
+        processors = extra.pop("logits_processor", None)
+        if extra:
+            raise T1Error(f"engine llama.cpp does not take {', '.join(sorted(extra))}")
+        rows = [p for p in prompts for _ in range(num_samples)]
+        if streamer is not None and len(rows) > 1:
+            raise T1Error("engine llama.cpp streams one query at a time (t1 serve --max-batch 1)")
+        stops = set(stop_token_ids(self.model))
+        if streamer is not None:
+            streamer.put(torch.tensor(rows))  # Hugging Face streamers get the prompt first
+        traces, emitted, embeddings = [], [], []
+        for row, prompt in enumerate(rows):
+            self.llm.set_seed(int(torch.randint(2**31 - 1, ())))
+            trace, stop = [], None
+            tokens = self.llm.generate(prompt, temp=temperature if do_sample else 0.0, top_p=top_p if do_sample else 1.0,
+                                       top_k=(top_k or 0) if do_sample else 1, min_p=0.0, repeat_penalty=1.0,
+                                       reset=True, logits_processor=self._processors(processors))
+            for token in tokens:
+                if token in stops:
+                    stop = token
+                    break
+                trace.append(token)
+                if streamer is not None:
+                    streamer.put(torch.tensor([token]))
+                if len(trace) == max_new_tokens or (stop_rows is not None and list(stop_rows())[row]):
+                    break
+            # the cache holds prompt + trace but the last token sampled; feed it (unless a stop) and <emb_token>
+            pending = ([] if stop is not None or not trace else [trace[-1]]) + [self.model.emb_token_id]
+            embeddings.append(self._embed_next(pending))
+            traces.append(trace)
+            emitted.append(stop == self.model.emb_token_id)
+        if streamer is not None:
+            streamer.end()
+        return Rollout(torch.tensor(embeddings, dtype=torch.float32), traces, emitted)
+
+    def _processors(self, processors):
+        if not processors:
+            return None
+
+        def apply(ids, scores):
+            for processor in processors:
+                scores = processor(ids, scores)
+            return scores
+
+        return self.lib.LogitsProcessorList([apply])
+
+    def _embed_next(self, tokens: list[int]) -> list[float]:
+        """The final hidden state of the last of `tokens`, decoded on the current KV cache."""
+        if tokens[:-1]:
+            self.llm.eval(tokens[:-1])
+        ctx = self.llm._ctx.ctx
+        self.lib.llama_set_embeddings(ctx, True)
+        try:
+            self.llm.eval(tokens[-1:])
+            pointer = self.lib.llama_get_embeddings_ith(ctx, -1)
+            return [pointer[i] for i in range(self.llm.n_embd())]
+        finally:
+            self.lib.llama_set_embeddings(ctx, False)
+
+
+def _cached_gguf(model):
+    from ..backbones import cache_dir
+    from ..gguf_export import backbone_gguf, export_gguf
+
+    path = cache_dir() / "gguf" / f"{model.fingerprint()}.gguf"
+    if not path.exists():
+        backbone_gguf(model.config.backbone)  # a backbone that cannot be exported fails before the note
+        logger.warning("writing a GGUF of %s for llama.cpp to %s (once)", model.name_or_path, path)
+        export_gguf(model.name_or_path, path)
+    return path
