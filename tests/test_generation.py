@@ -5,7 +5,8 @@ same greedy traces, the same stop behaviour, the same embedding at <emb_token>; 
 import numpy as np
 import pytest
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from test_model import ForceStop
+from transformers import LogitsProcessorList
 
 from t1 import T1Error, T1Model
 from t1.generation import ENGINES, make_engine
@@ -23,22 +24,11 @@ def engine_or_skip(model, name):
     return make_engine(model, name)
 
 
-class ForceStop(LogitsProcessor):
+def force_stops(model, prompts) -> LogitsProcessorList:
     """Row 0 stops with EOS at step 3, row 1 emits <emb_token> at step 5, the others run to the
     budget; no stop token anywhere else."""
-
-    def __init__(self, model, prompt_len):
-        self.prompt_len, self.stop_ids = prompt_len, stop_token_ids(model)
-        self.stops = {0: (3, model.tokenizer.eos_token_id), 1: (5, model.emb_token_id)}
-
-    def __call__(self, input_ids, scores):
-        step = input_ids.shape[1] - self.prompt_len
-        scores[:, self.stop_ids] = -float("inf")
-        for row, (at, token) in self.stops.items():
-            if step == at:
-                scores[row] = -float("inf")
-                scores[row, token] = 0.0
-        return scores
+    stops = {0: (3, model.tokenizer.eos_token_id), 1: (5, model.emb_token_id)}
+    return LogitsProcessorList([ForceStop(stops, max(map(len, prompts)), stop_token_ids(model))])
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +38,7 @@ def prompts(tiny_model):
 
 @pytest.fixture(scope="module")
 def reference(tiny_model, prompts):
-    forced = LogitsProcessorList([ForceStop(tiny_model, max(map(len, prompts)))])
+    forced = force_stops(tiny_model, prompts)
     return make_engine(tiny_model, "hf").rollout(prompts, TOKENS, logits_processor=forced)
 
 
@@ -61,7 +51,7 @@ def cosines(a, b):
 @pytest.mark.parametrize("name", [e for e in ENGINES if e not in ("hf", "llama.cpp")])
 def test_engine_matches_the_reference(tiny_model, prompts, reference, name):
     engine = engine_or_skip(tiny_model, name)
-    forced = LogitsProcessorList([ForceStop(tiny_model, max(map(len, prompts)))])
+    forced = force_stops(tiny_model, prompts)
     rollout = engine.rollout(prompts, TOKENS, logits_processor=forced)
     # the same stop behaviour: EOS, a self-emitted <emb_token>, the budget
     assert [len(r) for r in rollout.reasoning_ids] == [3, 5, TOKENS, TOKENS]
