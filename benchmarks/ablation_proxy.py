@@ -50,22 +50,22 @@ VARIANTS = {
 
 
 def _read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from t1.data import read_jsonl
 
-
-def _write(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [row for _, row in read_jsonl(path)]
 
 
 def prepare(out: Path, shipped: Path) -> None:
+    from t1.atomic import write_jsonl
+
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
     records = _read(shipped / "train-stage1.jsonl")
     claims = [r for r in records if "domain" not in r]
     pairs = {s: [r for r in records if r.get("domain") == s] for s in SOURCES}
     chosen = rng.sample(claims, CLAIMS)
-    _write(out / "train-claims.jsonl", chosen)
-    _write(out / "train-all.jsonl", chosen + [r for s in SOURCES for r in rng.sample(pairs[s], PAIRS_PER_SOURCE)])
+    write_jsonl(out / "train-claims.jsonl", chosen)
+    write_jsonl(out / "train-all.jsonl", chosen + [r for s in SOURCES for r in rng.sample(pairs[s], PAIRS_PER_SOURCE)])
 
     seen = {t for r in records for t in r["pos"] + r["neg"]}
     fresh = out / "ood-draw.jsonl"
@@ -75,9 +75,9 @@ def prepare(out: Path, shipped: Path) -> None:
         for s in SOURCES:
             cmd += ["--source", s]
         subprocess.run(cmd, check=True)
-    ood = {}
+    drawn, ood = _read(fresh), {}
     for s in SOURCES:
-        rows = [r for r in _read(fresh) if r.get("domain") == s and not set(r["pos"]) & seen]
+        rows = [r for r in drawn if r.get("domain") == s and not set(r["pos"]) & seen]
         ood[s] = random.Random(1).sample(rows, min(OOD_PER_SOURCE, len(rows)))
     (out / "ood.json").write_text(json.dumps(ood))
     (out / "scifact.json").write_text(json.dumps(_scifact_proxy()))
