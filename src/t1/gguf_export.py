@@ -90,3 +90,30 @@ def export_gguf(source: str, out: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+QUANTIZATIONS = {"q8_0": 7}  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0
+
+
+def quantize_gguf(source: str | Path, out: str | Path, kind: str = "q8_0") -> Path:
+    """Write `source` (a fp32 GGUF) quantised to `kind` by llama.cpp's own quantiser, atomically."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise T1Error("quantising a GGUF needs llama-cpp-python: pip install 't1[llama-cpp]'") from None
+    if kind not in QUANTIZATIONS:
+        raise T1Error(f"unknown GGUF quantisation {kind!r} (choose one of {', '.join(QUANTIZATIONS)})")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    os.close(fd)
+    try:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = QUANTIZATIONS[kind]
+        if llama_cpp.llama_model_quantize(str(source).encode(), tmp.encode(), params) != 0:
+            raise T1Error(f"{source}: llama.cpp could not quantise it to {kind}")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
