@@ -1,7 +1,7 @@
 """Generation engines (t1.generation) side by side on one machine: latency, tokens/s against the
 memory-bandwidth limit, batched throughput, and parity with the Hugging Face reference.
 
-    python3 benchmarks/generation_engines.py [--model t1-smollm2-135m] [--engines hf,compile,int8,llama.cpp]
+    python3 benchmarks/generation_engines.py [--model t1-smollm2-135m] [--engines hf,compile,int8,llama.cpp,llama.cpp-q8]
         [--max-new-tokens 64] [--batch 16] [--threads N] [--out benchmarks/results/generation_engines-cpu.json]
     python3 benchmarks/generation_engines.py --smoke     # the tiny test model, 2 queries, 8 tokens
 
@@ -45,15 +45,21 @@ def bandwidth_gbs(mib: int = 512, repeats: int = 10) -> float:
     return a.numel() * 4 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def bytes_per_token(backbone, quantized: bool) -> int:
+def bytes_per_token(backbone, quantized: str | None) -> int:
     """Bytes of weights one decoding step reads: every linear layer (the LM head included; a tied
     input embedding is read through it) and the norms; one embedding row is negligible. An int8
-    weight is one byte per entry plus one fp32 scale per output row."""
+    weight is one byte per entry plus one fp32 scale per output row; a q8_0 one (llama.cpp) is 34
+    bytes per block of 32 entries (an fp16 scale each)."""
     total = 0
     for module in backbone.modules():
         if isinstance(module, torch.nn.Linear):
             out_features, in_features = module.out_features, module.in_features
-            total += out_features * in_features + 4 * out_features if quantized else module.weight.nbytes
+            if quantized == "int8":
+                total += out_features * in_features + 4 * out_features
+            elif quantized == "q8_0":
+                total += out_features * in_features * 34 // 32
+            else:
+                total += module.weight.nbytes
         elif "norm" in type(module).__name__.lower() and getattr(module, "weight", None) is not None:
             total += module.weight.nbytes
     return total
@@ -93,7 +99,7 @@ def measure(model, name, queries, prompts, tokens, batch, limit_gbs) -> tuple[di
         results.append(out)
     _, single = timed(lambda: engine.rollout(prompts[:1], tokens, logits_processor=forced))
     _, batched = timed(lambda: engine.rollout(prompts[:batch], tokens, logits_processor=forced))
-    weights = bytes_per_token(getattr(engine, "backbone", None) or model.backbone, quantized=name == "int8")
+    weights = bytes_per_token(getattr(engine, "backbone", None) or model.backbone, quantized={"int8": "int8", "llama.cpp-q8": "q8_0"}.get(name))
     tokens_per_s = tokens / single
     row = {"exact": engine.exact, "warmup_s": round(warm, 2), "query_s": round(statistics.median(latencies), 3),
            "mean_trace_tokens": round(float(np.mean([len(model.tokenizer(r.reasoning)["input_ids"])
