@@ -1,7 +1,7 @@
 """BM25 over a list of texts (bm25s, Lucene variant), the one construction used everywhere:
 the evaluation baseline, the sparse half of hybrid search, and an index folder's `bm25/`.
 
-Defaults are BRIGHT's (and Anserini's): k1 0.9, b 0.4, English stop words, Snowball stemming.
+Defaults are BRIGHT's (and Anserini's): `DEFAULT_K1`, `DEFAULT_B`, English stop words, Snowball stemming.
 Documents that match no query term score 0 and are not returned, as Lucene would.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 from .errors import T1Error
 
 SETTINGS_FILE = "t1_bm25.json"
+DEFAULT_K1, DEFAULT_B = 0.9, 0.4  # BRIGHT's (and Anserini's)
 
 
 def _sorted_vocab(tokens):
@@ -32,7 +33,7 @@ def _sorted_vocab(tokens):
 
 
 class BM25Index:
-    def __init__(self, k1: float = 0.9, b: float = 0.4, stemmer: str = "english", stopwords: str = "en"):
+    def __init__(self, k1: float = DEFAULT_K1, b: float = DEFAULT_B, stemmer: str = "english", stopwords: str = "en"):
         self.k1, self.b, self.stemmer_name, self.stopwords = k1, b, stemmer, stopwords
         self.model = None
         self.count = 0

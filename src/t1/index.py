@@ -264,31 +264,11 @@ class Searchable:
 
     def ranking(self, model=None, hybrid: bool | str | None = None, fusion: str | None = None,
                 fusion_weight: float | None = None) -> SearchRanking:
-        """Which ranking a search uses: the one rule of `search_queries`, `t1 search` and `t1 serve`.
+        """Which ranking a search with these settings uses (`t1.query.choose_ranking`)."""
+        from .query import choose_ranking
+        from .settings import QuerySettings
 
-        By default (`hybrid` None, no fusion setting) T1 fused with BM25 by a weighted sum, with the
-        `model`'s saved `fusion_weight`, when it has one and this index has BM25; else T1 alone
-        (with a `note` when only BM25 is missing). `hybrid=False`: T1 alone. `hybrid=True`, a
-        `fusion` method (a string `hybrid` is one) or a `fusion_weight`: fused with BM25, which
-        must be there; unset settings default as `t1.fusion.resolve` says."""
-        from .fusion import resolve
-
-        if isinstance(hybrid, str):
-            hybrid, fusion = True, fusion or hybrid
-        asked = fusion is not None or fusion_weight is not None
-        if hybrid is False:
-            if asked:
-                raise T1Error("a dense-only search takes no fusion method or weight")
-            return SearchRanking()
-        saved = model.config.fusion_weight if model is not None else None
-        if not (hybrid or asked):
-            if saved is None:
-                return SearchRanking()
-            if not self.has_bm25:
-                return SearchRanking(note=f"hybrid search is off: {self.no_bm25}; searching with T1 alone")
-        elif not self.has_bm25:
-            raise T1Error(f"hybrid search needs BM25: {self.no_bm25}")
-        return SearchRanking(*resolve(fusion, fusion_weight, saved))
+        return choose_ranking(self, model, QuerySettings(hybrid=hybrid, fusion=fusion, fusion_weight=fusion_weight))
 
     def search_ranked(self, ranking: SearchRanking, embeddings: np.ndarray, texts: Sequence[str], k: int = 10,
                       exclude=None, trace_embeddings: np.ndarray | None = None, backend: str = "auto"):
@@ -320,59 +300,22 @@ class Searchable:
             out.append([Hit(i, float(s), found[i].title, found[i].snippet) for i, s in fused])
         return out
 
-    def search_adaptive(self, model, queries: Sequence[str], k: int = 10, exclude=None, margin: float = 0.02,
-                        query_ids: Sequence[str] | None = None, ranking: SearchRanking | None = None,
-                        **encode_kwargs):
-        """Reasoning only where it is worth its cost (`reasoning="auto"`). Every query is first
-        embedded without reasoning (one forward pass); when its best document leads the second
-        by at least `margin` in cosine, the embedding is confident and its ranking is kept;
-        otherwise the model reasons and the query is searched again. A hybrid `ranking` fuses
-        each query's final embedding's list with BM25. Returns (hits, reasoning texts, "" where
-        the model did not reason)."""
-        queries, _ = as_texts(queries, "queries")
-        exclude = exclusion_sets(exclude, len(queries))
-        quick = model.encode_query(queries, reasoning="none", instruction=encode_kwargs.get("instruction"),
-                                   batch_size=encode_kwargs.get("batch_size", 8))
-        first = self.search(quick.embeddings, k=max(k, 2), exclude=exclude)
-        unsure = [i for i, h in enumerate(first) if len(h) > 1 and h[0].score - h[1].score < margin]
-        hits, reasoning, embeddings = [h[:k] for h in first], [""] * len(queries), quick.embeddings.copy()
-        if unsure:
-            deep = model.encode_query([queries[i] for i in unsure], reasoning="generate",
-                                      query_ids=None if query_ids is None else [query_ids[i] for i in unsure],
-                                      **encode_kwargs)
-            embeddings[unsure] = deep.embeddings
-            for j, i in enumerate(unsure):
-                reasoning[i] = deep.reasoning[j]
-        if ranking is not None and ranking.hybrid:
-            return self.search_ranked(ranking, embeddings, queries, k, exclude), reasoning
-        if unsure:
-            again = self.search(deep.embeddings, k=k, exclude=None if exclude is None else [exclude[i] for i in unsure])
-            for j, i in enumerate(unsure):
-                hits[i] = again[j]
-        return hits, reasoning
-
     def search_queries(self, model, queries: Sequence[str], k: int = 10, exclude=None, backend: str = "auto",
-                       hybrid: bool | str | None = None, fusion: str | None = None, fusion_weight: float | None = None,
-                       trace_fusion: str = "mean", margin: float = 0.02, **encode_kwargs):
-        """Encode `queries` with `model` (reasoning first, by default) and search, ranked as
-        `ranking(model, hybrid, fusion, fusion_weight)` decides: by default fused with BM25 when
-        the model has a saved fusion weight and the index BM25 (a warning says when BM25 is
-        missing); `hybrid=False`: T1 alone. With several traces per query (`num_traces`),
-        `trace_fusion` "mean" searches their mean embedding and "rrf" fuses their result lists;
-        `reasoning="auto"` reasons only below `margin` (`search_adaptive`). Returns (hits per
-        query, reasoning texts)."""
+                       **options):
+        """Encode `queries` with `model` (reasoning first, by default) and search: `t1.query.search`
+        with `options` as its `QuerySettings` (`reasoning`, also a list of given traces;
+        `max_new_tokens`, `instruction`, `num_traces`, `temperature`, `top_p`, `trace_fusion`,
+        `hybrid`, `fusion`, `fusion_weight`, `margin` for reasoning "auto") and its run options
+        (`cache`, `query_ids`, `batch_size`, `show_progress_bar`). A warning says when the
+        default hybrid ranking is off for want of BM25. Returns (hits per query, reasoning texts)."""
+        from .query import search, split_options
+
+        settings, run, given = split_options(options)
         queries, _ = as_texts(queries, "queries")  # one string is one query, not its characters
-        if trace_fusion not in ("mean", "rrf"):
-            raise T1Error(f"trace fusion must be 'mean' or 'rrf', got {trace_fusion!r}")
-        ranking = self.ranking(model, hybrid, fusion, fusion_weight)  # fails before the (slow) reasoning
-        if ranking.note:
-            warnings.warn(ranking.note, stacklevel=2)
-        if encode_kwargs.get("reasoning") == "auto":
-            encode_kwargs.pop("reasoning")
-            return self.search_adaptive(model, queries, k, exclude, margin=margin, ranking=ranking, **encode_kwargs)
-        encoded = model.encode_query(list(queries), **encode_kwargs)
-        traces = encoded.trace_embeddings if trace_fusion == "rrf" else None
-        return self.search_ranked(ranking, encoded.embeddings, queries, k, exclude, traces, backend), encoded.reasoning
+        results = search(model, self, queries, settings, k=k, exclude=exclude, given=given, backend=backend, **run)
+        if results.ranking.note:
+            warnings.warn(results.ranking.note, stacklevel=2)
+        return results.hits, results.reasoning
 
 
 # ---------------------------------------------------------------- the index folder

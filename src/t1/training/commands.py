@@ -13,6 +13,7 @@ import argparse
 import os
 
 from ..errors import T1Error
+from ..settings import DEFAULT_TOP_P
 
 STAGES = {"contrastive": "stage 1: InfoNCE with queries in mode `none`",
           "sft": "stage 2: λ·InfoNCE(query + reasoning) + (1−λ)·NLL(reasoning + <emb_token>)"}
@@ -70,7 +71,7 @@ def register(subparsers) -> None:
     source.add_argument("--model", help="T1 model that writes its own traces (e.g. the stage-1 output)")
     reason.add_argument("--samples", type=positive_int, default=4, help="traces sampled per query (default 4)")
     reason.add_argument("--temperature", type=positive_float, default=0.8)
-    reason.add_argument("--top-p", type=top_p, default=0.95)
+    reason.add_argument("--top-p", type=top_p, default=DEFAULT_TOP_P)
     reason.add_argument("--max-new-tokens", type=positive_int, default=256)
     reason.add_argument("--max-rank", type=positive_int, default=1,
                         help="keep a trace only if the best positive ranks at most this high among the "
