@@ -98,7 +98,7 @@ def add_fusion_args(p: argparse.ArgumentParser, weight_default: str) -> None:
     """--fusion and --fusion-weight of a hybrid ranking (t1 search, eval, bright)."""
     from .fusion import METHODS
 
-    p.add_argument("--fusion", choices=sorted(METHODS, reverse=True), default=None,
+    p.add_argument("--fusion", choices=METHODS, default=None,
                    help="hybrid: a weighted sum of min-max normalised scores (default) or reciprocal rank fusion")
     p.add_argument("--fusion-weight", type=fraction, default=None,
                    help=f"hybrid: weight of the T1 list, BM25 gets 1 - W (default: {weight_default})")

@@ -33,10 +33,12 @@ from .generation import Engine, make_engine, trace_settings
 from .prompts import DOCUMENT_TEMPLATE, PromptBuilder, instruction_or_default
 from .reasoning import sampling_kwargs, stop_token_ids
 from .settings import CONFIG_NAME, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, T1Config, check, checkpoint_defaults
+from .settings import REASONING_MODES as SEARCH_MODES
 
 logger = logging.getLogger(__name__)
 
-REASONING_MODES = ("generate", "none")  # what `encode_query` does itself; "auto" needs an index (`t1.query`)
+# What `encode_query` does itself; reasoning "auto" decides by searching (`t1.query`).
+REASONING_MODES = tuple(m for m in SEARCH_MODES if m != "auto")
 
 
 class QueryEmbeddings(NamedTuple):

@@ -30,7 +30,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import T1Error
-from ..settings import DEFAULT_AUTO_MARGIN, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GIVEN, REASONING_MODES, QuerySettings
+from ..fusion import METHODS
+from ..settings import (DEFAULT_AUTO_MARGIN, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GIVEN, REASONING_MODES, TRACE_FUSIONS,
+                        QuerySettings)
 from .batcher import Batcher, Busy, Job
 from .engine import Engine, Plan, Work
 
@@ -85,12 +87,12 @@ class SearchRequest(BaseModel):
     hybrid: bool | None = Field(
         None, description="true: fuse with the index's BM25; false: T1 alone; unset: the server's default "
                           "(GET /info's ranking: hybrid when the model has a saved fusion weight and the index BM25)")
-    fusion: Literal["weighted", "rrf"] | None = Field(None, description="hybrid: weighted sum (default) or rrf")
+    fusion: Literal[METHODS] | None = Field(None, description="hybrid: weighted sum (default) or rrf")
     fusion_weight: float | None = Field(
         None, description="hybrid: weight of the T1 list, BM25 gets 1 - w (default: the model's saved fusion "
                           "weight for a weighted sum, else 0.5)")
     traces: int = Field(1, description="test-time scaling: sample this many traces per query and fuse them")
-    trace_fusion: Literal["mean", "rrf"] = "mean"
+    trace_fusion: Literal[TRACE_FUSIONS] = QuerySettings.trace_fusion
     temperature: float = Field(DEFAULT_TEMPERATURE, description="sampling temperature with traces > 1")
     top_p: float = Field(DEFAULT_TOP_P, description="nucleus sampling with traces > 1")
     margin: float = Field(DEFAULT_AUTO_MARGIN,
