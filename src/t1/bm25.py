@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -90,19 +87,11 @@ class BM25Index:
     # ---------------------------------------------------------------- persistence
     def save(self, folder: str | Path) -> None:
         """Write the index to `folder` whole or not at all."""
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-        try:
+        from .atomic import atomic_folder
+
+        with atomic_folder(folder) as tmp:
             self.model.save(str(tmp), show_progress=False)
             (tmp / SETTINGS_FILE).write_text(json.dumps({**self.settings, "count": self.count}))
-            tmp.chmod(0o755)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, folder: str | Path) -> "BM25Index":
