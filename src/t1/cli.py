@@ -22,7 +22,7 @@ from .cli_args import (
     add_sampling_args,
     add_settings_args,
     device_arg,
-    load_model,
+    model_from_args,
     positive_int,
     query_settings,
 )
@@ -56,7 +56,7 @@ def cmd_index(args) -> int:
     group = from_env()  # torchrun / accelerate launch: every rank encodes its share of the shards
     try:
         args.device = local_device(group, args.device)
-        model = load_model(args)
+        model = model_from_args(args)
         settings = dict(instruction=args.document_instruction, shard_size=args.shard_size,
                         dtype=args.dtype, batch_size=args.batch_size, group=group)
         if args.store:
@@ -159,7 +159,7 @@ def _search(args, index, queries):
         from .reasoning_cache import ReasoningCache
 
         cache = ReasoningCache(args.reasoning_cache or args.index or cache_dir())  # opened before the model loads
-    model = load_model(args)
+    model = model_from_args(args)
     index.check(model)  # opened (and its files checked) before the model loaded
     ranking = choose_ranking(index, model, settings)
     if ranking.note:

@@ -123,12 +123,11 @@ def query_settings(args, **fields):
                          auto_margin=args.auto_margin, **fields)
 
 
-def load_model(args):
+def model_from_args(args):
     """The T1 model of a command's --model, --device, --engine and settings flags."""
-    from .model import T1Model
+    from .model import load_model
 
-    return T1Model.from_pretrained(args.model, device=args.device, engine=getattr(args, "engine", None),
-                                   **model_settings(args))
+    return load_model(args.model, args.device, getattr(args, "engine", None), **model_settings(args))
 
 
 def add_settings_args(p: argparse.ArgumentParser, query: bool = True, document: bool = True) -> None:

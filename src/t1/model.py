@@ -53,6 +53,17 @@ class QueryEmbeddings(NamedTuple):
     trace_embeddings: np.ndarray | None = None
 
 
+def load_model(model, device: str | None = None, engine: str | None = None, **settings) -> "T1Model":
+    """`model` itself when it is a loaded `T1Model`, else `T1Model.from_pretrained(model, ...)`
+    with `settings` (T1Config fields) applied: the one loader of the commands, the evaluation and
+    the integrations."""
+    if isinstance(model, T1Model):
+        if device is not None or engine is not None or settings:
+            raise TypeError("device, engine and T1 settings apply when loading by name; this model is loaded already")
+        return model
+    return T1Model.from_pretrained(model, device=device, engine=engine, **settings)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

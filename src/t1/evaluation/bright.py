@@ -19,7 +19,7 @@ from ..prompts import instruction_or_default
 from ..settings import QuerySettings
 from .datasets import BRIGHT_HUB, BRIGHT_LONG_TASKS, BRIGHT_TASKS, load_bright_task, local_files
 from .metrics import bright_metrics, format_headline
-from .retrievers import T1_MODES, hybrid_fusion, load_t1_model, make_retriever, parse_retriever
+from .retrievers import T1_MODES, hybrid_fusion, make_retriever, parse_retriever
 from .runs import INFO_FILE, METRICS_FILE, read_json, run_evaluation
 
 SUMMARY_FILE = "summary.json"
@@ -137,7 +137,9 @@ def run_bright(
             continue
         data = load_bright_task(source, task, long, given)
         if kind == "t1" and model is None:
-            model = load_t1_model(model_name, device, model_settings, engine)
+            from ..model import load_model
+
+            model = load_model(model_name, device, engine, **(model_settings or {}))
         task_query, document = data.query_instruction, None
         if model is not None:  # the model's instructions for this task (its settings, else BRIGHT's)
             name = f"{task}_long" if long else task

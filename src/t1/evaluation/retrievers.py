@@ -344,14 +344,8 @@ def make_retriever(spec: str, corpus, *, model=None, query: QuerySettings = Quer
         return SentenceTransformerRetriever(name, corpus, batch_size=batch_size or 64, device=device,
                                             show_progress=show_progress)
     if model is None:
-        model = load_t1_model(name, device, model_settings, engine)
+        from ..model import load_model
+
+        model = load_model(name, device, engine, **(model_settings or {}))
     return T1Retriever(model, corpus, query, document_instruction=document_instruction, batch_size=batch_size or 8,
                        reasoning_cache=reasoning_cache, show_progress=show_progress, index_folder=index_folder)
-
-
-def load_t1_model(name: str, device: str | None = None, settings: dict | None = None, engine: str | None = None):
-    """A T1 model by name, `settings` (T1Config fields, e.g. from a settings file) applied,
-    generating reasoning with `engine` (None: the device's default)."""
-    from ..model import T1Model
-
-    return T1Model.from_pretrained(name, device=device, engine=engine, **(settings or {}))

@@ -206,6 +206,7 @@ def _pair_plan(args, asked: dict[str, int]) -> list:
 
 def _reason(args) -> int:
     from ..atomic import check_output_file
+    from ..cli_args import model_from_args
     from .reasoning_data import SamplingSettings, merge_teacher, self_generate
     from .records import read_records, write_records
 
@@ -217,12 +218,10 @@ def _reason(args) -> int:
         note = f" ({missing} records without a teacher trace dropped)" if missing else ""
         print(f"wrote {len(merged)} records to {args.out}{note}")
         return 0
-    from ..model import T1Model
-
     settings = SamplingSettings(samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, max_rank=args.max_rank,
                                 batch_size=args.batch_size, seed=args.seed, whole_sentences=args.whole_sentences)
-    model = T1Model.from_pretrained(args.model, device=args.device, engine=args.engine)
+    model = model_from_args(args)
     summary = self_generate(model, records, args.out, settings, restart=args.restart)
     print(f"kept {summary['accepted']} of {summary['records']} records (best positive ranked <= "
           f"{settings.max_rank}) in {args.out}")
