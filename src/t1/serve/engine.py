@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..generation.streaming import RowHooks
-from ..index import SearchRanking
+from ..searchable import SearchRanking
 from ..query import encode, search
 from ..settings import QuerySettings
 
