@@ -24,8 +24,8 @@ from .atomic import write_json
 from .data import Document, check_documents
 from .errors import T1Error
 from .index_build import FolderSink, build_shards, check_writable, index_spec, write_embeddings
-from .index_format import (BM25_DIR, FORMAT_VERSION, REQUIRED_KEYS, NpyShard, check_built_with,
-                           describe_shard_file, line_offsets, shard_name)
+from .index_format import (BM25_DIR, FORMAT_VERSION, REQUIRED_KEYS, NpyShard, check_built_with, folder_problems,
+                           line_offsets, shard_name, shard_paths, shard_rows)
 from .manifest import MANIFEST, describe_file, read_manifest
 from .search import check_k, exact_search, exclusion_sets, query_matrix
 from .searchable import Hit, Searchable
@@ -158,7 +158,7 @@ class Index(Searchable):
         """Open a complete index; with `model`, refuse one built by a different model. Every
         shard file's size and rows are checked against the manifest (no file is read whole)."""
         index = cls._read(folder).check(model, instruction)
-        problems = index._problems()
+        problems = folder_problems(index.folder, index.manifest)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise T1Error(f"{folder}: damaged index: {problems[0]}{more}; rebuild it (`t1 index --verify {folder}` "
@@ -196,7 +196,7 @@ class Index(Searchable):
         """Check every shard file of the index in `folder`: presence, size, rows and sha256 (reads
         every byte). Returns a one-line report; a damaged index is a `T1Error` naming its problems."""
         index = cls._read(folder)
-        problems = index._problems(deep=True)
+        problems = folder_problems(index.folder, index.manifest, deep=True)
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise T1Error(f"{folder}: damaged index: {shown}")
@@ -206,74 +206,14 @@ class Index(Searchable):
                     "written before t1 recorded them)")
         return f"{what}: files present, sizes, rows and sha256 checksums match"
 
-    def _problems(self, deep: bool = False) -> list[str]:
-        """What is wrong with the index's files: its shards, and the artefacts beside them."""
-        return self._shard_problems(deep) + self._artefact_problems(deep)
-
-    def _artefact_problems(self, deep: bool) -> list[str]:
-        """What is wrong with the files the manifest records beside the shards (BM25's, an ANN
-        structure): missing, another size, or (`deep`) another sha256 checksum."""
-        shard_files = {name for i in range(self.manifest["shards"]) for name in shard_name(i)}
-        problems = []
-        for name, want in (self.manifest.get("files") or {}).items():
-            path = self.folder / name
-            if name in shard_files:
-                continue
-            if not path.is_file():
-                problems.append(f"{name} is missing")
-            elif path.stat().st_size != want["bytes"]:
-                problems.append(f"{name} has {path.stat().st_size} bytes, the manifest says {want['bytes']}")
-            elif deep and describe_file(path)["sha256"] != want["sha256"]:
-                problems.append(f"{name} does not match its sha256 checksum")
-        return problems
-
-    def _shard_problems(self, deep: bool) -> list[str]:
-        """What is wrong with the shard files: missing, wrong size or rows, a .npy of another shape
-        (cheap: file sizes and .npy headers). `deep` also counts docs rows and compares the
-        sha256 checksums recorded at build time (reading every file)."""
-        files, problems = self.manifest.get("files"), []
-        for i, paths in enumerate(self._shards()):
-            rows = self._shard_rows(i)
-            for path in paths:
-                name = path.name
-                if not path.is_file():
-                    problems.append(f"{name} is missing")
-                    continue
-                size, want = path.stat().st_size, (files or {}).get(name)
-                if files is not None and want is None:
-                    problems.append(f"{name} is not in the manifest")
-                elif want is not None and size != want["bytes"]:
-                    problems.append(f"{name} has {size} bytes, the manifest says {want['bytes']}")
-                if path.suffix == ".npy":
-                    try:
-                        shard = NpyShard(path)
-                    except T1Error as e:
-                        problems.append(str(e).replace(f"{path}: ", f"{name}: "))
-                        continue
-                    if shard.rows != rows or shard.dim != self.manifest["dim"]:
-                        problems.append(f"{name} holds {shard.rows} x {shard.dim} embeddings, expected "
-                                        f"{rows} x {self.manifest['dim']}")
-                    elif size < shard.nbytes:
-                        problems.append(f"{name} is truncated ({size} of {shard.nbytes} bytes)")
-                if deep and (want is not None or path.suffix != ".npy"):
-                    found = describe_shard_file(path)
-                    if path.suffix != ".npy" and found["rows"] != rows:
-                        problems.append(f"{name} has {found['rows']} rows, expected {rows}")
-                    elif want is not None and found["sha256"] != want["sha256"]:
-                        problems.append(f"{name} does not match its sha256 checksum")
-        return problems
-
     def _shard_rows(self, i: int) -> int:
-        """How many rows shard `i` holds (every shard is full but the last)."""
-        return min(self.manifest["shard_size"], self.manifest["count"] - i * self.manifest["shard_size"])
+        return shard_rows(self.manifest, i)
 
     def __len__(self) -> int:
         return self.manifest["count"]
 
     def _shards(self):
-        for i in range(self.manifest["shards"]):
-            emb_file, docs_file = shard_name(i)
-            yield self.folder / emb_file, self.folder / docs_file
+        return shard_paths(self.folder, self.manifest)
 
     @cached_property
     def _docs(self) -> list[dict]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from .data import Document
 from .errors import T1Error
+from .manifest import describe_file
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "instruction", "dim", "dtype", "count", "shard_size", "shards", "corpus_hash")
@@ -55,6 +56,18 @@ def shard_name(i: int) -> tuple[str, str]:
 
 def doc_row(d: Document) -> dict:
     return {"id": d.id, "title": d.title, "snippet": d.text[:SNIPPET_CHARS]}
+
+
+def shard_rows(manifest: dict, i: int) -> int:
+    """How many rows shard `i` holds (every shard is full but the last)."""
+    return min(manifest["shard_size"], manifest["count"] - i * manifest["shard_size"])
+
+
+def shard_paths(folder: Path, manifest: dict):
+    """(.npy, docs) paths of every shard, in order."""
+    for i in range(manifest["shards"]):
+        emb_file, docs_file = shard_name(i)
+        yield folder / emb_file, folder / docs_file
 
 
 class NpyShard:
@@ -118,3 +131,65 @@ def line_offsets(path: Path) -> np.ndarray:
             offsets.append(pos)
             pos += len(line)
     return np.array(offsets, dtype=np.int64)
+
+
+# ---------------------------------------------------------------- verification
+def folder_problems(folder: Path, manifest: dict, deep: bool = False) -> list[str]:
+    """What is wrong with an index folder's files: its shards, and the artefacts beside them
+    (cheap: sizes, rows and .npy headers; `deep`: also every file's sha256)."""
+    return _shard_problems(folder, manifest, deep) + _artefact_problems(folder, manifest, deep)
+
+
+def _artefact_problems(folder: Path, manifest: dict, deep: bool) -> list[str]:
+    """What is wrong with the files the manifest records beside the shards (BM25's, an ANN
+    structure): missing, another size, or (`deep`) another sha256 checksum."""
+    shard_files = {name for i in range(manifest["shards"]) for name in shard_name(i)}
+    problems = []
+    for name, want in (manifest.get("files") or {}).items():
+        path = folder / name
+        if name in shard_files:
+            continue
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != want["bytes"]:
+            problems.append(f"{name} has {path.stat().st_size} bytes, the manifest says {want['bytes']}")
+        elif deep and describe_file(path)["sha256"] != want["sha256"]:
+            problems.append(f"{name} does not match its sha256 checksum")
+    return problems
+
+
+def _shard_problems(folder: Path, manifest: dict, deep: bool) -> list[str]:
+    """What is wrong with the shard files: missing, wrong size or rows, a .npy of another shape
+    (cheap: file sizes and .npy headers). `deep` also counts docs rows and compares the
+    sha256 checksums recorded at build time (reading every file)."""
+    files, problems = manifest.get("files"), []
+    for i, paths in enumerate(shard_paths(folder, manifest)):
+        rows = shard_rows(manifest, i)
+        for path in paths:
+            name = path.name
+            if not path.is_file():
+                problems.append(f"{name} is missing")
+                continue
+            size, want = path.stat().st_size, (files or {}).get(name)
+            if files is not None and want is None:
+                problems.append(f"{name} is not in the manifest")
+            elif want is not None and size != want["bytes"]:
+                problems.append(f"{name} has {size} bytes, the manifest says {want['bytes']}")
+            if path.suffix == ".npy":
+                try:
+                    shard = NpyShard(path)
+                except T1Error as e:
+                    problems.append(str(e).replace(f"{path}: ", f"{name}: "))
+                    continue
+                if shard.rows != rows or shard.dim != manifest["dim"]:
+                    problems.append(f"{name} holds {shard.rows} x {shard.dim} embeddings, expected "
+                                    f"{rows} x {manifest['dim']}")
+                elif size < shard.nbytes:
+                    problems.append(f"{name} is truncated ({size} of {shard.nbytes} bytes)")
+            if deep and (want is not None or path.suffix != ".npy"):
+                found = describe_shard_file(path)
+                if path.suffix != ".npy" and found["rows"] != rows:
+                    problems.append(f"{name} has {found['rows']} rows, expected {rows}")
+                elif want is not None and found["sha256"] != want["sha256"]:
+                    problems.append(f"{name} does not match its sha256 checksum")
+    return problems
