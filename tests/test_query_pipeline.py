@@ -150,3 +150,29 @@ def test_settings_refuse_what_cannot_work():
             QuerySettings(**bad)
     assert QuerySettings(hybrid="rrf") == QuerySettings(hybrid=True, fusion="rrf")
     assert QuerySettings(reasoning="none", num_traces=4).traces == 1
+
+
+def test_hooks_stream_each_trace_and_an_abandoned_row_is_never_cached(tiny_model, tmp_path):
+    """What `t1 serve` hooks into the model's own cached generation: each row's pieces add up to
+    its trace, a row whose client left stops early, and its cut trace is not stored."""
+    from t1.generation.streaming import RowHooks
+
+    cache, steps, pieces, gone = ReasoningCache(tmp_path), 40, ([], []), []
+
+    def listener(row):
+        def on_text(text):
+            pieces[row].append(text)
+            if row == 0 and len(pieces[0]) == 2:
+                gone.append(True)  # the first client leaves after two pieces
+        return on_text
+
+    hooks = RowHooks([listener(0), listener(1)], [lambda: bool(gone), lambda: False])
+    out = tiny_model.encode_query(QUERIES[:2], max_new_tokens=steps, cache=cache, hooks=hooks)
+    full = tiny_model.encode_query(QUERIES[1:2], max_new_tokens=steps)
+    assert out.reasoning[1] == full.reasoning[0] == "".join(pieces[1])
+    assert len(pieces[0]) == 2 and len(tiny_model.tokenizer(out.reasoning[0])["input_ids"]) < steps / 2
+    assert len(cache) == 1  # the finished row only
+    again = RowHooks([listener(0), listener(1)], [lambda: False, lambda: False])
+    pieces[1].clear()
+    tiny_model.encode_query(QUERIES[1:2], max_new_tokens=steps, cache=cache, hooks=again.subset([1]))
+    assert pieces[1] == [full.reasoning[0]]  # a cached trace arrives whole
