@@ -64,8 +64,8 @@ def choose_ranking(index, model, settings: QuerySettings) -> SearchRanking:
     return SearchRanking(*resolve(settings.fusion, settings.fusion_weight, saved))
 
 
-def encode(model, queries: Sequence[str], settings: QuerySettings = QuerySettings(), *, given: Sequence[str] | None = None,
-           cache=None, query_ids: Sequence[str] | None = None, batch_size: int = 8,
+def encode(model, queries: Sequence[str], settings: QuerySettings = QuerySettings(), *,
+           given: Sequence[str] | None = None, cache=None, query_ids: Sequence[str] | None = None, batch_size: int = 8,
            show_progress_bar: bool | None = None, hooks=None):
     """Query embeddings (`T1Model.encode_query`'s `QueryEmbeddings`) as `settings` say:
     without reasoning, after generating `settings.traces` traces, or with the traces `given`

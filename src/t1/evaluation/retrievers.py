@@ -190,8 +190,8 @@ class T1Retriever(Retriever):
     A `reasoning` dict passed to `retrieve` switches to the given traces. After a call,
     `self.reasoning` holds the trace used for each query (empty in mode "none")."""
 
-    def __init__(self, model, corpus, settings: QuerySettings = QuerySettings(), document_instruction: str | None = None,
-                 batch_size: int = 8, doc_batch_size: int = 32, max_length: int | None = None,
+    def __init__(self, model, corpus, settings: QuerySettings = QuerySettings(),
+                 document_instruction: str | None = None, batch_size: int = 8, doc_batch_size: int = 32, max_length: int | None = None,
                  reasoning_cache: bool = True, show_progress: bool | None = None,
                  index_folder: str | Path | None = None):
         super().__init__(corpus, show_progress)

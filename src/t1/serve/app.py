@@ -231,8 +231,8 @@ def plan_search(req: SearchRequest, settings: ServeSettings, engine: Engine) -> 
     sampled = mode == "generate" and req.traces > 1 and tokens > 0
     defaults = QuerySettings()  # what a request's unused settings are set to, so that equal plans batch together
     query = _settings(
-        reasoning=mode if (mode != "generate" or tokens > 0) else "none", max_new_tokens=tokens if mode != "none" else None,
-        instruction=_instruction(req, settings), num_traces=req.traces if sampled else 1,
+        reasoning=mode if (mode != "generate" or tokens > 0) else "none",
+        max_new_tokens=tokens if mode != "none" else None, instruction=_instruction(req, settings), num_traces=req.traces if sampled else 1,
         trace_fusion=req.trace_fusion if sampled else defaults.trace_fusion,
         temperature=req.temperature if sampled else defaults.temperature,
         top_p=req.top_p if sampled else defaults.top_p,
@@ -574,7 +574,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                         yield _sse("error", {"detail": detail})
                         return
                     result = job.future.result()
-                    body = SearchResponse(results=result["results"], mode=plan.query.reasoning, ranking=str(plan.ranking),
+                    body = SearchResponse(results=result["results"], mode=plan.query.reasoning,
+                                          ranking=str(plan.ranking),
                                           k=req.k, timings=timings(job, result))
                     yield _sse("result", body.model_dump(exclude_none=True))
                     return

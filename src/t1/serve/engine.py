@@ -94,8 +94,8 @@ class Engine:
         run = dict(given=given, cache=self.cache, batch_size=self.batch_size, show_progress_bar=False, hooks=hooks)
         if plan.kind == "queries":
             out = encode(self.model, texts, plan.query, **run)
-            return [{"embeddings": out.embeddings[_rows(owner, i)], "reasoning": [out.reasoning[r] for r in _rows(owner, i)],
-                     "timings": {"encode_ms": _ms(start)}} for i in range(len(works))]
+            return [{"embeddings": out.embeddings[rows], "reasoning": [out.reasoning[r] for r in rows],
+                     "timings": {"encode_ms": _ms(start)}} for rows in (_rows(owner, i) for i in range(len(works)))]
         results = search(self.model, self.index, texts, plan.query, k=max(w.k for w in works),
                          exclude=self._exclusions(works), ranking=plan.ranking, **run)
         per_query = []
