@@ -132,7 +132,7 @@ def test_chunked_reads_match_whole_arrays(index, data):
         index.chunk_rows = rows
         np.testing.assert_array_equal(index.search_positions(queries, K, ann="exact")[1], full)
     index.chunk_rows = None
-    assert [c[0] for c in index._chunks(1000)] == [0, 1000, 1500, 2500, 3000]  # shards of 1500, 1500, 1000
+    assert [c[0] for c in index.chunks(1000)] == [0, 1000, 1500, 2500, 3000]  # shards of 1500, 1500, 1000
     hits = index.search(queries[:1], 3, ann="exact")[0]
     assert hits[0].id == f"d{full[0, 0]}" and hits[0].title == f"t{full[0, 0]}"
     assert "_docs" not in index.__dict__  # hits were read line by line, not by loading every document

@@ -15,6 +15,7 @@ from t1.evaluation.datasets import (
     load_eval_data,
 )
 from t1.evaluation.retrievers import BM25Retriever, T1Retriever
+from t1.settings import QuerySettings
 from t1.evaluation.runs import ranked, read_trec_run, run_evaluation
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bright"
@@ -176,7 +177,7 @@ def test_gpt4_reasoning_queries_for_bm25(tmp_path):
 def test_t1_protocol_with_generation_and_cached_index(tmp_path, tiny_model_path, monkeypatch):
     out = tmp_path / "t1"
     summary = run_bright(f"t1:{tiny_model_path}", out, source=str(FIXTURE), tasks=["biology", "leetcode"],
-                         max_new_tokens=4, device="cpu", log=lambda s: None, show_progress=False)
+                         query=QuerySettings(max_new_tokens=4), device="cpu", log=lambda s: None, show_progress=False)
     assert summary["num_tasks"] == 2
     rows = [json.loads(line) for line in (out / "leetcode" / "reasoning.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["0", "1", "2"] and all(isinstance(r["reasoning"], str) for r in rows)
@@ -199,7 +200,8 @@ def test_t1_protocol_with_generation_and_cached_index(tmp_path, tiny_model_path,
     from t1 import T1Model
 
     model = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
-    r = T1Retriever(model, data.corpus, mode="none", query_instruction=data.query_instruction, show_progress=False)
+    r = T1Retriever(model, data.corpus, QuerySettings(reasoning="none", instruction=data.query_instruction),
+                    show_progress=False)
     ev = run_evaluation(data, r, tmp_path / "again", k=5)
     assert r.settings["index"] == str(index_folder)
     assert r.reasoning == {} and not (tmp_path / "again" / "reasoning.jsonl").exists()

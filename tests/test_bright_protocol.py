@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from tiny_model import build_tiny_model
 
-from t1.cli import build_parser, main, model_settings
+from t1.cli import build_parser, main
+from t1.cli_args import model_settings
 from t1.errors import T1Error
 from t1.evaluation.datasets import BRIGHT_LONG_TASKS, BRIGHT_TASKS, bright_instruction
 from t1.prompts import PromptBuilder

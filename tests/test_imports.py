@@ -31,8 +31,16 @@ def test_nothing_below_the_cli_imports_it(path):
     assert not {n for n in imported(path) if n == "t1.cli" or n.startswith("t1.cli.")}
 
 
-@pytest.mark.parametrize("name", ["model.py", "index.py", "prompts.py", "reasoning.py", "data.py", "manifest.py",
+@pytest.mark.parametrize("name", ["model.py", "index.py", "index_build.py", "index_format.py", "searchable.py",
+                                  "query.py", "settings.py", "prompts.py", "reasoning.py", "data.py", "manifest.py",
                                   "bright_tasks.py", "cli_args.py"])
 def test_the_core_imports_nothing_above_it(name):
     above = ("t1.evaluation", "t1.serve", "t1.training", "t1.integrations", "t1.cli")
     assert not {n for n in imported(SRC / name) if n.startswith(above) and not n.startswith("t1.cli_args")}
+
+
+@pytest.mark.parametrize("name", ["index.py", "index_build.py", "index_format.py", "search.py", "ann.py",
+                                  "stores/qdrant.py"])
+def test_storage_leaves_queries_to_the_pipeline(name):
+    """How queries are embedded and ranked is `t1.query`'s: the storage modules never encode them."""
+    assert not {n for n in imported(SRC / name) if n.startswith(("t1.query", "t1.model"))}

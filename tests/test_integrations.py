@@ -174,11 +174,12 @@ def test_checkpoint_takes_instructions_from_the_task(tiny_qwen3_path, qwen3, tmp
         b = qwen3.encode_query("two sum", instruction=bright_instruction(task), reasoning="none").embeddings
         np.testing.assert_allclose(a, b, atol=1e-6)
     from t1.evaluation.bright import run_bright
+    from t1.settings import QuerySettings
     from integration_helpers import BRIGHT_FIXTURE
 
     out = tmp_path / "bright"
     summary = run_bright(f"t1:{tiny_qwen3_path}", out, source=str(BRIGHT_FIXTURE), tasks=["leetcode"],
-                         max_new_tokens=4, device="cpu", log=lambda s: None, show_progress=False)
+                         query=QuerySettings(max_new_tokens=4), device="cpu", log=lambda s: None, show_progress=False)
     assert summary["num_tasks"] == 1
     settings = json.loads((out / "leetcode" / "run.json").read_text())["settings"]
     assert settings["query_instruction"] == bright_instruction("leetcode")

@@ -26,6 +26,7 @@ from t1.index import Index  # noqa: E402
 from t1.serve.app import ServeSettings, create_app  # noqa: E402
 from t1.serve.batcher import Batcher  # noqa: E402
 from t1.serve.engine import Engine, Plan, Work  # noqa: E402
+from t1.settings import QuerySettings  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -386,17 +387,17 @@ def test_batcher_drops_abandoned_jobs_and_isolates_failures():
     assert outcome[0] == "a:ok" and isinstance(outcome[1], ValueError)  # retried one by one
 
 
+class FakeJob:
+    def __init__(self, work):
+        self.payload, self._abandoned = work, threading.Event()
+
+
 def test_reasoning_is_generated_through_the_model_engine(engine, engine_calls):
-    rows = engine._generate(Plan("search", reasoning="generate", max_new_tokens=TOKENS), QUERIES[:3],
-                            [lambda: False] * 3, [None] * 3)
-    assert [len(c) for c in engine_calls] == [3] and len(rows[1]) == 3
+    out = engine.run(Plan("search", QuerySettings(max_new_tokens=TOKENS, hybrid=False)), [FakeJob(Work(QUERIES[:3]))])
+    assert [len(c) for c in engine_calls] == [3] and len(out[0]["results"]) == 3
 
 
 def test_an_abandoned_row_stops_generating_and_others_finish(engine, tiny_model):
-    class FakeJob:
-        def __init__(self, work):
-            self.payload, self._abandoned = work, threading.Event()
-
     pieces = {0: [], 1: []}
     jobs = []
 
@@ -409,7 +410,7 @@ def test_an_abandoned_row_stops_generating_and_others_finish(engine, tiny_model)
 
     jobs.extend(FakeJob(Work([q], k=2, on_text=listener(i))) for i, q in enumerate(["water rock", "prime proof"]))
     steps = 40
-    out = engine.run(Plan(kind="search", reasoning="generate", max_new_tokens=steps), jobs)
+    out = engine.run(Plan("search", QuerySettings(max_new_tokens=steps, hybrid=False)), jobs)
     full = tiny_model.encode_query(["prime proof"], reasoning="generate", max_new_tokens=steps)
     assert out[1]["results"][0]["reasoning"] == full.reasoning[0] == "".join(pieces[1])
     assert len(pieces[0]) == 2 and len(tiny_model.tokenizer(out[0]["results"][0]["reasoning"])["input_ids"]) < steps / 2

@@ -11,9 +11,10 @@ for _name in ("torchao", "torch.utils._pytree"):
 from .data import Document, load_beir, load_corpus, load_qrels, load_queries
 from .errors import T1Error
 from .model import QueryEmbeddings, T1Config, T1Model
+from .settings import QuerySettings
 
 __all__ = [
-    "Document", "QueryEmbeddings", "T1Config", "T1Error", "T1Model",
+    "Document", "QueryEmbeddings", "QuerySettings", "T1Config", "T1Error", "T1Model",
     "load_beir", "load_corpus", "load_qrels", "load_queries",
 ]
 __version__ = "0.1.0"

@@ -122,7 +122,7 @@ def build(index, kind: str, *, m: int = 32, ef_construction: int = 200, nlist: i
                   index.manifest.get("dtype") == "float16" else "flat"}
         search = {"nprobe": min(nprobe, nlist), "refine": refine}
     bar = tqdm(total=n, desc=f"Building {kind}", unit="vec", disable=show_progress_bar is False)
-    for _, rows in index._chunks():
+    for _, rows in index.chunks():
         structure.add(np.ascontiguousarray(rows, dtype=np.float32))
         bar.update(len(rows))
     bar.close()
@@ -132,9 +132,7 @@ def build(index, kind: str, *, m: int = 32, ef_construction: int = 200, nlist: i
     info = {"kind": kind, "file": file_name(kind), "params": params, "search": search, "count": n,
             "corpus_hash": index.manifest["corpus_hash"], "train_rows": train_rows, "seed": seed,
             "build_s": round(time.perf_counter() - start, 2), "faiss": faiss.__version__}
-    index.manifest.setdefault("ann", {})[kind] = info
-    index.record_files([file_name(kind)])  # its size and checksum: opening and --verify check them
-    index._ann_loaded.pop(kind, None)
+    index.add_ann(kind, info)  # its size and checksum: opening and --verify check them
     return info
 
 
@@ -145,7 +143,7 @@ def _sample_rows(index, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     picked = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False)) if size < n else np.arange(n)
     out = np.empty((len(picked), index.manifest["dim"]), dtype=np.float32)
     filled = 0
-    for offset, rows in index._chunks():
+    for offset, rows in index.chunks():
         lo, hi = np.searchsorted(picked, [offset, offset + len(rows)])
         out[filled : filled + hi - lo] = rows[picked[lo:hi] - offset]
         filled += hi - lo
@@ -251,7 +249,7 @@ def check(index, kind: str | None = None, queries: int = 1000, k: int = 10, ef_s
     exercised too)."""
     from .search import exact_search
 
-    resolved = index._resolve_ann(kind or "auto")
+    resolved = index.resolve_ann(kind or "auto")
     if resolved is None:
         raise T1Error(f"{index.folder}: no approximate structure to check; build one with `t1 ann build`")
     if queries < 1 or k < 1:
@@ -260,7 +258,7 @@ def check(index, kind: str | None = None, queries: int = 1000, k: int = 10, ef_s
     excluded = [np.array([p], dtype=np.int64) for p in positions]
     structure, info = index.ann_index(resolved), index.manifest["ann"][resolved]
     start = time.perf_counter()
-    _, truth = exact_search(q, index._chunks(), k, excluded)
+    _, truth = exact_search(q, index.chunks(), k, excluded)
     exact_s = time.perf_counter() - start
     start = time.perf_counter()
     _, found = search(structure, info, q, k, excluded, ef_search, nprobe, refine)

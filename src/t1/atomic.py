@@ -1,13 +1,15 @@
-"""Atomic file writes: write to a temporary name in the same folder, then rename.
+"""Atomic writes: write to a temporary name in the same folder, then rename.
 
-A reader (or a resumed job) therefore sees either the old file or the complete new one, never a
-partial write, even after Ctrl-C or a kill.
+A reader (or a resumed job) therefore sees either the old file (or folder) or the complete new
+one, never a partial write, even after Ctrl-C or a kill. `atomic_open` writes one file,
+`atomic_folder` a whole folder (a BM25 index, an exported model, a converted checkpoint).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +40,32 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             os.unlink(tmp)
         if is_disk_error(e):  # a full disk, an immutable file: the old file is intact
             raise disk_error(e, path) from None
+        raise
+
+
+@contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary folder beside `folder` to write into; once the block ends without an
+    error it becomes `folder` (an existing one is moved aside first, then deleted), and on any
+    error it is removed, leaving what was there untouched."""
+    folder = Path(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    except OSError as e:
+        raise disk_error(e, folder) from None
+    try:
+        yield tmp
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would keep other users out of a published folder
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))
+            folder.rename(old / folder.name)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -1,7 +1,7 @@
 """BM25 over a list of texts (bm25s, Lucene variant), the one construction used everywhere:
 the evaluation baseline, the sparse half of hybrid search, and an index folder's `bm25/`.
 
-Defaults are BRIGHT's (and Anserini's): k1 0.9, b 0.4, English stop words, Snowball stemming.
+Defaults are BRIGHT's (and Anserini's): `DEFAULT_K1`, `DEFAULT_B`, English stop words, Snowball stemming.
 Documents that match no query term score 0 and are not returned, as Lucene would.
 """
 
@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +17,7 @@ import numpy as np
 from .errors import T1Error
 
 SETTINGS_FILE = "t1_bm25.json"
+DEFAULT_K1, DEFAULT_B = 0.9, 0.4  # BRIGHT's (and Anserini's)
 
 
 def _sorted_vocab(tokens):
@@ -32,7 +30,7 @@ def _sorted_vocab(tokens):
 
 
 class BM25Index:
-    def __init__(self, k1: float = 0.9, b: float = 0.4, stemmer: str = "english", stopwords: str = "en"):
+    def __init__(self, k1: float = DEFAULT_K1, b: float = DEFAULT_B, stemmer: str = "english", stopwords: str = "en"):
         self.k1, self.b, self.stemmer_name, self.stopwords = k1, b, stemmer, stopwords
         self.model = None
         self.count = 0
@@ -89,19 +87,11 @@ class BM25Index:
     # ---------------------------------------------------------------- persistence
     def save(self, folder: str | Path) -> None:
         """Write the index to `folder` whole or not at all."""
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-        try:
+        from .atomic import atomic_folder
+
+        with atomic_folder(folder) as tmp:
             self.model.save(str(tmp), show_progress=False)
             (tmp / SETTINGS_FILE).write_text(json.dumps({**self.settings, "count": self.count}))
-            tmp.chmod(0o755)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, folder: str | Path) -> "BM25Index":

@@ -16,17 +16,18 @@ from .cli_args import (
     DEVICE_HELP,
     MODEL_HELP,
     Parser,
+    add_auto_margin_arg,
     add_engine_arg,
+    add_fusion_args,
     add_sampling_args,
     add_settings_args,
     device_arg,
-    fraction,
-    model_settings,
-    non_negative_float,
+    model_from_args,
     positive_int,
-    top_p,
+    query_settings,
 )
 from .errors import T1Error, disk_error, is_disk_error
+from .settings import REASONING_MODES, QuerySettings
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str | None, query: bool = True,
@@ -34,13 +35,6 @@ def _add_model_args(p: argparse.ArgumentParser, default: str | None, query: bool
     p.add_argument("--model", default=default, help=MODEL_HELP + (f" (default {default})" if default else ""))
     p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     add_settings_args(p, query, document)
-
-
-def _load_model(args):
-    from .model import T1Model
-
-    return T1Model.from_pretrained(args.model, device=args.device, engine=getattr(args, "engine", None),
-                                   **model_settings(args))
 
 
 def cmd_index(args) -> int:
@@ -62,7 +56,7 @@ def cmd_index(args) -> int:
     group = from_env()  # torchrun / accelerate launch: every rank encodes its share of the shards
     try:
         args.device = local_device(group, args.device)
-        model = _load_model(args)
+        model = model_from_args(args)
         settings = dict(instruction=args.document_instruction, shard_size=args.shard_size,
                         dtype=args.dtype, batch_size=args.batch_size, group=group)
         if args.store:
@@ -151,32 +145,28 @@ def cmd_search(args) -> int:
 
 def _search(args, index, queries):
     """(hits, reasoning, the `SearchRanking` used); a note on stderr when hybrid search is off."""
+    from .query import choose_ranking, search
+
     if args.model is None:
         args.model = index.manifest["model"]["name"]
     index.use_ann(args.ann, ef_search=args.ef_search, nprobe=args.nprobe, refine=args.refine)
-    asked = dict(hybrid=False if args.dense_only else (True if args.hybrid else None), fusion=args.fusion,
-                 fusion_weight=args.fusion_weight)
-    index.ranking(None, **asked)  # a hybrid search without BM25 fails before the model loads
+    settings = query_settings(args, reasoning=args.reasoning,
+                              hybrid=False if args.dense_only else (True if args.hybrid else None))
+    choose_ranking(index, None, settings)  # a hybrid search without BM25 fails before the model loads
     cache = None
     if args.reasoning in ("generate", "auto") and not args.no_reasoning_cache:
         from .backbones import cache_dir
         from .reasoning_cache import ReasoningCache
 
         cache = ReasoningCache(args.reasoning_cache or args.index or cache_dir())  # opened before the model loads
-    model = _load_model(args)
+    model = model_from_args(args)
     index.check(model)  # opened (and its files checked) before the model loaded
-    ranking = index.ranking(model, **asked)
+    ranking = choose_ranking(index, model, settings)
     if ranking.note:
         print(f"t1: note: {ranking.note}", file=sys.stderr)
-    hits, reasoning = index.search_queries(
-        model, [q for _, q in queries], k=args.k, reasoning=args.reasoning, cache=cache,
-        query_ids=[qid for qid, _ in queries],
-        max_new_tokens=args.max_new_tokens, instruction=args.query_instruction, show_progress_bar=len(queries) > 1,
-        hybrid=ranking.fusion or False, fusion_weight=ranking.weight,
-        num_traces=args.traces, temperature=args.temperature, top_p=args.top_p, trace_fusion=args.trace_fusion,
-        margin=args.auto_margin,
-    )
-    return hits, reasoning, ranking
+    results = search(model, index, [q for _, q in queries], settings, k=args.k, ranking=ranking, cache=cache,
+                     query_ids=[qid for qid, _ in queries], show_progress_bar=len(queries) > 1)
+    return results.hits, results.reasoning, ranking
 
 
 def cmd_ann(args) -> int:
@@ -287,11 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", nargs="*", help="query text(s)")
     p.add_argument("--queries", dest="queries_file", default=None, help="file of queries (JSONL/CSV/TXT)")
     p.add_argument("-k", "--k", type=positive_int, default=10)
-    p.add_argument("--reasoning", choices=["generate", "none", "auto"], default="generate",
+    p.add_argument("--reasoning", choices=REASONING_MODES, default=QuerySettings.reasoning,
                    help="generate (default), none, or auto: reason only when the plain embedding's top result "
                         "does not lead the second by --auto-margin")
-    p.add_argument("--auto-margin", type=non_negative_float, default=0.02,
-                   help="with --reasoning auto (cosine; default 0.02)")
+    add_auto_margin_arg(p)
     p.add_argument("--max-new-tokens", type=positive_int, default=None)
     p.add_argument("--query-instruction", default=None, help="query instruction (default: the model's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -300,11 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fuse with the index's BM25, or fail without one (default: fused by a weighted sum "
                               "when the model has a saved fusion weight and the index BM25, else T1 alone)")
     ranking.add_argument("--dense-only", action="store_true", help="rank by T1 alone, without BM25")
-    p.add_argument("--fusion", choices=["weighted", "rrf"], default=None,
-                   help="hybrid: a weighted sum of min-max normalised scores (default) or reciprocal rank fusion")
-    p.add_argument("--fusion-weight", type=fraction, default=None,
-                   help="hybrid: weight of the T1 list, BM25 gets 1 - W (default: the model's saved fusion weight "
-                        "for a weighted sum, else 0.5)")
+    add_fusion_args(p, "the model's saved fusion weight for a weighted sum, else 0.5")
     add_sampling_args(p, "test-time scaling: sample N traces per query and fuse them")
     p.add_argument("--reasoning-cache", default=None,
                    help="folder or file of the reasoning cache (default: the index folder)")

@@ -83,11 +83,51 @@ MODEL_HELP = ("T1 model: 't1-smollm2-135m' (the shipped trained model), a model 
 
 def add_sampling_args(p: argparse.ArgumentParser, traces_help: str) -> None:
     """--traces, --temperature, --top-p, --trace-fusion (t1 search, eval, bright)."""
+    from .settings import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, TRACE_FUSIONS
+
     p.add_argument("--traces", type=positive_int, default=1, help=traces_help)
-    p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature with --traces N")
-    p.add_argument("--top-p", type=top_p, default=0.95, help="nucleus sampling with --traces N")
-    p.add_argument("--trace-fusion", choices=["mean", "rrf"], default="mean",
+    p.add_argument("--temperature", type=positive_float, default=DEFAULT_TEMPERATURE,
+                   help=f"sampling temperature with --traces N (default {DEFAULT_TEMPERATURE:g})")
+    p.add_argument("--top-p", type=top_p, default=DEFAULT_TOP_P,
+                   help=f"nucleus sampling with --traces N (default {DEFAULT_TOP_P:g})")
+    p.add_argument("--trace-fusion", choices=TRACE_FUSIONS, default=TRACE_FUSIONS[0],
                    help="with --traces N: mean of the trace embeddings, or reciprocal-rank fusion of their results")
+
+
+def add_fusion_args(p: argparse.ArgumentParser, weight_default: str) -> None:
+    """--fusion and --fusion-weight of a hybrid ranking (t1 search, eval, bright)."""
+    from .fusion import METHODS
+
+    p.add_argument("--fusion", choices=METHODS, default=None,
+                   help="hybrid: a weighted sum of min-max normalised scores (default) or reciprocal rank fusion")
+    p.add_argument("--fusion-weight", type=fraction, default=None,
+                   help=f"hybrid: weight of the T1 list, BM25 gets 1 - W (default: {weight_default})")
+
+
+def add_auto_margin_arg(p: argparse.ArgumentParser) -> None:
+    from .settings import DEFAULT_AUTO_MARGIN
+
+    p.add_argument("--auto-margin", type=non_negative_float, default=DEFAULT_AUTO_MARGIN,
+                   help=f"with --reasoning auto: reason when the plain embedding's top result leads the second by "
+                        f"less (cosine; default {DEFAULT_AUTO_MARGIN:g})")
+
+
+def query_settings(args, **fields):
+    """The `QuerySettings` of a command's flags (those above, --max-new-tokens and
+    --query-instruction); `fields` set the others (reasoning, hybrid)."""
+    from .settings import QuerySettings
+
+    return QuerySettings(max_new_tokens=args.max_new_tokens, instruction=args.query_instruction,
+                         num_traces=args.traces, temperature=args.temperature, top_p=args.top_p,
+                         trace_fusion=args.trace_fusion, fusion=args.fusion, fusion_weight=args.fusion_weight,
+                         auto_margin=args.auto_margin, **fields)
+
+
+def model_from_args(args):
+    """The T1 model of a command's --model, --device, --engine and settings flags."""
+    from .model import load_model
+
+    return load_model(args.model, args.device, getattr(args, "engine", None), **model_settings(args))
 
 
 def add_settings_args(p: argparse.ArgumentParser, query: bool = True, document: bool = True) -> None:

@@ -8,10 +8,9 @@ nothing else, so it can be pushed to a model hub as it is.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_folder
 from .errors import T1Error
 
 
@@ -26,20 +25,9 @@ def export_model(source: str, out: str | Path, settings: dict | None = None, mer
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise T1Error(f"{out}: exists and is not empty (choose another folder)")
     model = T1Model.from_pretrained(source, device="cpu", merge_adapter=merged, **(settings or {}))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_folder(out) as tmp:
         model.save_pretrained(tmp)
         (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
-        tmp.chmod(0o755)  # mkdtemp's 0700 would keep other users out of a published folder
         for file in tmp.iterdir():
             file.chmod(0o644)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
-            out.rename(old / out.name)
-            shutil.rmtree(old)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

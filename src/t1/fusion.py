@@ -21,7 +21,7 @@ from typing import Sequence
 from .errors import T1Error
 
 Ranking = dict[str, float]
-METHODS = ("rrf", "weighted")
+METHODS = ("weighted", "rrf")  # the default first
 DEFAULT_METHOD, DEFAULT_WEIGHT = "weighted", 0.5
 WEIGHT_GRID = tuple(i / 10 for i in range(11))  # 0.0, 0.1, ..., 1.0
 

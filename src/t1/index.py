@@ -1,23 +1,5 @@
-"""An on-disk index of T1 document embeddings: shards of .npy, their ids, and a manifest.
-
-Layout of an index folder::
-
-    manifest.json        model fingerprint, instruction, max length, dim, dtype, corpus hash, count,
-                         and each shard file's bytes, rows and sha256 ("files")
-    emb-00000.npy        float16/float32 [rows, dim], L2-normalised
-    docs-00000.jsonl     {"id", "title", "snippet"} per row, same order
-    bm25/                a BM25 index of the same rows, for hybrid search (`bm25=False`: none)
-    ann-hnsw.faiss       optional approximate-search structures (`t1.ann`, `t1 ann build`), listed
-    ann-ivf-pq.faiss     in the manifest's "ann" entry
-
-Building is resumable: each shard's docs file is written, then its .npy (both atomically), and
-a shard counts as done only once its .npy exists, so an interrupted build re-run with the same
-arguments continues from the last complete shard.
-
-Building is also distributed: under `torchrun` / `accelerate launch` (an initialized process
-group, see `t1.distributed`) rank 0 lists the missing shards, the ranks encode disjoint shares of
-them into the same folder (a filesystem they all see), and rank 0 marks the index complete once
-every shard exists. A rerun after any rank died resumes like a one-process build.
+"""An on-disk index of T1 document embeddings (`Index`): shards of .npy, their ids, and a manifest;
+its format is `t1.index_format`, its build `t1.index_build`.
 
 Opening an index checks every shard file's size and rows against the manifest (file sizes and
 .npy headers only), so a damaged index is an error, not a traceback or a wrong answer;
@@ -31,387 +13,31 @@ snippets are read line by line from the docs files rather than loaded all at onc
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import time
-import warnings
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .atomic import check_output_folder, remove_temporaries, save_npy, write_json, write_jsonl
-from .data import Document, as_texts, check_documents
+from .atomic import write_json
+from .data import Document, check_documents
 from .errors import T1Error
+from .index_build import FolderSink, build_shards, check_writable, index_spec, write_embeddings
+from .index_format import (BM25_DIR, FORMAT_VERSION, REQUIRED_KEYS, NpyShard, check_built_with, folder_problems,
+                           line_offsets, shard_name, shard_paths, shard_rows)
 from .manifest import MANIFEST, describe_file, read_manifest
-from .prompts import instruction_or_default
 from .search import check_k, exact_search, exclusion_sets, query_matrix
+from .searchable import Hit, Searchable
 
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("model", "instruction", "dim", "dtype", "count", "shard_size", "shards", "corpus_hash")
-SNIPPET_CHARS = 300
+# Names that moved out of this module, still importable from it.
+from .index_build import ShardSink, check_output  # noqa: E402,F401 isort: skip
+from .index_format import corpus_hash  # noqa: E402,F401 isort: skip
+from .searchable import SearchRanking  # noqa: E402,F401 isort: skip
+
 SEARCH_CHUNK_ROWS = 65536
 # Below 20 queries faiss scores without BLAS; there, chunks that stay in cache are ~2x faster.
 FEW_QUERIES, FEW_QUERIES_CHUNK_ROWS = 20, 8192
-BM25_DIR = "bm25"
-SHARD_WAIT_S = 120.0  # how long rank 0 waits for another rank's shard to show on a shared filesystem
-
-
-def check_built_with(manifest: dict, where, model=None, instruction: str | None = None) -> None:
-    """Refuse `model` / `instruction` when the index (folder or store) was built with others."""
-    if model is not None and model.fingerprint() != manifest["model"]["fingerprint"]:
-        raise T1Error(f"{where}: index was built with a different model ({manifest['model']['name']}, "
-                      f"fingerprint {manifest['model']['fingerprint']}); rebuild it with this model")
-    if instruction is not None and instruction != manifest["instruction"]:
-        raise T1Error(f"{where}: index was built with instruction {manifest['instruction']!r}, not {instruction!r}")
-
-
-@dataclass(frozen=True)
-class SearchRanking:
-    """How a search ranks: by T1 alone, or fused with BM25 (`fusion` "rrf" or "weighted", with
-    `weight` on the T1 list). `note` says why a default search is not hybrid."""
-
-    fusion: str | None = None
-    weight: float | None = None
-    note: str | None = field(default=None, compare=False)
-
-    @property
-    def hybrid(self) -> bool:
-        return self.fusion is not None
-
-    def __str__(self) -> str:  # what --json and the HTTP response call it
-        return f"hybrid-{self.fusion}({self.weight:g})" if self.hybrid else "dense"
-
-
-@dataclass
-class Hit:
-    id: str
-    score: float
-    title: str = ""
-    snippet: str = ""
-
-
-def corpus_hash(documents: Sequence[Document]) -> str:
-    h = hashlib.sha256()
-    for d in documents:
-        for part in (d.id, d.title, d.text):
-            h.update(part.encode())
-            h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
-def _shard_name(i: int) -> tuple[str, str]:
-    return f"emb-{i:05d}.npy", f"docs-{i:05d}.jsonl"
-
-
-def _doc_row(d: Document) -> dict:
-    return {"id": d.id, "title": d.title, "snippet": d.text[:SNIPPET_CHARS]}
-
-
-# ---------------------------------------------------------------- building, one process or many
-class ShardSink:
-    """Where a build puts its shards: `Index.build` writes files; a vector database
-    (`t1.stores.qdrant`) writes points. The build loop (`build_shards`) is the same."""
-
-    def read_manifest(self) -> dict | None:
-        raise NotImplementedError
-
-    def write_manifest(self, manifest: dict) -> None:
-        raise NotImplementedError
-
-    def done(self, i: int, chunk: Sequence[Document]) -> bool:
-        raise NotImplementedError
-
-    def write(self, i: int, chunk: Sequence[Document], embeddings: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def has_shards(self) -> bool:
-        """Whether any shard was written (a build that wrote none binds nothing)."""
-        return True
-
-    def wait_done(self, shards: list[tuple[int, Sequence[Document]]]) -> list[int]:
-        """Shards still missing once the ranks reported them written."""
-        return [i for i, chunk in shards if not self.done(i, chunk)]
-
-    def describe(self, shards: int) -> dict:
-        """Manifest entries of a complete build that describe what was written."""
-        return {}
-
-    def clean(self) -> None:
-        """Remove what a process killed mid-write left (called while no rank writes)."""
-
-
-class _FolderSink(ShardSink):
-    def __init__(self, folder: Path):
-        self.folder = folder
-
-    def read_manifest(self) -> dict | None:
-        return read_manifest(self.folder)
-
-    def has_shards(self) -> bool:
-        return any(self.folder.glob("emb-*.npy"))
-
-    def write_manifest(self, manifest: dict) -> None:
-        write_json(self.folder / MANIFEST, manifest)
-
-    def done(self, i, chunk) -> bool:
-        return (self.folder / _shard_name(i)[0]).exists()
-
-    def write(self, i, chunk, embeddings) -> None:
-        emb_file, docs_file = _shard_name(i)
-        write_jsonl(self.folder / docs_file, (_doc_row(d) for d in chunk))
-        save_npy(self.folder / emb_file, embeddings)
-
-    def wait_done(self, shards) -> list[int]:
-        # Another node's rename may take a moment to show here (NFS attribute caches).
-        deadline = time.monotonic() + SHARD_WAIT_S
-        missing = super().wait_done(shards)
-        while missing and time.monotonic() < deadline:
-            time.sleep(1.0)
-            os.listdir(self.folder)  # refreshes the directory cache on NFS
-            missing = [i for i in missing if not self.done(i, shards[i][1])]
-        return missing
-
-    def describe(self, shards: int) -> dict:
-        return {"files": _describe_files(self.folder, shards)}
-
-    def clean(self) -> None:
-        remove_temporaries(self.folder)
-
-
-def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: dict, *, where: str,
-                 encode: Callable[[Sequence[Document]], np.ndarray], group=None,
-                 show_progress_bar: bool | None = None) -> tuple[dict, bool]:
-    """Encode `documents` shard by shard into `sink`, resuming, split over the ranks of `group`.
-
-    Rank 0 checks an existing manifest against `spec` and lists the missing shards; each rank
-    encodes every world-th of them; rank 0 marks the manifest complete once all exist. Returns
-    (the manifest, whether it was complete before this call), the same on every rank."""
-    from .distributed import current
-
-    group = group or current()
-    shard_size = spec["shard_size"]
-    if shard_size < 1:
-        raise T1Error(f"shard size must be at least 1, got {shard_size}")
-    starts = range(0, len(documents), shard_size)
-    shards = [(i, documents[start : start + shard_size]) for i, start in enumerate(starts)]
-    state = None
-    if group.is_main:
-        try:
-            old = _binding(sink.read_manifest(), sink)
-            if old is not None:
-                _refuse_other(old, spec, where)
-            if old is not None and old.get("complete"):
-                state = ("complete", old, [])
-            else:
-                sink.clean()
-                sink.write_manifest({**spec, "complete": False})
-                state = ("build", None, [i for i, chunk in shards if not sink.done(i, chunk)])
-        except T1Error as e:
-            state = ("error", str(e), [])
-    state = group.broadcast(state)
-    if state[0] == "error":
-        raise T1Error(state[1])
-    if state[0] == "complete":
-        return state[1], True
-    mine = state[2][group.rank :: group.world]
-    with tqdm(total=sum(len(shards[i][1]) for i in mine), desc="Indexing", unit="doc",
-              disable=show_progress_bar is False or not group.is_main) as bar:  # closed before an error prints
-        for i in mine:
-            chunk = shards[i][1]
-            sink.write(i, chunk, encode(chunk))
-            bar.update(len(chunk))
-    written = group.all_gather(mine)  # every rank has finished its share
-    manifest = None
-    if group.is_main:
-        missing = sink.wait_done(shards)
-        if missing:
-            manifest = f"{where}: shards {missing[:5]} are missing after every rank finished; re-run to resume"
-        else:
-            manifest = {**spec, "complete": True, "shards": len(shards), **sink.describe(len(shards))}
-            if group.world > 1:
-                manifest["built_by"] = {"world_size": group.world, "shards_per_rank": [len(w) for w in written]}
-            sink.write_manifest(manifest)
-    manifest = group.broadcast(manifest)
-    if isinstance(manifest, str):
-        raise T1Error(manifest)
-    return manifest, False
-
-
-# ---------------------------------------------------------------- searching, whatever holds the vectors
-class Searchable:
-    """What every searchable collection of T1 document embeddings offers on top of its own
-    `search` (an index folder, `Index`; a vector database, `t1.stores.qdrant.QdrantIndex`):
-    multi-trace fusion, adaptive reasoning and query encoding."""
-
-    has_bm25 = False
-
-    def search(self, query_embeddings, k: int = 10, exclude=None, **kwargs) -> list[list[Hit]]:
-        raise NotImplementedError
-
-    @property
-    def no_bm25(self) -> str:
-        """Why this has no BM25 index, and how to get one."""
-        return f"{self.folder} has no BM25 index: only an index folder (`t1 index --out FOLDER`) has one"
-
-    @property
-    def bm25(self):
-        raise T1Error(f"hybrid search needs BM25: {self.no_bm25}")
-
-    def ranking(self, model=None, hybrid: bool | str | None = None, fusion: str | None = None,
-                fusion_weight: float | None = None) -> SearchRanking:
-        """Which ranking a search uses: the one rule of `search_queries`, `t1 search` and `t1 serve`.
-
-        By default (`hybrid` None, no fusion setting) T1 fused with BM25 by a weighted sum, with the
-        `model`'s saved `fusion_weight`, when it has one and this index has BM25; else T1 alone
-        (with a `note` when only BM25 is missing). `hybrid=False`: T1 alone. `hybrid=True`, a
-        `fusion` method (a string `hybrid` is one) or a `fusion_weight`: fused with BM25, which
-        must be there; unset settings default as `t1.fusion.resolve` says."""
-        from .fusion import resolve
-
-        if isinstance(hybrid, str):
-            hybrid, fusion = True, fusion or hybrid
-        asked = fusion is not None or fusion_weight is not None
-        if hybrid is False:
-            if asked:
-                raise T1Error("a dense-only search takes no fusion method or weight")
-            return SearchRanking()
-        saved = model.config.fusion_weight if model is not None else None
-        if not (hybrid or asked):
-            if saved is None:
-                return SearchRanking()
-            if not self.has_bm25:
-                return SearchRanking(note=f"hybrid search is off: {self.no_bm25}; searching with T1 alone")
-        elif not self.has_bm25:
-            raise T1Error(f"hybrid search needs BM25: {self.no_bm25}")
-        return SearchRanking(*resolve(fusion, fusion_weight, saved))
-
-    def search_ranked(self, ranking: SearchRanking, embeddings: np.ndarray, texts: Sequence[str], k: int = 10,
-                      exclude=None, trace_embeddings: np.ndarray | None = None, backend: str = "auto"):
-        """Search encoded queries as `ranking` says. `trace_embeddings` ([queries, traces, dim]):
-        the traces' lists fused by reciprocal rank take the place of the mean `embeddings`."""
-        if ranking.hybrid:
-            dense = embeddings if trace_embeddings is None else trace_embeddings
-            return self.search_hybrid(dense, list(texts), k, exclude, ranking.fusion, ranking.weight)
-        if trace_embeddings is not None:
-            return self.search_traces(trace_embeddings, k, exclude)
-        return self.search(embeddings, k=k, exclude=exclude, backend=backend)
-
-    def search_hybrid(self, query_embeddings, query_texts, k=10, exclude=None, fusion="rrf", weight=0.5,
-                      depth=100) -> list[list[Hit]]:
-        return self.bm25  # raises
-
-    def search_traces(self, trace_embeddings: np.ndarray, k: int = 10, exclude=None,
-                      depth: int = 100) -> list[list[Hit]]:
-        """Score-level fusion of several traces per query: each trace's embedding ([queries,
-        traces, dim]) is searched `depth` deep, and the lists are fused by reciprocal rank."""
-        from .fusion import fuse
-
-        per_trace = [self.search(trace_embeddings[:, t], k=max(k, depth), exclude=exclude)
-                     for t in range(trace_embeddings.shape[1])]
-        out = []
-        for q in range(trace_embeddings.shape[0]):
-            found = {h.id: h for hits in per_trace for h in hits[q]}
-            fused = fuse([{h.id: h.score for h in hits[q]} for hits in per_trace], "rrf", k=k)
-            out.append([Hit(i, float(s), found[i].title, found[i].snippet) for i, s in fused])
-        return out
-
-    def search_adaptive(self, model, queries: Sequence[str], k: int = 10, exclude=None, margin: float = 0.02,
-                        query_ids: Sequence[str] | None = None, ranking: SearchRanking | None = None,
-                        **encode_kwargs):
-        """Reasoning only where it is worth its cost (`reasoning="auto"`). Every query is first
-        embedded without reasoning (one forward pass); when its best document leads the second
-        by at least `margin` in cosine, the embedding is confident and its ranking is kept;
-        otherwise the model reasons and the query is searched again. A hybrid `ranking` fuses
-        each query's final embedding's list with BM25. Returns (hits, reasoning texts, "" where
-        the model did not reason)."""
-        queries, _ = as_texts(queries, "queries")
-        exclude = exclusion_sets(exclude, len(queries))
-        quick = model.encode_query(queries, reasoning="none", instruction=encode_kwargs.get("instruction"),
-                                   batch_size=encode_kwargs.get("batch_size", 8))
-        first = self.search(quick.embeddings, k=max(k, 2), exclude=exclude)
-        unsure = [i for i, h in enumerate(first) if len(h) > 1 and h[0].score - h[1].score < margin]
-        hits, reasoning, embeddings = [h[:k] for h in first], [""] * len(queries), quick.embeddings.copy()
-        if unsure:
-            deep = model.encode_query([queries[i] for i in unsure], reasoning="generate",
-                                      query_ids=None if query_ids is None else [query_ids[i] for i in unsure],
-                                      **encode_kwargs)
-            embeddings[unsure] = deep.embeddings
-            for j, i in enumerate(unsure):
-                reasoning[i] = deep.reasoning[j]
-        if ranking is not None and ranking.hybrid:
-            return self.search_ranked(ranking, embeddings, queries, k, exclude), reasoning
-        if unsure:
-            again = self.search(deep.embeddings, k=k, exclude=None if exclude is None else [exclude[i] for i in unsure])
-            for j, i in enumerate(unsure):
-                hits[i] = again[j]
-        return hits, reasoning
-
-    def search_queries(self, model, queries: Sequence[str], k: int = 10, exclude=None, backend: str = "auto",
-                       hybrid: bool | str | None = None, fusion: str | None = None, fusion_weight: float | None = None,
-                       trace_fusion: str = "mean", margin: float = 0.02, **encode_kwargs):
-        """Encode `queries` with `model` (reasoning first, by default) and search, ranked as
-        `ranking(model, hybrid, fusion, fusion_weight)` decides: by default fused with BM25 when
-        the model has a saved fusion weight and the index BM25 (a warning says when BM25 is
-        missing); `hybrid=False`: T1 alone. With several traces per query (`num_traces`),
-        `trace_fusion` "mean" searches their mean embedding and "rrf" fuses their result lists;
-        `reasoning="auto"` reasons only below `margin` (`search_adaptive`). Returns (hits per
-        query, reasoning texts)."""
-        queries, _ = as_texts(queries, "queries")  # one string is one query, not its characters
-        if trace_fusion not in ("mean", "rrf"):
-            raise T1Error(f"trace fusion must be 'mean' or 'rrf', got {trace_fusion!r}")
-        ranking = self.ranking(model, hybrid, fusion, fusion_weight)  # fails before the (slow) reasoning
-        if ranking.note:
-            warnings.warn(ranking.note, stacklevel=2)
-        if encode_kwargs.get("reasoning") == "auto":
-            encode_kwargs.pop("reasoning")
-            return self.search_adaptive(model, queries, k, exclude, margin=margin, ranking=ranking, **encode_kwargs)
-        encoded = model.encode_query(list(queries), **encode_kwargs)
-        traces = encoded.trace_embeddings if trace_fusion == "rrf" else None
-        return self.search_ranked(ranking, encoded.embeddings, queries, k, exclude, traces, backend), encoded.reasoning
-
-
-# ---------------------------------------------------------------- the index folder
-class _NpyShard:
-    """Row ranges of a .npy file read with plain reads: what is read is all that is resident."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                fmt = np.lib.format
-                read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-                shape, fortran, dtype = read_header(f)
-                self.offset = f.tell()
-        except (ValueError, EOFError) as e:
-            raise T1Error(f"{path}: not a .npy array ({e})") from None
-        if fortran or len(shape) != 2:
-            raise T1Error(f"{path}: not a C-ordered 2-D array")
-        self.rows, self.dim = shape
-        self.dtype = np.dtype(dtype)
-
-    @property
-    def nbytes(self) -> int:
-        """The file size its header implies."""
-        return self.offset + self.rows * self.dim * self.dtype.itemsize
-
-    def chunks(self, chunk_rows: int):
-        row_bytes = self.dim * self.dtype.itemsize
-        buf = np.empty((min(chunk_rows, self.rows), self.dim), dtype=self.dtype)
-        with open(self.path, "rb", buffering=0) as f:
-            f.seek(self.offset)
-            for start in range(0, self.rows, chunk_rows):
-                n = min(chunk_rows, self.rows - start)
-                view = buf[:n]
-                got = f.readinto(memoryview(view).cast("B"))
-                if got != n * row_bytes:
-                    raise T1Error(f"{self.path}: truncated shard")
-                yield start, view
 
 
 class Index(Searchable):
@@ -461,7 +87,7 @@ class Index(Searchable):
             raise T1Error(f"batch size must be at least 1, got {batch_size}")
         group = group or current()
         folder = Path(folder)
-        _check_writable(folder)
+        check_writable(folder)
         spec = index_spec(model, documents, instruction, max_length, shard_size, dtype)
 
         def encode(chunk):
@@ -469,7 +95,7 @@ class Index(Searchable):
                                         max_length=spec["max_length"], batch_size=batch_size, show_progress_bar=False)
             return emb.astype(dtype)
 
-        manifest, _ = build_shards(_FolderSink(folder), model, documents, spec, where=str(folder), encode=encode,
+        manifest, _ = build_shards(FolderSink(folder), model, documents, spec, where=str(folder), encode=encode,
                                    group=group, show_progress_bar=show_progress_bar)
         index = cls(folder, manifest)
         if bm25 and not index.has_bm25 and group.is_main:
@@ -483,55 +109,8 @@ class Index(Searchable):
         """An index of embeddings computed elsewhere (one array, or an iterable of row blocks so
         that a large set never sits in memory at once). It is searched like any index; it is
         tied to no T1 model (`Index.open(..., model=...)` refuses it)."""
-        if dtype not in ("float16", "float32"):
-            raise T1Error(f"dtype must be float16 or float32, got {dtype!r}")
-        if shard_size < 1:
-            raise T1Error(f"shard size must be at least 1, got {shard_size}")
         folder = Path(folder)
-        _check_writable(folder)
-        if isinstance(embeddings, np.ndarray):
-            embeddings = [embeddings]
-        titles = titles if titles is not None else [""] * len(ids)
-        snippets = snippets if snippets is not None else [""] * len(ids)
-        n, shard, dim, left = 0, 0, None, None
-
-        def flush(rows: np.ndarray) -> None:
-            nonlocal shard
-            start = shard * shard_size
-            if start + len(rows) > len(ids):
-                raise T1Error(f"more embeddings than the {len(ids)} ids")
-            emb_file, docs_file = _shard_name(shard)
-            write_jsonl(folder / docs_file, ({"id": ids[i], "title": titles[i], "snippet": snippets[i][:SNIPPET_CHARS]}
-                                             for i in range(start, start + len(rows))))
-            save_npy(folder / emb_file, rows.astype(dtype))
-            shard += 1
-
-        for block in embeddings:
-            block = np.atleast_2d(np.asarray(block))
-            dim = block.shape[1] if dim is None else dim
-            if block.shape[1] != dim:
-                raise T1Error(f"embedding blocks have dimensions {dim} and {block.shape[1]}")
-            n += len(block)
-            rows = block if left is None or not len(left) else np.concatenate([left, block])
-            start = 0
-            while len(rows) - start >= shard_size:
-                flush(rows[start : start + shard_size])
-                start += shard_size
-            left = rows[start:].copy()
-        if left is not None and len(left):
-            flush(left)
-        if n != len(ids) or n == 0:
-            raise T1Error(f"got {n} embeddings for {len(ids)} ids")
-        h = hashlib.sha256()
-        for i in ids:
-            h.update(i.encode())
-            h.update(b"\0")
-        manifest = {"format_version": FORMAT_VERSION, "model": {"name": model_name, "fingerprint": model_name},
-                    "instruction": None, "max_length": None, "dim": dim, "dtype": dtype, "count": n,
-                    "shard_size": shard_size, "corpus_hash": h.hexdigest()[:16], "complete": True, "shards": shard,
-                    "files": _describe_files(folder, shard)}
-        write_json(folder / MANIFEST, manifest)
-        return cls(folder, manifest)
+        return cls(folder, write_embeddings(folder, embeddings, ids, titles, snippets, shard_size, dtype, model_name))
 
     def _add_bm25(self, documents: Sequence[Document]) -> None:
         from .bm25 import BM25Index
@@ -579,7 +158,7 @@ class Index(Searchable):
         """Open a complete index; with `model`, refuse one built by a different model. Every
         shard file's size and rows are checked against the manifest (no file is read whole)."""
         index = cls._read(folder).check(model, instruction)
-        problems = index._problems()
+        problems = folder_problems(index.folder, index.manifest)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise T1Error(f"{folder}: damaged index: {problems[0]}{more}; rebuild it (`t1 index --verify {folder}` "
@@ -617,7 +196,7 @@ class Index(Searchable):
         """Check every shard file of the index in `folder`: presence, size, rows and sha256 (reads
         every byte). Returns a one-line report; a damaged index is a `T1Error` naming its problems."""
         index = cls._read(folder)
-        problems = index._problems(deep=True)
+        problems = folder_problems(index.folder, index.manifest, deep=True)
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise T1Error(f"{folder}: damaged index: {shown}")
@@ -627,74 +206,14 @@ class Index(Searchable):
                     "written before t1 recorded them)")
         return f"{what}: files present, sizes, rows and sha256 checksums match"
 
-    def _problems(self, deep: bool = False) -> list[str]:
-        """What is wrong with the index's files: its shards, and the artefacts beside them."""
-        return self._shard_problems(deep) + self._artefact_problems(deep)
-
-    def _artefact_problems(self, deep: bool) -> list[str]:
-        """What is wrong with the files the manifest records beside the shards (BM25's, an ANN
-        structure): missing, another size, or (`deep`) another sha256 checksum."""
-        shard_files = {name for i in range(self.manifest["shards"]) for name in _shard_name(i)}
-        problems = []
-        for name, want in (self.manifest.get("files") or {}).items():
-            path = self.folder / name
-            if name in shard_files:
-                continue
-            if not path.is_file():
-                problems.append(f"{name} is missing")
-            elif path.stat().st_size != want["bytes"]:
-                problems.append(f"{name} has {path.stat().st_size} bytes, the manifest says {want['bytes']}")
-            elif deep and describe_file(path)["sha256"] != want["sha256"]:
-                problems.append(f"{name} does not match its sha256 checksum")
-        return problems
-
-    def _shard_problems(self, deep: bool) -> list[str]:
-        """What is wrong with the shard files: missing, wrong size or rows, a .npy of another shape
-        (cheap: file sizes and .npy headers). `deep` also counts docs rows and compares the
-        sha256 checksums recorded at build time (reading every file)."""
-        files, problems = self.manifest.get("files"), []
-        for i, paths in enumerate(self._shards()):
-            rows = self._shard_rows(i)
-            for path in paths:
-                name = path.name
-                if not path.is_file():
-                    problems.append(f"{name} is missing")
-                    continue
-                size, want = path.stat().st_size, (files or {}).get(name)
-                if files is not None and want is None:
-                    problems.append(f"{name} is not in the manifest")
-                elif want is not None and size != want["bytes"]:
-                    problems.append(f"{name} has {size} bytes, the manifest says {want['bytes']}")
-                if path.suffix == ".npy":
-                    try:
-                        shard = _NpyShard(path)
-                    except T1Error as e:
-                        problems.append(str(e).replace(f"{path}: ", f"{name}: "))
-                        continue
-                    if shard.rows != rows or shard.dim != self.manifest["dim"]:
-                        problems.append(f"{name} holds {shard.rows} x {shard.dim} embeddings, expected "
-                                        f"{rows} x {self.manifest['dim']}")
-                    elif size < shard.nbytes:
-                        problems.append(f"{name} is truncated ({size} of {shard.nbytes} bytes)")
-                if deep and (want is not None or path.suffix != ".npy"):
-                    found = _describe_file(path)
-                    if path.suffix != ".npy" and found["rows"] != rows:
-                        problems.append(f"{name} has {found['rows']} rows, expected {rows}")
-                    elif want is not None and found["sha256"] != want["sha256"]:
-                        problems.append(f"{name} does not match its sha256 checksum")
-        return problems
-
     def _shard_rows(self, i: int) -> int:
-        """How many rows shard `i` holds (every shard is full but the last)."""
-        return min(self.manifest["shard_size"], self.manifest["count"] - i * self.manifest["shard_size"])
+        return shard_rows(self.manifest, i)
 
     def __len__(self) -> int:
         return self.manifest["count"]
 
     def _shards(self):
-        for i in range(self.manifest["shards"]):
-            emb_file, docs_file = _shard_name(i)
-            yield self.folder / emb_file, self.folder / docs_file
+        return shard_paths(self.folder, self.manifest)
 
     @cached_property
     def _docs(self) -> list[dict]:
@@ -703,7 +222,7 @@ class Index(Searchable):
 
     def _docs_rows(self, i: int) -> list[dict]:
         """The rows of shard i's docs file, checked against the manifest's count."""
-        docs_file = self.folder / _shard_name(i)[1]
+        docs_file = self.folder / shard_name(i)[1]
         with open(docs_file, encoding="utf-8") as f:
             rows = [json.loads(line) for line in f]
         if len(rows) != self._shard_rows(i):
@@ -725,14 +244,14 @@ class Index(Searchable):
         return np.concatenate([np.load(e).astype(np.float32) for e, _ in self._shards()])
 
     @cached_property
-    def _npy(self) -> list[_NpyShard]:
-        return [_NpyShard(e) for e, _ in self._shards()]
+    def _npy(self) -> list[NpyShard]:
+        return [NpyShard(e) for e, _ in self._shards()]
 
     @cached_property
     def _shard_starts(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum([s.rows for s in self._npy])]).astype(np.int64)
 
-    def _chunks(self, chunk_rows: int | None = None):
+    def chunks(self, chunk_rows: int | None = None):
         """(global row offset, rows) blocks of at most `chunk_rows` rows, read from the shards."""
         chunk_rows = chunk_rows or self.chunk_rows or SEARCH_CHUNK_ROWS
         if chunk_rows < 1:
@@ -749,10 +268,10 @@ class Index(Searchable):
         out = {}
         shard_of = np.searchsorted(self._shard_starts, positions, side="right") - 1
         for s in sorted(set(shard_of.tolist())):
-            docs_file = self.folder / _shard_name(s)[1]
+            docs_file = self.folder / shard_name(s)[1]
             offsets = self._line_offsets.get(s)
             if offsets is None:
-                offsets = self._line_offsets[s] = _line_offsets(docs_file)
+                offsets = self._line_offsets[s] = line_offsets(docs_file)
                 if len(offsets) != self._shard_rows(s):
                     raise T1Error(f"{docs_file}: {len(offsets)} rows, expected {self._shard_rows(s)}; the index is "
                                   "damaged, rebuild it")
@@ -780,7 +299,7 @@ class Index(Searchable):
         self._ann_setting = {"ann": ann, "ef_search": ef_search, "nprobe": nprobe, "refine": refine}
         return self
 
-    def _resolve_ann(self, ann: str | None) -> str | None:
+    def resolve_ann(self, ann: str | None) -> str | None:
         from .ann import KINDS
 
         ann = self._ann_setting["ann"] if ann is None else ann
@@ -795,6 +314,13 @@ class Index(Searchable):
             raise T1Error(f"{self.folder}: no {ann} structure; build it with `t1 ann build --index {self.folder} "
                           f"--kind {ann}`")
         return ann
+
+    def add_ann(self, kind: str, info: dict) -> None:
+        """Enter a structure `t1.ann.build` wrote in the manifest (with its file's size and
+        checksum) and drop any copy of the old one loaded."""
+        self.manifest.setdefault("ann", {})[kind] = info
+        self.record_files([info["file"]])
+        self._ann_loaded.pop(kind, None)
 
     def ann_index(self, kind: str):
         """The loaded faiss structure `kind` (read once, then kept)."""
@@ -815,10 +341,10 @@ class Index(Searchable):
         if query_embeddings.shape[1] != self.manifest["dim"]:
             raise T1Error(f"query embeddings have dimension {query_embeddings.shape[1]}, index has {self.manifest['dim']}")
         excluded = self._excluded(exclude, len(query_embeddings))
-        kind = self._resolve_ann(ann)
+        kind = self.resolve_ann(ann)
         if kind is None:
             rows = self.chunk_rows or (FEW_QUERIES_CHUNK_ROWS if len(query_embeddings) < FEW_QUERIES else None)
-            return exact_search(query_embeddings, self._chunks(rows), k, excluded, backend)
+            return exact_search(query_embeddings, self.chunks(rows), k, excluded, backend)
         from .ann import search as ann_search
 
         setting = self._ann_setting
@@ -888,86 +414,3 @@ def _damaged_bm25(folder: Path, why: str) -> T1Error:
 
 def _make_hit(doc: dict, score: float) -> Hit:
     return Hit(doc["id"], float(score), doc.get("title", ""), doc.get("snippet", ""))
-
-
-def _line_offsets(path: Path) -> np.ndarray:
-    """Byte offset of each line of a file."""
-    offsets, pos = [], 0
-    with open(path, "rb") as f:
-        for line in f:
-            offsets.append(pos)
-            pos += len(line)
-    return np.array(offsets, dtype=np.int64)
-
-
-def index_spec(model, documents: Sequence[Document], instruction: str | None, max_length: int | None,
-               shard_size: int, dtype: str) -> dict:
-    """The settings that identify a build (what a resumed build must match)."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "model": {"name": model.name_or_path, "fingerprint": model.fingerprint()},
-        "instruction": instruction_or_default(instruction, model.config.document_instruction),
-        "max_length": max_length or model.config.max_document_length,
-        "dim": model.dim,
-        "dtype": dtype,
-        "count": len(documents),
-        "shard_size": shard_size,
-        "corpus_hash": corpus_hash(documents),
-    }
-
-
-def check_output(folder: str | Path, documents: Sequence[Document], shard_size: int, dtype: str) -> None:
-    """What can be checked of an index folder before the model loads: that it can be written,
-    and that an index already there was built from the same corpus with the same layout."""
-    folder = Path(check_output_folder(folder))
-    old = _binding(read_manifest(folder), _FolderSink(folder)) if folder.is_dir() else None
-    if old is not None:
-        _refuse_other(old, {"format_version": FORMAT_VERSION, "dtype": dtype, "count": len(documents),
-                            "shard_size": shard_size, "corpus_hash": corpus_hash(documents)}, str(folder))
-
-
-def _binding(old: dict | None, sink: ShardSink) -> dict | None:
-    """The manifest a new build must match: none when the last build failed before writing a
-    shard (`t1 index --max-length 1`), so that the corrected command starts afresh."""
-    if old is not None and not old.get("complete") and not sink.has_shards():
-        return None
-    return old
-
-
-def _refuse_other(old: dict, spec: dict, where: str) -> None:
-    what = _differences(old, spec)
-    if what:
-        raise T1Error(f"{where} holds an index built with a different {', '.join(what)}; "
-                      "use another output folder or delete this one")
-
-
-def _differences(old: dict, spec: dict) -> list[str]:
-    """Settings in which an existing manifest differs from a new build's. The model is
-    identified by its fingerprint, not by the path it was loaded from."""
-    def key(k, manifest):
-        return manifest.get(k, {}).get("fingerprint") if k == "model" else manifest.get(k)
-
-    return [k for k in spec if key(k, old) != key(k, spec)]
-
-
-def _describe_files(folder: Path, shards: int) -> dict:
-    """The manifest's "files" entry: bytes, rows and sha256 of every shard file."""
-    return {name: _describe_file(folder / name) for i in range(shards) for name in _shard_name(i)}
-
-
-def _describe_file(path: Path) -> dict:
-    h, lines = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-            lines += block.count(b"\n")
-    rows = _NpyShard(path).rows if path.suffix == ".npy" else lines
-    return {"bytes": path.stat().st_size, "rows": rows, "sha256": h.hexdigest()}
-
-
-def _check_writable(folder: Path) -> None:
-    check_output_folder(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise T1Error(f"{folder}: cannot create output folder ({e.strerror})") from None

@@ -31,12 +31,14 @@ from .data import as_texts
 from .errors import T1Error
 from .generation import Engine, make_engine, trace_settings
 from .prompts import DOCUMENT_TEMPLATE, PromptBuilder, instruction_or_default
-from .reasoning import sampling_kwargs
-from .settings import CONFIG_NAME, T1Config, check, checkpoint_defaults
+from .reasoning import sampling_kwargs, stop_token_ids
+from .settings import CONFIG_NAME, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, T1Config, check, checkpoint_defaults
+from .settings import REASONING_MODES as SEARCH_MODES
 
 logger = logging.getLogger(__name__)
 
-REASONING_MODES = ("generate", "none")
+# What `encode_query` does itself; reasoning "auto" decides by searching (`t1.query`).
+REASONING_MODES = tuple(m for m in SEARCH_MODES if m != "auto")
 
 
 class QueryEmbeddings(NamedTuple):
@@ -49,6 +51,17 @@ class QueryEmbeddings(NamedTuple):
     # embeddings [queries, traces, dim]; `embeddings` is then their mean (embedding fusion).
     traces: list[list[str]] | None = None
     trace_embeddings: np.ndarray | None = None
+
+
+def load_model(model, device: str | None = None, engine: str | None = None, **settings) -> "T1Model":
+    """`model` itself when it is a loaded `T1Model`, else `T1Model.from_pretrained(model, ...)`
+    with `settings` (T1Config fields) applied: the one loader of the commands, the evaluation and
+    the integrations."""
+    if isinstance(model, T1Model):
+        if device is not None or engine is not None or settings:
+            raise TypeError("device, engine and T1 settings apply when loading by name; this model is loaded already")
+        return model
+    return T1Model.from_pretrained(model, device=device, engine=engine, **settings)
 
 
 def default_device() -> torch.device:
@@ -323,14 +336,15 @@ class T1Model(torch.nn.Module):
         max_length: int | None = None,
         normalize: bool | None = None,
         do_sample: bool | None = None,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
+        temperature: float = DEFAULT_TEMPERATURE,
+        top_p: float = DEFAULT_TOP_P,
         top_k: int | None = None,
         show_progress_bar: bool | None = None,
         cache=None,
         query_ids: Sequence[str] | None = None,
         num_traces: int = 1,
         *,
+        hooks=None,
         prompt: str | None = None,
         prompt_name: str | None = None,
         normalize_embeddings: bool | None = None,
@@ -347,6 +361,8 @@ class T1Model(torch.nn.Module):
         and decoding settings and stores new ones; `query_ids` are recorded with them.
         `num_traces` > 1 samples that many traces per query (sampling is then on) and returns
         the mean of their normalised embeddings, with each trace in `traces`/`trace_embeddings`.
+        `hooks` (a `t1.generation.streaming.RowHooks`, one trace per query) streams each trace
+        as it is generated and stops the rows whose request went away (`t1 serve`).
 
         sentence-transformers' names work with their meaning: `prompt` is the instruction,
         `prompt_name` names one (see `instruction_for`; a BRIGHT task such as "biology" gives
@@ -359,14 +375,14 @@ class T1Model(torch.nn.Module):
         self._st_device(device)
         result = self._encode_query(queries, instruction, reasoning, max_new_tokens, batch_size, max_length,
                                     normalize, do_sample, temperature, top_p, top_k, show_progress_bar, cache,
-                                    query_ids, num_traces)
+                                    query_ids, num_traces, hooks)
         if convert_to_numpy is None and convert_to_tensor is None:
             return result
         return self._st_output(result.embeddings, convert_to_numpy, convert_to_tensor)
 
     def _encode_query(self, queries, instruction, reasoning, max_new_tokens, batch_size, max_length, normalize,
                       do_sample, temperature, top_p, top_k, show_progress_bar, cache, query_ids,
-                      num_traces) -> QueryEmbeddings:
+                      num_traces, hooks=None) -> QueryEmbeddings:
         queries, single = as_texts(queries, "queries")
         if not queries:
             return QueryEmbeddings(np.zeros((0, self.dim), dtype=np.float32), [], [])
@@ -392,12 +408,15 @@ class T1Model(torch.nn.Module):
         else:
             if num_traces < 1:
                 raise T1Error(f"num_traces must be at least 1, got {num_traces}")
+            if hooks is not None and num_traces > 1:
+                raise ValueError("hooks stream one trace per query")
             if do_sample is None and num_traces == 1:
                 sampling = sampling_kwargs(**self.config.sampling(self.backbone.generation_config))
             else:
                 sampling = sampling_kwargs(bool(do_sample) or num_traces > 1, temperature, top_p, top_k)
             emb, texts, ended = self._generate_cached(prompts, queries, instruction, max_new_tokens, batch_size,
-                                                      show_progress_bar, sampling, cache, query_ids, num_traces)
+                                                      show_progress_bar, sampling, cache, query_ids, num_traces,
+                                                      hooks)
             if num_traces == 1:
                 return _query_result(single, _normalized(emb) if normalize else emb, texts, ended)
             per_trace = _normalized(emb).reshape(len(queries), num_traces, -1)
@@ -410,13 +429,20 @@ class T1Model(torch.nn.Module):
         emb = self._embed_ids(seqs, batch_size, MAX_BATCH_TOKENS, normalize, "Encoding queries", show_progress_bar)
         return _query_result(single, emb, texts, [False] * len(queries))
 
-    def _generate(self, prompts, max_new_tokens, batch_size, normalize, show_progress_bar, on_batch=None, **sampling):
+    def _generate(self, prompts, max_new_tokens, batch_size, normalize, show_progress_bar, on_batch=None,
+                  hooks=None, **sampling):
         out = np.zeros((len(prompts), self.dim), dtype=np.float32)
         texts = [""] * len(prompts)
         ended = [False] * len(prompts)
         batches = plan_batches([len(p) for p in prompts], batch_size)
+        stop_ids = stop_token_ids(self) if hooks is not None else None
         for idx in tqdm(batches, desc="Reasoning", disable=not _show(show_progress_bar, len(batches))):
-            rollout = self.engine.rollout([prompts[i] for i in idx], max_new_tokens, **sampling)
+            if hooks is not None:  # rows whose request went away are not started
+                idx = [i for i in idx if not hooks.is_abandoned(i)]
+                if not idx:
+                    continue
+            extra = {} if hooks is None else hooks.rollout_kwargs(self.tokenizer, stop_ids, idx)
+            rollout = self.engine.rollout([prompts[i] for i in idx], max_new_tokens, **extra, **sampling)
             emb = F.normalize(rollout.embeddings, dim=-1) if normalize else rollout.embeddings
             out[idx] = emb.cpu().numpy()
             for i, ids, emitted in zip(idx, rollout.reasoning_ids, rollout.emitted_emb_token):
@@ -427,15 +453,16 @@ class T1Model(torch.nn.Module):
         return out, texts, ended
 
     def _generate_cached(self, prompts, queries, instruction, max_new_tokens, batch_size, show_progress_bar,
-                         sampling: dict, cache, query_ids, samples: int = 1):
+                         sampling: dict, cache, query_ids, samples: int = 1, hooks=None):
         """Raw (unnormalised) embeddings, traces and ended flags of `samples` traces per prompt
         (rows prompt-major); with a cache, only the traces it lacks are generated, and each
-        finished batch is stored at once."""
+        finished batch is stored at once (but a row that `hooks` says was abandoned: it is cut)."""
         prompts = [p for p in prompts for _ in range(samples)]
         queries = [q for q in queries for _ in range(samples)]
         query_ids = None if query_ids is None else [i for i in query_ids for _ in range(samples)]
         if cache is None:
-            return self._generate(prompts, max_new_tokens, batch_size, False, show_progress_bar, **sampling)
+            return self._generate(prompts, max_new_tokens, batch_size, False, show_progress_bar, hooks=hooks,
+                                  **sampling)
         settings = trace_settings(self.engine, max_new_tokens, sampling)
         fingerprint = self.fingerprint()
         keys = [cache.key(fingerprint, p, settings, row % samples) for row, p in enumerate(prompts)]
@@ -446,16 +473,20 @@ class T1Model(torch.nn.Module):
         for i, key in enumerate(keys):
             if key in found:
                 texts[i], ended[i], out[i] = found[key]
+                if hooks is not None:
+                    hooks.send(i, texts[i])
+        todo = None if hooks is None else hooks.subset(missing)
 
         def store(idx, emb, new_texts, new_ended):
             cache.put({"key": keys[missing[j]], "model": self.name_or_path, "instruction": instruction,
                        "query_id": query_ids[missing[j]] if query_ids is not None else None,
                        "query": queries[missing[j]], "reasoning": new_texts[j], "ended": new_ended[j],
-                       "embedding": emb[j], "settings": settings} for j in idx)
+                       "embedding": emb[j], "settings": settings}
+                      for j in idx if todo is None or not todo.is_abandoned(j))
 
         if missing:
             emb, new_texts, new_ended = self._generate([prompts[i] for i in missing], max_new_tokens, batch_size, False,
-                                                       show_progress_bar, on_batch=store, **sampling)
+                                                       show_progress_bar, on_batch=store, hooks=todo, **sampling)
             for j, i in enumerate(missing):
                 out[i], texts[i], ended[i] = emb[j], new_texts[j], new_ended[j]
         return out, texts, ended

@@ -1,4 +1,5 @@
-"""`T1Config`: every setting that decides how a model turns text into embeddings, in one place.
+"""`T1Config`: every setting that decides how a model turns text into embeddings, in one place;
+`QuerySettings`: how a search embeds its queries and ranks (the defaults of every entry point).
 
 A t1 model saves them next to its weights as `t1_config.json`. A checkpoint without that file
 (a hub T1 such as ForwardAILabs/MRE-T1, or a plain causal LM) gets `checkpoint_defaults`: the
@@ -165,3 +166,65 @@ def write_settings(config: T1Config, path: str | Path) -> None:
     from .atomic import write_json
 
     write_json(path, {k: v for k, v in asdict(config).items() if k not in FIXED})
+
+
+# ---------------------------------------------------------------- how a search uses the model
+REASONING_MODES = ("generate", "none", "auto")  # reason first, never, or only where the plain embedding is unsure
+GIVEN = "given"  # reasoning written by the caller, one trace per query (HTTP, `t1 eval --reasoning FILE`)
+TRACE_FUSIONS = ("mean", "rrf")  # several traces: mean of their embeddings, or reciprocal rank of their lists
+DEFAULT_TEMPERATURE = 1.0  # sampling of several traces (test-time scaling)
+DEFAULT_TOP_P = 0.95
+DEFAULT_AUTO_MARGIN = 0.02  # reasoning "auto": reason when the top hit leads the second by less (cosine)
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    """How queries are embedded and ranked: the one set of defaults of `t1 search`, `t1 eval`,
+    `t1 bright`, `t1 serve` and `t1.query.search`. Fields left None take the model's
+    (`T1Config`: `max_new_tokens`, `query_instruction`; `fusion_weight` for a hybrid ranking).
+
+    `hybrid` None ranks by the default rule (`t1.query.choose_ranking`: fused with BM25 when the
+    model has a saved fusion weight and the index BM25), False by T1 alone, True (or a fusion
+    method's name) fused with BM25. `num_traces` > 1 samples that many traces per query with
+    `temperature` and `top_p`, fused as `trace_fusion` says; `auto_margin` applies to reasoning
+    "auto". Frozen, so it can key a cache or a batch (`t1 serve` groups requests by it)."""
+
+    reasoning: str = "generate"
+    max_new_tokens: int | None = None
+    instruction: str | None = None
+    num_traces: int = 1
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
+    trace_fusion: str = "mean"
+    hybrid: bool | None = None
+    fusion: str | None = None
+    fusion_weight: float | None = None
+    auto_margin: float = DEFAULT_AUTO_MARGIN
+
+    def __post_init__(self) -> None:
+        from .fusion import METHODS
+
+        if isinstance(self.hybrid, str):  # hybrid="rrf": fused, by that method
+            object.__setattr__(self, "fusion", self.fusion or self.hybrid)
+            object.__setattr__(self, "hybrid", True)
+        if self.reasoning not in (*REASONING_MODES, GIVEN):
+            raise T1Error(f"reasoning must be one of {', '.join(REASONING_MODES)}, got {self.reasoning!r}")
+        if self.max_new_tokens is not None and (not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0):
+            raise T1Error(f"max_new_tokens must be an integer of at least 0, got {self.max_new_tokens!r}")
+        if isinstance(self.num_traces, bool) or not isinstance(self.num_traces, int) or self.num_traces < 1:
+            raise T1Error(f"num_traces must be at least 1, got {self.num_traces!r}")
+        if self.trace_fusion not in TRACE_FUSIONS:
+            raise T1Error(f"trace fusion must be one of {', '.join(TRACE_FUSIONS)}, got {self.trace_fusion!r}")
+        if not self.temperature > 0 or not 0 < self.top_p <= 1:
+            raise T1Error(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+        if self.fusion is not None and self.fusion not in METHODS:
+            raise T1Error(f"fusion method must be one of {', '.join(METHODS)}, got {self.fusion!r}")
+        if self.fusion_weight is not None and not 0.0 <= self.fusion_weight <= 1.0:
+            raise T1Error(f"fusion_weight must be between 0 and 1, got {self.fusion_weight}")
+        if self.hybrid is False and (self.fusion is not None or self.fusion_weight is not None):
+            raise T1Error("a dense-only search takes no fusion method or weight")
+
+    @property
+    def traces(self) -> int:
+        """Traces sampled per query: `num_traces` where the model reasons, else one."""
+        return self.num_traces if self.reasoning in ("generate", "auto") else 1

@@ -8,15 +8,18 @@ metrics and their average, refreshed after each task.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from ..atomic import write_json
+from ..bm25 import DEFAULT_B, DEFAULT_K1
 from ..errors import T1Error
 from ..prompts import instruction_or_default
+from ..settings import QuerySettings
 from .datasets import BRIGHT_HUB, BRIGHT_LONG_TASKS, BRIGHT_TASKS, load_bright_task, local_files
 from .metrics import bright_metrics, format_headline
-from .retrievers import T1_MODES, hybrid_fusion, load_t1_model, make_retriever, parse_retriever
+from .retrievers import T1_MODES, hybrid_fusion, make_retriever, parse_retriever
 from .runs import INFO_FILE, METRICS_FILE, read_json, run_evaluation
 
 SUMMARY_FILE = "summary.json"
@@ -67,22 +70,14 @@ def run_bright(
     long: bool = False,
     reasoning: str | None = None,
     k: int = 1000,
-    query_instruction: str | None = None,
+    query: QuerySettings = QuerySettings(),
     document_instruction: str | None = None,
-    max_new_tokens: int | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     engine: str | None = None,
-    k1: float = 0.9,
-    b: float = 0.4,
-    fusion: str | None = None,
-    fusion_weight: float | None = None,
+    k1: float = DEFAULT_K1,
+    b: float = DEFAULT_B,
     reasoning_cache: bool = True,
-    num_traces: int = 1,
-    temperature: float = 1.0,
-    top_p: float = 0.95,
-    trace_fusion: str = "mean",
-    auto_margin: float = 0.02,
     show_progress: bool | None = None,
     model_settings: dict | None = None,
     index_root: str | Path | None = None,
@@ -90,17 +85,21 @@ def run_bright(
 ) -> dict:
     """Evaluate `retriever` (bm25, st:MODEL, t1:MODEL) on BRIGHT. `reasoning` is a T1 mode
     ("generate", the default for T1, or "none") or the name of a BRIGHT reasoning set such as
-    "gpt4" (config `gpt4_reason`). `hybrid:` fuses as `hybrid_fusion` says. `model_settings`
+    "gpt4" (config `gpt4_reason`); T1 embeds and searches as `query` says, its reasoning mode
+    set by `reasoning`, its instruction (None: each task's) before the task's. `hybrid:` fuses
+    as `hybrid_fusion` says. `model_settings`
     (T1Config fields, e.g. a settings file's) apply to a T1 model; its instructions per task
     (`tasks`) come before BRIGHT's. `index_root/<task>` is the document index of a task (built
     there if missing, e.g. by `torchrun ... t1 index`), else one cached under $T1_CACHE.
     Returns `summarize(out)`."""
     kind, model_name = parse_retriever(retriever)
     if kind == "hybrid":  # the dense side decides what a model and a reasoning mode are
-        fusion, fusion_weight = hybrid_fusion(retriever, fusion, fusion_weight)
+        fusion, fusion_weight = hybrid_fusion(retriever, query.fusion, query.fusion_weight)
+        query = replace(query, fusion=fusion, fusion_weight=fusion_weight)
         kind, model_name = parse_retriever(model_name)
     tasks = resolve_tasks(tasks, long)
     mode = reasoning if reasoning in T1_MODES else "generate"
+    query = replace(query, reasoning=mode)
     given = reasoning if reasoning and reasoning not in T1_MODES else None
     if kind != "t1" and reasoning in ("generate", "auto"):
         raise T1Error(f"{retriever} cannot generate reasoning; use a T1 model or a BRIGHT reasoning set (e.g. gpt4)")
@@ -110,11 +109,12 @@ def run_bright(
     out = Path(out)
     settings = {"kind": "bright", "retriever": retriever, "long": long,
                 "reasoning": given or (mode if kind == "t1" else None), "k": k,
-                "query_instruction": query_instruction, "document_instruction": document_instruction,
-                "max_new_tokens": max_new_tokens, "source": str(source), "model_settings": model_settings or None,
-                **({"fusion": fusion, "fusion_weight": fusion_weight} if retriever.lower().startswith("hybrid:") else {}),
-                **({"num_traces": num_traces, "temperature": temperature, "top_p": top_p, "trace_fusion": trace_fusion}
-                   if num_traces > 1 else {})}
+                "query_instruction": query.instruction, "document_instruction": document_instruction,
+                "max_new_tokens": query.max_new_tokens, "source": str(source), "model_settings": model_settings or None,
+                **({"fusion": query.fusion, "fusion_weight": query.fusion_weight}
+                   if retriever.lower().startswith("hybrid:") else {}),
+                **({"num_traces": query.num_traces, "temperature": query.temperature, "top_p": query.top_p,
+                    "trace_fusion": query.trace_fusion} if query.num_traces > 1 else {})}
     _check_local_files(source, [t for t in tasks if not (out / t / METRICS_FILE).exists()], long, given)
     info_path = out / INFO_FILE
     if info_path.exists():
@@ -137,19 +137,18 @@ def run_bright(
             continue
         data = load_bright_task(source, task, long, given)
         if kind == "t1" and model is None:
-            model = load_t1_model(model_name, device, model_settings, engine)
-        query, document = data.query_instruction, None
+            from ..model import load_model
+
+            model = load_model(model_name, device, engine, **(model_settings or {}))
+        task_query, document = data.query_instruction, None
         if model is not None:  # the model's instructions for this task (its settings, else BRIGHT's)
             name = f"{task}_long" if long else task
-            query, document = model.instruction_for(name, "query"), model.instruction_for(name, "document")
-        r = make_retriever(retriever, data.corpus, model=model, mode=mode,
-                           query_instruction=instruction_or_default(query_instruction, query),
+            task_query, document = model.instruction_for(name, "query"), model.instruction_for(name, "document")
+        r = make_retriever(retriever, data.corpus, model=model,
+                           query=replace(query, instruction=instruction_or_default(query.instruction, task_query)),
                            document_instruction=instruction_or_default(document_instruction, document),
                            index_folder=Path(index_root) / task if index_root else None,
-                           max_new_tokens=max_new_tokens,
-                           batch_size=batch_size, device=device, k1=k1, b=b, fusion=fusion,
-                           fusion_weight=fusion_weight, reasoning_cache=reasoning_cache, num_traces=num_traces,
-                           temperature=temperature, top_p=top_p, trace_fusion=trace_fusion, auto_margin=auto_margin,
+                           batch_size=batch_size, device=device, k1=k1, b=b, reasoning_cache=reasoning_cache,
                            show_progress=show_progress)
         evaluation = run_evaluation(data, r, task_dir, k=k, info={"task": task, "long": long, "reasoning_set": given})
         log(f"{task}: {format_headline(evaluation.mean, bright_metrics(long))} ({len(data.queries)} queries, "

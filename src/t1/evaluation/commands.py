@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..backbones import DEFAULT_MODEL
-from ..cli_args import (DEVICE_HELP, add_engine_arg, add_sampling_args, add_settings_args, device_arg, fraction,
-                        model_settings, non_negative_float, positive_int)
+from ..bm25 import DEFAULT_B, DEFAULT_K1
+from ..cli_args import (DEVICE_HELP, add_auto_margin_arg, add_engine_arg, add_fusion_args, add_sampling_args,
+                        add_settings_args, device_arg, fraction, model_settings, non_negative_float, positive_int,
+                        query_settings)
 from ..errors import T1Error
 from ..prompts import instruction_or_default
 
@@ -35,18 +38,14 @@ def _add_retriever_args(p: argparse.ArgumentParser, default: str | None = None) 
     p.add_argument("--batch-size", type=positive_int, default=None, help="query batch size (T1 default 8, st 64)")
     p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     add_engine_arg(p)
-    p.add_argument("--k1", type=non_negative_float, default=0.9, help="BM25 k1 (default 0.9, BRIGHT's)")
-    p.add_argument("--b", type=fraction, default=0.4, help="BM25 b (default 0.4, BRIGHT's)")
-    p.add_argument("--fusion", choices=["weighted", "rrf"], default=None,
-                   help="hybrid: a weighted sum of min-max normalised scores (default) or reciprocal rank fusion")
-    p.add_argument("--fusion-weight", type=fraction, default=None,
-                   help="hybrid: weight of the dense list, BM25 gets 1 - W (default: a T1 model's saved fusion "
-                        "weight for a weighted sum, else 0.5)")
+    p.add_argument("--k1", type=non_negative_float, default=DEFAULT_K1,
+                   help=f"BM25 k1 (default {DEFAULT_K1}, BRIGHT's)")
+    p.add_argument("--b", type=fraction, default=DEFAULT_B, help=f"BM25 b (default {DEFAULT_B}, BRIGHT's)")
+    add_fusion_args(p, "a T1 model's saved fusion weight for a weighted sum, else 0.5")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_settings_args(p)
     add_sampling_args(p, "T1 test-time scaling: sample N traces per query")
-    p.add_argument("--auto-margin", type=non_negative_float, default=0.02,
-                   help="T1 --reasoning auto: reason when the plain embedding's top result leads the second by less")
+    add_auto_margin_arg(p)
     p.add_argument("--no-reasoning-cache", action="store_true",
                    help="generate every trace anew (default: reuse traces cached under $T1_CACHE by an earlier run "
                         "with the same model, prompt and decoding settings)")
@@ -80,13 +79,12 @@ def cmd_eval(args) -> int:
         data.reasoning = {q: given[q] for q in data.queries}
 
     start = time.perf_counter()
+    query = query_settings(args, reasoning=mode)
     retriever = make_retriever(
-        args.retriever, data.corpus, mode=mode,
-        query_instruction=instruction_or_default(args.query_instruction, data.query_instruction),
-        document_instruction=args.document_instruction, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        device=args.device, engine=args.engine, k1=args.k1, b=args.b, fusion=args.fusion,
-        fusion_weight=args.fusion_weight, reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces,
-        temperature=args.temperature, top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin,
+        args.retriever, data.corpus,
+        query=replace(query, instruction=instruction_or_default(args.query_instruction, data.query_instruction)),
+        document_instruction=args.document_instruction, batch_size=args.batch_size, device=args.device,
+        engine=args.engine, k1=args.k1, b=args.b, reasoning_cache=not args.no_reasoning_cache,
         show_progress=_progress(args), model_settings=model_settings(args))
     load_s = round(time.perf_counter() - start, 2)
     info = {"split": args.split, "reasoning": reasoning, "load_seconds": load_s}
@@ -114,11 +112,9 @@ def cmd_bright(args) -> int:
         print(f"BRIGHT run folder: {out}", file=sys.stderr)
     summary = run_bright(
         args.retriever, out, source=args.dataset, tasks=args.tasks, long=args.long, reasoning=args.reasoning,
-        k=args.k, query_instruction=args.query_instruction, document_instruction=args.document_instruction,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device, engine=args.engine,
-        k1=args.k1, b=args.b, fusion=args.fusion, fusion_weight=args.fusion_weight,
-        reasoning_cache=not args.no_reasoning_cache, num_traces=args.traces, temperature=args.temperature,
-        top_p=args.top_p, trace_fusion=args.trace_fusion, auto_margin=args.auto_margin, show_progress=_progress(args),
+        k=args.k, query=query_settings(args), document_instruction=args.document_instruction,
+        batch_size=args.batch_size, device=args.device, engine=args.engine, k1=args.k1, b=args.b,
+        reasoning_cache=not args.no_reasoning_cache, show_progress=_progress(args),
         model_settings=model_settings(args), index_root=args.index_root)
     if summary["num_tasks"]:
         print()

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -26,14 +27,17 @@ import numpy as np
 
 from ..atomic import save_npy
 from ..backbones import cache_dir
+from ..bm25 import DEFAULT_B, DEFAULT_K1
 from ..data import Document
 from ..errors import T1Error
+from ..fusion import DEFAULT_METHOD, DEFAULT_WEIGHT, METHODS
 from ..index import Index, corpus_hash
 from ..prompts import instruction_or_default
 from ..search import exact_search
+from ..settings import GIVEN, REASONING_MODES, QuerySettings
 
 Results = dict[str, dict[str, float]]
-T1_MODES = ("generate", "none", "auto")
+T1_MODES = REASONING_MODES
 MINILM_ALIASES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
 
@@ -97,9 +101,9 @@ class Retriever:
 
 
 class BM25Retriever(Retriever):
-    """Lucene-variant BM25 (`t1.bm25`, bm25s) over title + text; BRIGHT's k1 0.9, b 0.4 by default."""
+    """Lucene-variant BM25 (`t1.bm25`, bm25s) over title + text; BRIGHT's k1 and b by default."""
 
-    def __init__(self, corpus, k1: float = 0.9, b: float = 0.4, stemmer: str = "english",
+    def __init__(self, corpus, k1: float = DEFAULT_K1, b: float = DEFAULT_B, stemmer: str = "english",
                  stopwords: str = "en", show_progress: bool | None = None):
         from ..bm25 import BM25Index
 
@@ -180,34 +184,26 @@ class SentenceTransformerRetriever(Retriever):
 
 
 class T1Retriever(Retriever):
-    """T1: documents through the cached on-disk index, queries reasoned then embedded.
+    """T1: documents through the cached on-disk index, queries through the query pipeline
+    (`t1.query.search`) as `settings` say, ranked by T1 alone (`HybridRetriever` fuses BM25).
 
-    `mode` is "generate" (the model writes its own reasoning) or "none"; a `reasoning` dict
-    passed to `retrieve` switches to the given traces. After a call, `self.reasoning` holds
-    the trace used for each query (empty in mode "none")."""
+    A `reasoning` dict passed to `retrieve` switches to the given traces. After a call,
+    `self.reasoning` holds the trace used for each query (empty in mode "none")."""
 
-    def __init__(self, model, corpus, mode: str = "generate", query_instruction: str | None = None,
-                 document_instruction: str | None = None, max_new_tokens: int | None = None,
-                 batch_size: int = 8, doc_batch_size: int = 32, max_length: int | None = None,
-                 reasoning_cache: bool = True, num_traces: int = 1, temperature: float = 1.0, top_p: float = 0.95,
-                 trace_fusion: str = "mean", auto_margin: float = 0.02, show_progress: bool | None = None,
+    def __init__(self, model, corpus, settings: QuerySettings = QuerySettings(),
+                 document_instruction: str | None = None, batch_size: int = 8, doc_batch_size: int = 32, max_length: int | None = None,
+                 reasoning_cache: bool = True, show_progress: bool | None = None,
                  index_folder: str | Path | None = None):
-        if mode not in T1_MODES:
-            raise T1Error(f"T1 reasoning mode must be one of {', '.join(T1_MODES)}, got {mode!r}")
         super().__init__(corpus, show_progress)
-        self.model, self.mode = model, mode
-        self.query_instruction = query_instruction
+        self.model, self.query = model, replace(settings, hybrid=False, fusion=None, fusion_weight=None)
+        self.mode = settings.reasoning
         self.document_instruction = instruction_or_default(document_instruction, model.config.document_instruction)
         self.max_length = max_length or model.config.max_document_length
-        self.max_new_tokens, self.batch_size, self.doc_batch_size = max_new_tokens, batch_size, doc_batch_size
+        self.batch_size, self.doc_batch_size = batch_size, doc_batch_size
         self.name = f"t1:{getattr(model, 'name_or_path', model.config.backbone)}"
         self.reasoning: dict[str, str] = {}
         self.trace_stats: dict[str, dict] = {}  # mode generate: {qid: {"ended", "tokens"}}
         self.reasoning_cache = reasoning_cache  # generated traces kept under $T1_CACHE for re-runs
-        if num_traces < 1 or trace_fusion not in ("mean", "rrf"):
-            raise T1Error("test-time scaling needs num_traces >= 1 and trace fusion 'mean' or 'rrf'")
-        self.num_traces, self.temperature, self.top_p, self.trace_fusion = num_traces, temperature, top_p, trace_fusion
-        self.auto_margin = auto_margin
         self.given_index = Path(index_folder) if index_folder is not None else None
 
     def index_folder(self, fingerprint: str) -> Path:
@@ -229,47 +225,37 @@ class T1Retriever(Retriever):
                                      max_length=self.max_length, batch_size=self.doc_batch_size,
                                      show_progress_bar=_show(self.show_progress), bm25=False)  # hybrid: its own
         self.settings = {"model": self.name[3:], "fingerprint": fingerprint, "mode": self.mode,
-                         "query_instruction": self.query_instruction, "document_instruction": self.document_instruction,
+                         "query_instruction": self.query.instruction, "document_instruction": self.document_instruction,
                          "max_query_length": self.model.config.max_query_length,
-                         "max_document_length": self.max_length, "max_new_tokens": self.max_new_tokens,
+                         "max_document_length": self.max_length, "max_new_tokens": self.query.max_new_tokens,
                          "index": str(folder)}
 
     def _retrieve(self, qids, texts, k, exclude, reasoning) -> Results:
-        mode = [reasoning[q] for q in qids] if reasoning is not None else self.mode
+        from ..query import search
+
+        query = self.query if reasoning is None else replace(self.query, reasoning=GIVEN)
         if reasoning is not None:
-            self.settings["mode"] = "given"
+            self.settings["mode"] = GIVEN
         cache = None
-        if mode in ("generate", "auto") and self.reasoning_cache:
+        if query.reasoning in ("generate", "auto") and self.reasoning_cache:
             from ..reasoning_cache import ReasoningCache
 
             cache = ReasoningCache(cache_dir())
             self.settings["reasoning_cache"] = str(cache.path)
-        if mode == "auto":
-            hits, traces = self.index.search_adaptive(
-                self.model, texts, k, exclude, margin=self.auto_margin, query_ids=qids, instruction=self.query_instruction,
-                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, cache=cache,
-                show_progress_bar=_show(self.show_progress))
-            self.reasoning = dict(zip(qids, traces))
-            self.settings.update(auto_margin=self.auto_margin, reasoned=sum(bool(t) for t in traces))
-            return {q: {h.id: h.score for h in row} for q, row in zip(qids, hits)}
-        encoded = self.model.encode_query(texts, instruction=self.query_instruction, reasoning=mode,
-                                          max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                                          show_progress_bar=_show(self.show_progress), cache=cache, query_ids=qids,
-                                          num_traces=self.num_traces if mode == "generate" else 1,
-                                          temperature=self.temperature, top_p=self.top_p)
-        if encoded.trace_embeddings is not None and self.trace_fusion == "rrf":
-            hits = self.index.search_traces(encoded.trace_embeddings, k=k, exclude=exclude)
-        else:
-            hits = self.index.search(encoded.embeddings, k=k, exclude=exclude)
-        if self.num_traces > 1 and mode == "generate":
-            self.settings.update(num_traces=self.num_traces, temperature=self.temperature, top_p=self.top_p,
-                                 trace_fusion=self.trace_fusion)
-        self.reasoning = {} if mode == "none" else dict(zip(qids, encoded.reasoning))
-        if mode == "generate":
+        results = search(self.model, self.index, texts, query, k=k, exclude=exclude,
+                         given=None if reasoning is None else [reasoning[q] for q in qids], cache=cache,
+                         query_ids=qids, batch_size=self.batch_size, show_progress_bar=_show(self.show_progress))
+        self.reasoning = {} if query.reasoning == "none" else dict(zip(qids, results.reasoning))
+        if query.reasoning == "auto":
+            self.settings.update(auto_margin=query.auto_margin, reasoned=sum(bool(t) for t in results.reasoning))
+        if query.traces > 1:
+            self.settings.update(num_traces=query.num_traces, temperature=query.temperature, top_p=query.top_p,
+                                 trace_fusion=query.trace_fusion)
+        if query.reasoning == "generate":
             tokenizer = self.model.tokenizer
             self.trace_stats = {q: {"ended": bool(e), "tokens": len(tokenizer(r, add_special_tokens=False)["input_ids"])}
-                                for q, r, e in zip(qids, encoded.reasoning, encoded.ended)}
-        return {q: {h.id: h.score for h in row} for q, row in zip(qids, hits)}
+                                for q, r, e in zip(qids, results.reasoning, results.ended)}
+        return {q: {h.id: h.score for h in row} for q, row in zip(qids, results.hits)}
 
 
 class HybridRetriever(Retriever):
@@ -277,9 +263,8 @@ class HybridRetriever(Retriever):
     the query's exclusions already applied, then fused per query. Given reasoning goes to the
     dense side only; BM25 always searches with the query itself."""
 
-    def __init__(self, dense: Retriever, corpus, method: str = "weighted", weight: float = 0.5, depth: int = 100,
-                 k1: float = 0.9, b: float = 0.4, show_progress: bool | None = None):
-        from ..fusion import METHODS
+    def __init__(self, dense: Retriever, corpus, method: str = DEFAULT_METHOD, weight: float = DEFAULT_WEIGHT,
+                 depth: int = 100, k1: float = DEFAULT_K1, b: float = DEFAULT_B, show_progress: bool | None = None):
 
         if method not in METHODS or not 0.0 <= weight <= 1.0 or depth < 1:
             raise T1Error(f"hybrid needs a fusion method in {METHODS}, a weight in [0, 1] and depth >= 1")
@@ -334,27 +319,22 @@ def hybrid_fusion(spec: str, fusion: str | None = None, fusion_weight: float | N
     return resolve(fusion, fusion_weight, config.fusion_weight if config is not None else None)
 
 
-def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", query_instruction: str | None = None,
-                   document_instruction: str | None = None, max_new_tokens: int | None = None,
-                   batch_size: int | None = None, device: str | None = None, engine: str | None = None,
-                   k1: float = 0.9, b: float = 0.4, fusion: str | None = None, fusion_weight: float | None = None,
-                   reasoning_cache: bool = True,
-                   num_traces: int = 1, temperature: float = 1.0, top_p: float = 0.95, trace_fusion: str = "mean",
-                   auto_margin: float = 0.02, show_progress: bool | None = None, model_settings: dict | None = None,
-                   index_folder: str | Path | None = None) -> Retriever:
-    """Build the retriever named by `spec`. For `t1:`, pass an already loaded `model` to share
-    it across tasks (else it is loaded here, with `model_settings` applied, generating with
-    `engine`), and optionally the `index_folder` of this corpus. `hybrid:` fuses as
-    `hybrid_fusion` says."""
+def make_retriever(spec: str, corpus, *, model=None, query: QuerySettings = QuerySettings(),
+                   document_instruction: str | None = None, batch_size: int | None = None, device: str | None = None,
+                   engine: str | None = None, k1: float = DEFAULT_K1, b: float = DEFAULT_B,
+                   reasoning_cache: bool = True, show_progress: bool | None = None,
+                   model_settings: dict | None = None, index_folder: str | Path | None = None) -> Retriever:
+    """Build the retriever named by `spec`; a T1 model embeds and ranks queries as `query` says
+    (its `fusion` and `fusion_weight` are those of a `hybrid:` spec, fused as `hybrid_fusion`
+    says). For `t1:`, pass an already loaded `model` to share it across tasks (else it is loaded
+    here, with `model_settings` applied, generating with `engine`), and optionally the
+    `index_folder` of this corpus."""
     kind, name = parse_retriever(spec)
     if kind == "hybrid":
-        dense = make_retriever(name, corpus, model=model, mode=mode, query_instruction=query_instruction,
-                               document_instruction=document_instruction, max_new_tokens=max_new_tokens,
+        dense = make_retriever(name, corpus, model=model, query=query, document_instruction=document_instruction,
                                batch_size=batch_size, device=device, engine=engine, reasoning_cache=reasoning_cache,
-                               num_traces=num_traces, temperature=temperature, top_p=top_p,
-                               trace_fusion=trace_fusion, auto_margin=auto_margin, show_progress=show_progress,
-                               model_settings=model_settings, index_folder=index_folder)
-        method, weight = hybrid_fusion(spec, fusion, fusion_weight, getattr(dense, "model", None))
+                               show_progress=show_progress, model_settings=model_settings, index_folder=index_folder)
+        method, weight = hybrid_fusion(spec, query.fusion, query.fusion_weight, getattr(dense, "model", None))
         return HybridRetriever(dense, corpus, method, weight, k1=k1, b=b, show_progress=show_progress)
     if kind != "t1" and (model_settings or index_folder):
         raise T1Error(f"T1 settings, lengths and index folders apply to T1 models, not to {spec}")
@@ -364,17 +344,8 @@ def make_retriever(spec: str, corpus, *, model=None, mode: str = "generate", que
         return SentenceTransformerRetriever(name, corpus, batch_size=batch_size or 64, device=device,
                                             show_progress=show_progress)
     if model is None:
-        model = load_t1_model(name, device, model_settings, engine)
-    return T1Retriever(model, corpus, mode=mode, query_instruction=query_instruction,
-                       document_instruction=document_instruction, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size or 8, reasoning_cache=reasoning_cache, num_traces=num_traces,
-                       temperature=temperature, top_p=top_p, trace_fusion=trace_fusion, auto_margin=auto_margin,
-                       show_progress=show_progress, index_folder=index_folder)
+        from ..model import load_model
 
-
-def load_t1_model(name: str, device: str | None = None, settings: dict | None = None, engine: str | None = None):
-    """A T1 model by name, `settings` (T1Config fields, e.g. from a settings file) applied,
-    generating reasoning with `engine` (None: the device's default)."""
-    from ..model import T1Model
-
-    return T1Model.from_pretrained(name, device=device, engine=engine, **(settings or {}))
+        model = load_model(name, device, engine, **(model_settings or {}))
+    return T1Retriever(model, corpus, query, document_instruction=document_instruction, batch_size=batch_size or 8,
+                       reasoning_cache=reasoning_cache, show_progress=show_progress, index_folder=index_folder)

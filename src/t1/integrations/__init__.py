@@ -7,12 +7,8 @@
 
 
 def load_t1_model(model, device=None, **settings):
-    """`model` itself when it is a loaded `T1Model`, else `T1Model.from_pretrained(model, ...)`."""
-    from ..model import T1Model
+    """`t1.model.load_model`, imported when an adapter is built (not when this package is)."""
+    from ..model import load_model
 
-    if isinstance(model, T1Model):
-        if device is not None or settings:
-            raise TypeError("device and T1 settings apply when loading by name; this model is loaded already")
-        return model
-    return T1Model.from_pretrained(model, device=device, **settings)
+    return load_model(model, device, **settings)
 

@@ -30,6 +30,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import T1Error
+from ..fusion import METHODS
+from ..settings import (DEFAULT_AUTO_MARGIN, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GIVEN, REASONING_MODES, TRACE_FUSIONS,
+                        QuerySettings)
 from .batcher import Batcher, Busy, Job
 from .engine import Engine, Plan, Work
 
@@ -40,6 +43,9 @@ MODEL_PATHS = frozenset({"/search", "/search/stream", "/encode"})  # the request
 KEY_COOKIE = "t1_key"
 KEEP_ALIVE_S = 15.0  # an idle stream (queued behind others) gets a comment line this often
 NOTE = "t1.note"  # scope entry: the one-line reason logged with a request's status
+SEARCH_MODES = (*REASONING_MODES, GIVEN)
+SearchMode = Literal[SEARCH_MODES]
+EncodeMode = Literal[tuple(m for m in SEARCH_MODES if m != "auto")]
 
 
 @dataclass
@@ -72,8 +78,8 @@ class SearchRequest(BaseModel):
 
     query: str | list[str] = Field(description="one query, or a list searched together")
     k: int = Field(10, description="hits per query (1 to the server's max_k)")
-    reasoning: Literal["generate", "none", "given", "auto"] = Field(
-        "generate", description="generate: the model reasons first; none: embed the query alone; given: embed "
+    reasoning: SearchMode = Field(
+        QuerySettings.reasoning, description="generate: the model reasons first; none: embed the query alone; given: embed "
                                 "with reasoning_text; auto: reason only when the plain embedding is unsure")
     reasoning_text: str | list[str] | None = Field(None, description="reasoning 'given': one trace per query")
     exclude: list[str] | list[list[str]] | None = Field(
@@ -81,15 +87,16 @@ class SearchRequest(BaseModel):
     hybrid: bool | None = Field(
         None, description="true: fuse with the index's BM25; false: T1 alone; unset: the server's default "
                           "(GET /info's ranking: hybrid when the model has a saved fusion weight and the index BM25)")
-    fusion: Literal["weighted", "rrf"] | None = Field(None, description="hybrid: weighted sum (default) or rrf")
+    fusion: Literal[METHODS] | None = Field(None, description="hybrid: weighted sum (default) or rrf")
     fusion_weight: float | None = Field(
         None, description="hybrid: weight of the T1 list, BM25 gets 1 - w (default: the model's saved fusion "
                           "weight for a weighted sum, else 0.5)")
     traces: int = Field(1, description="test-time scaling: sample this many traces per query and fuse them")
-    trace_fusion: Literal["mean", "rrf"] = "mean"
-    temperature: float = Field(1.0, description="sampling temperature with traces > 1")
-    top_p: float = Field(0.95, description="nucleus sampling with traces > 1")
-    margin: float = Field(0.02, description="reasoning 'auto': reason when the top hit leads the second by less")
+    trace_fusion: Literal[TRACE_FUSIONS] = QuerySettings.trace_fusion
+    temperature: float = Field(DEFAULT_TEMPERATURE, description="sampling temperature with traces > 1")
+    top_p: float = Field(DEFAULT_TOP_P, description="nucleus sampling with traces > 1")
+    margin: float = Field(DEFAULT_AUTO_MARGIN,
+                          description="reasoning 'auto': reason when the top hit leads the second by less")
     max_new_tokens: int | None = Field(None, description="reasoning length limit (default and ceiling: the server's)")
     instruction: str | None = Field(None, description="query instruction (default: the model's)")
 
@@ -99,7 +106,7 @@ class EncodeRequest(BaseModel):
 
     documents: str | list[str] | None = Field(None, description="embedded as the index embeds documents")
     queries: str | list[str] | None = None
-    reasoning: Literal["generate", "none", "given"] = Field("none", description="queries only")
+    reasoning: EncodeMode = Field("none", description="queries only")
     reasoning_text: str | list[str] | None = None
     max_new_tokens: int | None = None
     instruction: str | None = Field(None, description="query instruction (default: the model's)")
@@ -222,15 +229,25 @@ def plan_search(req: SearchRequest, settings: ServeSettings, engine: Engine) -> 
         raise BadRequest(f"margin must be >= 0, got {req.margin}")
     tokens = _tokens(req, settings, engine)
     sampled = mode == "generate" and req.traces > 1 and tokens > 0
-    plan = Plan(
-        kind="search", reasoning=mode if (mode != "generate" or tokens > 0) else "none",
-        max_new_tokens=tokens if mode != "none" else 0, instruction=_instruction(req, settings),
-        ranking=ranking, traces=req.traces if sampled else 1, trace_fusion=req.trace_fusion if sampled else "mean",
-        temperature=req.temperature if sampled else 1.0, top_p=req.top_p if sampled else 0.95,
-        margin=req.margin if mode == "auto" else 0.02,
-        # Fused lists are cut at depth max(k, 100): past 100 only requests of equal k share a batch.
-        depth_k=req.k if (ranking.hybrid or (sampled and req.trace_fusion == "rrf")) and req.k > 100 else 0)
-    return plan, Work(queries, given, exclude, req.k)
+    defaults = QuerySettings()  # what a request's unused settings are set to, so that equal plans batch together
+    query = _settings(
+        reasoning=mode if (mode != "generate" or tokens > 0) else "none",
+        max_new_tokens=tokens if mode != "none" else None, instruction=_instruction(req, settings), num_traces=req.traces if sampled else 1,
+        trace_fusion=req.trace_fusion if sampled else defaults.trace_fusion,
+        temperature=req.temperature if sampled else defaults.temperature,
+        top_p=req.top_p if sampled else defaults.top_p,
+        auto_margin=req.margin if mode == "auto" else defaults.auto_margin,
+        hybrid=ranking.hybrid, fusion=ranking.fusion, fusion_weight=ranking.weight)
+    # Fused lists are cut at depth max(k, 100): past 100 only requests of equal k share a batch.
+    depth_k = req.k if (ranking.hybrid or (sampled and req.trace_fusion == "rrf")) and req.k > 100 else 0
+    return Plan("search", query, ranking, depth_k), Work(queries, given, exclude, req.k)
+
+
+def _settings(**fields) -> QuerySettings:
+    try:
+        return QuerySettings(**fields)
+    except T1Error as e:
+        raise BadRequest(str(e)) from None
 
 
 def plan_encode(req: EncodeRequest, settings: ServeSettings, engine: Engine) -> tuple[Plan, Work]:
@@ -246,8 +263,9 @@ def plan_encode(req: EncodeRequest, settings: ServeSettings, engine: Engine) -> 
     given = _given(req, len(queries))
     tokens = _tokens(req, settings, engine)
     mode = req.reasoning if (req.reasoning != "generate" or tokens > 0) else "none"
-    return Plan(kind="queries", reasoning=mode, max_new_tokens=tokens if mode != "none" else 0,
-                instruction=_instruction(req, settings)), Work(queries, given)
+    query = _settings(reasoning=mode, max_new_tokens=tokens if mode != "none" else None,
+                      instruction=_instruction(req, settings), hybrid=False)
+    return Plan("queries", query), Work(queries, given)
 
 
 EXPECTED = {
@@ -415,7 +433,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         return JSONResponse({"detail": msg}, status_code=status)
 
     def submit(request: Request, plan: Plan, work: Work) -> Job:
-        return batcher.submit(plan, len(work.texts) * plan.traces, work)
+        return batcher.submit(plan, len(work.texts) * plan.query.traces, work)
 
     async def outcome(request: Request, job: Job) -> dict | Response:
         """The job's result, or the response for its failure (timeout, error, disconnect)."""
@@ -478,7 +496,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
             "index": {"folder": str(index.folder), "documents": len(index), "dim": index.manifest["dim"],
                       "dtype": index.manifest.get("dtype"), "bm25": index.has_bm25,
                       "built_with": index.manifest["model"]["name"]},
-            "reasoning_modes": ["generate", "none", "given", "auto"],
+            "reasoning_modes": list(SEARCH_MODES),
             "hybrid": index.has_bm25,
             "ranking": str(engine.ranking),  # what a search without hybrid settings uses
             "batching": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
@@ -497,7 +515,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         if isinstance(result, Response):
             return result
         plan = job.key  # the batch key is the request's plan
-        return {"results": result["results"], "mode": plan.reasoning, "ranking": str(plan.ranking),
+        return {"results": result["results"], "mode": plan.query.reasoning, "ranking": str(plan.ranking),
                 "k": req.k, "timings": timings(job, result)}
 
     @app.post("/search/stream", summary="search one query, streaming the reasoning (server-sent events)",
@@ -556,7 +574,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                         yield _sse("error", {"detail": detail})
                         return
                     result = job.future.result()
-                    body = SearchResponse(results=result["results"], mode=plan.reasoning, ranking=str(plan.ranking),
+                    body = SearchResponse(results=result["results"], mode=plan.query.reasoning,
+                                          ranking=str(plan.ranking),
                                           k=req.k, timings=timings(job, result))
                     yield _sse("result", body.model_dump(exclude_none=True))
                     return

@@ -12,8 +12,8 @@ import socket
 import sys
 from pathlib import Path
 
-from ..cli_args import (DEVICE_HELP, add_engine_arg, add_settings_args, device_arg, model_settings,
-                        non_negative_float, non_negative_int, positive_float, positive_int)
+from ..cli_args import (DEVICE_HELP, add_engine_arg, add_settings_args, device_arg, model_from_args, non_negative_float,
+                        non_negative_int, positive_float, positive_int)
 from ..errors import T1Error
 
 API_KEY_ENV = "T1_API_KEY"
@@ -117,9 +117,7 @@ def cmd_serve(args) -> int:
         torch.set_num_threads(args.threads)
     if args.model is None:
         args.model = index.manifest["model"]["name"]
-    from ..model import T1Model
-
-    model = T1Model.from_pretrained(args.model, device=args.device, engine=args.engine, **model_settings(args))
+    model = model_from_args(args)
     # refuses an index of another model
     index = index.check(model) if args.store else Index.open(args.index, model=model)
     settings = ServeSettings(api_key=api_key, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,

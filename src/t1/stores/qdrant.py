@@ -35,7 +35,9 @@ from ..data import Document
 from ..errors import T1Error
 from ..manifest import check_shape
 from ..search import check_k, exclusion_sets
-from ..index import Hit, Searchable, ShardSink, _doc_row, build_shards, index_spec
+from ..index_build import ShardSink, build_shards, index_spec
+from ..index_format import doc_row
+from ..searchable import Hit, Searchable
 
 DEFAULT_COLLECTION = "t1"
 DEFAULT_PORT = 6333
@@ -147,7 +149,7 @@ class _Sink(ShardSink):
             part = chunk[start : start + UPSERT_BATCH]
             batch = models.Batch(ids=[point_id(d.id) for d in part],
                                  vectors=embeddings[start : start + len(part)].astype(np.float32).tolist(),
-                                 payloads=[{**_doc_row(d), "position": first + start + j} for j, d in enumerate(part)])
+                                 payloads=[{**doc_row(d), "position": first + start + j} for j, d in enumerate(part)])
             with s._lock:
                 s.client.upsert(s.collection, points=batch, wait=True)
 
@@ -227,7 +229,7 @@ class QdrantIndex(Searchable):
 
     def check(self, model=None, instruction: str | None = None) -> "QdrantIndex":
         """Refuse `model` / `instruction` when the store was built with others."""
-        from ..index import check_built_with
+        from ..index_format import check_built_with
 
         check_built_with(self.manifest, self.spec, model, instruction)
         return self

@@ -13,6 +13,7 @@ import argparse
 import os
 
 from ..errors import T1Error
+from ..settings import DEFAULT_TOP_P
 
 STAGES = {"contrastive": "stage 1: InfoNCE with queries in mode `none`",
           "sft": "stage 2: λ·InfoNCE(query + reasoning) + (1−λ)·NLL(reasoning + <emb_token>)"}
@@ -70,7 +71,7 @@ def register(subparsers) -> None:
     source.add_argument("--model", help="T1 model that writes its own traces (e.g. the stage-1 output)")
     reason.add_argument("--samples", type=positive_int, default=4, help="traces sampled per query (default 4)")
     reason.add_argument("--temperature", type=positive_float, default=0.8)
-    reason.add_argument("--top-p", type=top_p, default=0.95)
+    reason.add_argument("--top-p", type=top_p, default=DEFAULT_TOP_P)
     reason.add_argument("--max-new-tokens", type=positive_int, default=256)
     reason.add_argument("--max-rank", type=positive_int, default=1,
                         help="keep a trace only if the best positive ranks at most this high among the "
@@ -205,6 +206,7 @@ def _pair_plan(args, asked: dict[str, int]) -> list:
 
 def _reason(args) -> int:
     from ..atomic import check_output_file
+    from ..cli_args import model_from_args
     from .reasoning_data import SamplingSettings, merge_teacher, self_generate
     from .records import read_records, write_records
 
@@ -216,12 +218,10 @@ def _reason(args) -> int:
         note = f" ({missing} records without a teacher trace dropped)" if missing else ""
         print(f"wrote {len(merged)} records to {args.out}{note}")
         return 0
-    from ..model import T1Model
-
     settings = SamplingSettings(samples=args.samples, temperature=args.temperature, top_p=args.top_p,
                                 max_new_tokens=args.max_new_tokens, max_rank=args.max_rank,
                                 batch_size=args.batch_size, seed=args.seed, whole_sentences=args.whole_sentences)
-    model = T1Model.from_pretrained(args.model, device=args.device, engine=args.engine)
+    model = model_from_args(args)
     summary = self_generate(model, records, args.out, settings, restart=args.restart)
     print(f"kept {summary['accepted']} of {summary['records']} records (best positive ranked <= "
           f"{settings.max_rank}) in {args.out}")

@@ -33,6 +33,7 @@ from ..data import read_jsonl
 from ..errors import T1Error
 from ..export import export_model
 from ..prompts import instruction_or_default
+from ..settings import QuerySettings
 from .reasoning_data import SamplingSettings
 
 STAGE_NAMES = {"base": "0 · starting model", "stage1": "1 · contrastive", "stage2": "2 · reasoning SFT",
@@ -364,10 +365,9 @@ def _evaluate(data, retriever_spec: str, folder: Path, k: int, model=None, mode:
 
     if not (folder / METRICS_FILE).exists():
         settings = settings or EvalSettings()
-        retriever = make_retriever(retriever_spec, data.corpus, model=model, mode=mode,
-                                   query_instruction=instruction_or_default(settings.query_instruction,
-                                                                            data.query_instruction),
-                                   max_new_tokens=settings.max_new_tokens,
+        query = QuerySettings(reasoning=mode, max_new_tokens=settings.max_new_tokens,
+                              instruction=instruction_or_default(settings.query_instruction, data.query_instruction))
+        retriever = make_retriever(retriever_spec, data.corpus, model=model, query=query,
                                    batch_size=settings.batch_size, device=device, show_progress=False)
         run_evaluation(data, retriever, folder, k=k, info={"mode": mode})
     info = read_json(folder / INFO_FILE)
@@ -485,9 +485,9 @@ def choose_fusion_weight(config: CurriculumConfig, out: Path, final: Path, log) 
         qrels = {q: data.qrels[q] for q in queries}
         model = T1Model.from_pretrained(str(final), device=config.device)
         settings = config.eval
-        dense = T1Retriever(model, data.corpus, mode=settings.fusion_mode,
-                            query_instruction=instruction_or_default(settings.query_instruction, data.query_instruction),
-                            max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size, show_progress=False)
+        query = QuerySettings(reasoning=settings.fusion_mode, max_new_tokens=settings.max_new_tokens,
+                              instruction=instruction_or_default(settings.query_instruction, data.query_instruction))
+        dense = T1Retriever(model, data.corpus, query, batch_size=settings.batch_size, show_progress=False)
         runs = [dense.retrieve(queries, settings.k), BM25Retriever(data.corpus).retrieve(queries, settings.k)]
         weight, grid = choose_weight(*runs, qrels)
         write_json(path, {"fusion_weight": weight, "mode": settings.fusion_mode, "claims": len(queries),

@@ -30,6 +30,7 @@ from ..atomic import write_json
 from ..data import read_jsonl
 from ..errors import T1Error
 from ..prompts import instruction_or_default
+from ..settings import DEFAULT_TOP_P
 from .records import Record
 from .rewards import best_positive_rank, cosine_margin
 
@@ -71,7 +72,7 @@ def merge_teacher(records: list[Record], teacher_path: str | Path) -> tuple[list
 class SamplingSettings:
     samples: int = 4
     temperature: float = 0.8
-    top_p: float = 0.95
+    top_p: float = DEFAULT_TOP_P  # the search default (`t1.settings`)
     max_new_tokens: int = 256
     max_rank: int = 1
     batch_size: int = 8

@@ -1,0 +1,274 @@
+"""Building an index: the shard loop every build runs, one process or many, into a folder or a
+vector database (a `ShardSink`).
+
+Building is resumable: each shard's docs file is written, then its .npy (both atomically), and
+a shard counts as done only once its .npy exists, so an interrupted build re-run with the same
+arguments continues from the last complete shard.
+
+Building is also distributed: under `torchrun` / `accelerate launch` (an initialized process
+group, see `t1.distributed`) rank 0 lists the missing shards, the ranks encode disjoint shares of
+them into the same folder (a filesystem they all see), and rank 0 marks the index complete once
+every shard exists. A rerun after any rank died resumes like a one-process build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .atomic import check_output_folder, remove_temporaries, save_npy, write_json, write_jsonl
+from .data import Document
+from .errors import T1Error
+from .index_format import FORMAT_VERSION, SNIPPET_CHARS, corpus_hash, describe_shard_files, doc_row, shard_name
+from .manifest import MANIFEST, read_manifest
+from .prompts import instruction_or_default
+
+SHARD_WAIT_S = 120.0  # how long rank 0 waits for another rank's shard to show on a shared filesystem
+
+
+class ShardSink:
+    """Where a build puts its shards: `Index.build` writes files; a vector database
+    (`t1.stores.qdrant`) writes points. The build loop (`build_shards`) is the same."""
+
+    def read_manifest(self) -> dict | None:
+        raise NotImplementedError
+
+    def write_manifest(self, manifest: dict) -> None:
+        raise NotImplementedError
+
+    def done(self, i: int, chunk: Sequence[Document]) -> bool:
+        raise NotImplementedError
+
+    def write(self, i: int, chunk: Sequence[Document], embeddings: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def has_shards(self) -> bool:
+        """Whether any shard was written (a build that wrote none binds nothing)."""
+        return True
+
+    def wait_done(self, shards: list[tuple[int, Sequence[Document]]]) -> list[int]:
+        """Shards still missing once the ranks reported them written."""
+        return [i for i, chunk in shards if not self.done(i, chunk)]
+
+    def describe(self, shards: int) -> dict:
+        """Manifest entries of a complete build that describe what was written."""
+        return {}
+
+    def clean(self) -> None:
+        """Remove what a process killed mid-write left (called while no rank writes)."""
+
+
+class FolderSink(ShardSink):
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def read_manifest(self) -> dict | None:
+        return read_manifest(self.folder)
+
+    def has_shards(self) -> bool:
+        return any(self.folder.glob("emb-*.npy"))
+
+    def write_manifest(self, manifest: dict) -> None:
+        write_json(self.folder / MANIFEST, manifest)
+
+    def done(self, i, chunk) -> bool:
+        return (self.folder / shard_name(i)[0]).exists()
+
+    def write(self, i, chunk, embeddings) -> None:
+        emb_file, docs_file = shard_name(i)
+        write_jsonl(self.folder / docs_file, (doc_row(d) for d in chunk))
+        save_npy(self.folder / emb_file, embeddings)
+
+    def wait_done(self, shards) -> list[int]:
+        # Another node's rename may take a moment to show here (NFS attribute caches).
+        deadline = time.monotonic() + SHARD_WAIT_S
+        missing = super().wait_done(shards)
+        while missing and time.monotonic() < deadline:
+            time.sleep(1.0)
+            os.listdir(self.folder)  # refreshes the directory cache on NFS
+            missing = [i for i in missing if not self.done(i, shards[i][1])]
+        return missing
+
+    def describe(self, shards: int) -> dict:
+        return {"files": describe_shard_files(self.folder, shards)}
+
+    def clean(self) -> None:
+        remove_temporaries(self.folder)
+
+
+def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: dict, *, where: str,
+                 encode: Callable[[Sequence[Document]], np.ndarray], group=None,
+                 show_progress_bar: bool | None = None) -> tuple[dict, bool]:
+    """Encode `documents` shard by shard into `sink`, resuming, split over the ranks of `group`.
+
+    Rank 0 checks an existing manifest against `spec` and lists the missing shards; each rank
+    encodes every world-th of them; rank 0 marks the manifest complete once all exist. Returns
+    (the manifest, whether it was complete before this call), the same on every rank."""
+    from .distributed import current
+
+    group = group or current()
+    shard_size = spec["shard_size"]
+    if shard_size < 1:
+        raise T1Error(f"shard size must be at least 1, got {shard_size}")
+    starts = range(0, len(documents), shard_size)
+    shards = [(i, documents[start : start + shard_size]) for i, start in enumerate(starts)]
+    state = None
+    if group.is_main:
+        try:
+            old = _binding(sink.read_manifest(), sink)
+            if old is not None:
+                _refuse_other(old, spec, where)
+            if old is not None and old.get("complete"):
+                state = ("complete", old, [])
+            else:
+                sink.clean()
+                sink.write_manifest({**spec, "complete": False})
+                state = ("build", None, [i for i, chunk in shards if not sink.done(i, chunk)])
+        except T1Error as e:
+            state = ("error", str(e), [])
+    state = group.broadcast(state)
+    if state[0] == "error":
+        raise T1Error(state[1])
+    if state[0] == "complete":
+        return state[1], True
+    mine = state[2][group.rank :: group.world]
+    with tqdm(total=sum(len(shards[i][1]) for i in mine), desc="Indexing", unit="doc",
+              disable=show_progress_bar is False or not group.is_main) as bar:  # closed before an error prints
+        for i in mine:
+            chunk = shards[i][1]
+            sink.write(i, chunk, encode(chunk))
+            bar.update(len(chunk))
+    written = group.all_gather(mine)  # every rank has finished its share
+    manifest = None
+    if group.is_main:
+        missing = sink.wait_done(shards)
+        if missing:
+            manifest = f"{where}: shards {missing[:5]} are missing after every rank finished; re-run to resume"
+        else:
+            manifest = {**spec, "complete": True, "shards": len(shards), **sink.describe(len(shards))}
+            if group.world > 1:
+                manifest["built_by"] = {"world_size": group.world, "shards_per_rank": [len(w) for w in written]}
+            sink.write_manifest(manifest)
+    manifest = group.broadcast(manifest)
+    if isinstance(manifest, str):
+        raise T1Error(manifest)
+    return manifest, False
+
+
+def write_embeddings(folder: Path, embeddings, ids: Sequence[str], titles: Sequence[str] | None,
+                     snippets: Sequence[str] | None, shard_size: int, dtype: str, model_name: str) -> dict:
+    """Write embeddings computed elsewhere (`Index.from_embeddings`) as the shards of a complete
+    index tied to no T1 model; returns its manifest."""
+    if dtype not in ("float16", "float32"):
+        raise T1Error(f"dtype must be float16 or float32, got {dtype!r}")
+    if shard_size < 1:
+        raise T1Error(f"shard size must be at least 1, got {shard_size}")
+    folder = Path(folder)
+    check_writable(folder)
+    if isinstance(embeddings, np.ndarray):
+        embeddings = [embeddings]
+    titles = titles if titles is not None else [""] * len(ids)
+    snippets = snippets if snippets is not None else [""] * len(ids)
+    n, shard, dim, left = 0, 0, None, None
+
+    def flush(rows: np.ndarray) -> None:
+        nonlocal shard
+        start = shard * shard_size
+        if start + len(rows) > len(ids):
+            raise T1Error(f"more embeddings than the {len(ids)} ids")
+        emb_file, docs_file = shard_name(shard)
+        write_jsonl(folder / docs_file, ({"id": ids[i], "title": titles[i], "snippet": snippets[i][:SNIPPET_CHARS]}
+                                         for i in range(start, start + len(rows))))
+        save_npy(folder / emb_file, rows.astype(dtype))
+        shard += 1
+
+    for block in embeddings:
+        block = np.atleast_2d(np.asarray(block))
+        dim = block.shape[1] if dim is None else dim
+        if block.shape[1] != dim:
+            raise T1Error(f"embedding blocks have dimensions {dim} and {block.shape[1]}")
+        n += len(block)
+        rows = block if left is None or not len(left) else np.concatenate([left, block])
+        start = 0
+        while len(rows) - start >= shard_size:
+            flush(rows[start : start + shard_size])
+            start += shard_size
+        left = rows[start:].copy()
+    if left is not None and len(left):
+        flush(left)
+    if n != len(ids) or n == 0:
+        raise T1Error(f"got {n} embeddings for {len(ids)} ids")
+    h = hashlib.sha256()
+    for i in ids:
+        h.update(i.encode())
+        h.update(b"\0")
+    manifest = {"format_version": FORMAT_VERSION, "model": {"name": model_name, "fingerprint": model_name},
+                "instruction": None, "max_length": None, "dim": dim, "dtype": dtype, "count": n,
+                "shard_size": shard_size, "corpus_hash": h.hexdigest()[:16], "complete": True, "shards": shard,
+                "files": describe_shard_files(folder, shard)}
+    write_json(folder / MANIFEST, manifest)
+    return manifest
+
+
+def index_spec(model, documents: Sequence[Document], instruction: str | None, max_length: int | None,
+               shard_size: int, dtype: str) -> dict:
+    """The settings that identify a build (what a resumed build must match)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": {"name": model.name_or_path, "fingerprint": model.fingerprint()},
+        "instruction": instruction_or_default(instruction, model.config.document_instruction),
+        "max_length": max_length or model.config.max_document_length,
+        "dim": model.dim,
+        "dtype": dtype,
+        "count": len(documents),
+        "shard_size": shard_size,
+        "corpus_hash": corpus_hash(documents),
+    }
+
+
+def check_output(folder: str | Path, documents: Sequence[Document], shard_size: int, dtype: str) -> None:
+    """What can be checked of an index folder before the model loads: that it can be written,
+    and that an index already there was built from the same corpus with the same layout."""
+    folder = Path(check_output_folder(folder))
+    old = _binding(read_manifest(folder), FolderSink(folder)) if folder.is_dir() else None
+    if old is not None:
+        _refuse_other(old, {"format_version": FORMAT_VERSION, "dtype": dtype, "count": len(documents),
+                            "shard_size": shard_size, "corpus_hash": corpus_hash(documents)}, str(folder))
+
+
+def _binding(old: dict | None, sink: ShardSink) -> dict | None:
+    """The manifest a new build must match: none when the last build failed before writing a
+    shard (`t1 index --max-length 1`), so that the corrected command starts afresh."""
+    if old is not None and not old.get("complete") and not sink.has_shards():
+        return None
+    return old
+
+
+def _refuse_other(old: dict, spec: dict, where: str) -> None:
+    what = _differences(old, spec)
+    if what:
+        raise T1Error(f"{where} holds an index built with a different {', '.join(what)}; "
+                      "use another output folder or delete this one")
+
+
+def _differences(old: dict, spec: dict) -> list[str]:
+    """Settings in which an existing manifest differs from a new build's. The model is
+    identified by its fingerprint, not by the path it was loaded from."""
+    def key(k, manifest):
+        return manifest.get(k, {}).get("fingerprint") if k == "model" else manifest.get(k)
+
+    return [k for k in spec if key(k, old) != key(k, spec)]
+
+
+def check_writable(folder: Path) -> None:
+    check_output_folder(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise T1Error(f"{folder}: cannot create output folder ({e.strerror})") from None
