@@ -128,10 +128,11 @@ def score(spec: str, out: Path, model=None) -> dict:
     """Per-query nDCG@10 on every proxy set for one retriever."""
     from t1.evaluation.metrics import evaluate
     from t1.evaluation.retrievers import make_retriever
+    from t1.settings import QuerySettings
 
     result = {}
     for name, instruction, queries, qrels, corpus in _eval_sets(out):
-        retriever = make_retriever(spec, corpus, model=model, mode="none", query_instruction=instruction,
+        retriever = make_retriever(spec, corpus, model=model, query=QuerySettings(reasoning="none", instruction=instruction),
                                    batch_size=16, reasoning_cache=False, show_progress=False)
         if hasattr(retriever, "max_length"):
             retriever.max_length = EVAL_LENGTH

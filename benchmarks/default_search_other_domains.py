@@ -36,10 +36,12 @@ def main() -> int:
 
     from t1.data import Document
     from t1.evaluation.metrics import evaluate, paired_bootstrap
-    from t1.evaluation.retrievers import load_t1_model, make_retriever
+    from t1.evaluation.retrievers import make_retriever
+    from t1.model import load_model
+    from t1.settings import QuerySettings
     from t1.fusion import fuse
 
-    model = load_t1_model(args.model, "cpu")
+    model = load_model(args.model, "cpu")
     t1_weight = model.config.fusion_weight
     singles = {"BM25": ("bm25", None), "all-MiniLM-L6-v2": ("st:all-minilm-l6-v2", None),
                "T1 none": (f"t1:{args.model}", "none"), "T1 generate": (f"t1:{args.model}", "generate")}
@@ -52,8 +54,9 @@ def main() -> int:
         corpus = [Document(i, t) for i, t in texts.items()]
         runs = {}
         for name, (spec, mode) in singles.items():
-            retriever = make_retriever(spec, corpus, model=model, mode=mode or "none", query_instruction=instruction,
-                                       max_new_tokens=args.max_new_tokens, batch_size=16, reasoning_cache=False,
+            retriever = make_retriever(spec, corpus, model=model, batch_size=16,
+                                       query=QuerySettings(reasoning=mode or "none", instruction=instruction,
+                                                           max_new_tokens=args.max_new_tokens), reasoning_cache=False,
                                        show_progress=False)
             start = time.perf_counter()
             runs[name] = retriever.retrieve(queries, k=100)

@@ -32,16 +32,18 @@ def main() -> int:
 
     from t1.evaluation.datasets import load_eval_data
     from t1.evaluation.metrics import evaluate, paired_bootstrap
-    from t1.evaluation.retrievers import load_t1_model, make_retriever
+    from t1.evaluation.retrievers import make_retriever
+    from t1.model import load_model
+    from t1.settings import QuerySettings
 
     data = load_eval_data(args.dataset, args.split)
-    model = load_t1_model(args.model, "cpu")
+    model = load_model(args.model, "cpu")
     engines = ["hf", *[e for e in args.engines.split(",") if e and e != "hf"]]
     per_query, traces, rows = {}, {}, []
     for name in engines:
         model.use_engine(name)
-        retriever = make_retriever(f"t1:{args.model}", data.corpus, model=model, mode="generate",
-                                   query_instruction=args.query_instruction, reasoning_cache=False,
+        retriever = make_retriever(f"t1:{args.model}", data.corpus, model=model, reasoning_cache=False,
+                                   query=QuerySettings(reasoning="generate", instruction=args.query_instruction),
                                    show_progress=sys.stderr.isatty())
         start = time.perf_counter()
         results = retriever.retrieve(data.queries, k=100)

@@ -49,14 +49,16 @@ def main() -> int:
     args = parser.parse_args()
 
     from t1.evaluation.datasets import load_eval_data
-    from t1.evaluation.retrievers import BM25Retriever, T1Retriever, load_t1_model
+    from t1.evaluation.retrievers import BM25Retriever, T1Retriever
+    from t1.model import load_model
+    from t1.settings import QuerySettings
     from t1.fusion import fuse
 
     data = load_eval_data(args.dataset, args.split)
-    model = load_t1_model(args.model, "cpu")
+    model = load_model(args.model, "cpu")
     qids = list(data.queries)
     texts = [data.queries[q] for q in qids]
-    t1 = T1Retriever(model, data.corpus, mode="none", query_instruction=CLAIM_INSTRUCTION, batch_size=args.batch_size,
+    t1 = T1Retriever(model, data.corpus, QuerySettings(reasoning="none", instruction=CLAIM_INSTRUCTION), batch_size=args.batch_size,
                      reasoning_cache=False)
     t1.retrieve({qids[0]: texts[0]}, k=10)  # opens (or builds) the cached corpus index
     index = t1.index

@@ -56,6 +56,7 @@ def run(args) -> int:
     from t1.evaluation.datasets import load_eval_data
     from t1.evaluation.retrievers import make_retriever
     from t1.evaluation.runs import run_evaluation
+    from t1.settings import QuerySettings
 
     data = load_eval_data(args.dataset, args.split)
     jobs = [(spec, mode) for spec in args.retrievers
@@ -64,8 +65,8 @@ def run(args) -> int:
     for spec, mode in jobs:
         label = f"{spec} ({mode})" if mode else spec
         start = time.perf_counter()
-        retriever = make_retriever(spec, data.corpus, mode=mode or "generate", device=args.device,
-                                   max_new_tokens=args.max_new_tokens, show_progress=sys.stderr.isatty())
+        retriever = make_retriever(spec, data.corpus, query=QuerySettings(reasoning=mode or "generate", max_new_tokens=args.max_new_tokens),
+                                   device=args.device, show_progress=sys.stderr.isatty())
         folder = Path(args.out) / (spec.replace(":", "-").replace("/", "_") + (f"-{mode}" if mode else ""))
         evaluation = run_evaluation(data, retriever, folder, k=1000)
         wall = time.perf_counter() - start

@@ -54,18 +54,21 @@ def main() -> int:
 
     from t1.evaluation.datasets import load_eval_data
     from t1.evaluation.metrics import evaluate, paired_bootstrap
-    from t1.evaluation.retrievers import load_t1_model, make_retriever
+    from t1.evaluation.retrievers import make_retriever
+    from t1.model import load_model
+    from t1.settings import QuerySettings
     from t1.fusion import choose_weight, fuse
 
     dev = load_eval_data(args.dataset, args.split)
     held = holdout_data(args.dataset, args.holdout)
-    model = load_t1_model(args.model, "cpu")
+    model = load_model(args.model, "cpu")
     singles = {"BM25": ("bm25", None), "all-MiniLM-L6-v2": ("st:all-minilm-l6-v2", None),
                "T1 none": (f"t1:{args.model}", "none"), "T1 generate": (f"t1:{args.model}", "generate")}
     runs, seconds, traces = {}, {}, {}
     for name, (spec, mode) in singles.items():
-        retriever = make_retriever(spec, dev.corpus, model=model, mode=mode or "none",
-                                   query_instruction=args.query_instruction, max_new_tokens=args.max_new_tokens,
+        retriever = make_retriever(spec, dev.corpus, model=model,
+                                   query=QuerySettings(reasoning=mode or "none", instruction=args.query_instruction,
+                                                       max_new_tokens=args.max_new_tokens),
                                    batch_size=args.batch_size, show_progress=sys.stderr.isatty())
         start = time.perf_counter()
         for split, data in (("holdout", held), ("dev", dev)):
