@@ -11,6 +11,7 @@ seeded from torch's generator, so `torch.manual_seed` makes it repeatable as wit
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 
 import torch
@@ -35,8 +36,9 @@ class LlamaCppEngine:
         self.model, self.lib = model, llama_cpp
         self.name = "llama.cpp" if quantization is None else f"llama.cpp-{quantization.split('_')[0]}"
         self.exact = quantization is None
-        self.llm = llama_cpp.Llama(str(_cached_gguf(model, quantization)), n_ctx=4096, n_batch=512,
-                                   n_threads=torch.get_num_threads(), verbose=False)
+        with _plain_weight_buffers(llama_cpp) if quantization else contextlib.nullcontext():
+            self.llm = llama_cpp.Llama(str(_cached_gguf(model, quantization)), n_ctx=4096, n_batch=512,
+                                       n_threads=torch.get_num_threads(), verbose=False)
         atexit.register(self.llm.close)  # before interpreter teardown, which its own __del__ does not survive
 
     def rollout(self, prompts, max_new_tokens, num_samples=1, do_sample=False, temperature=1.0, top_p=1.0,
@@ -100,6 +102,28 @@ class LlamaCppEngine:
             return [pointer[i] for i in range(self.llm.n_embd())]
         finally:
             self.lib.llama_set_embeddings(ctx, False)
+
+
+@contextlib.contextmanager
+def _plain_weight_buffers(llama_cpp):
+    """Load quantised weights as stored, without llama.cpp's "extra" CPU buffer types (weights
+    repacked for AMX tiles or wider SIMD): on a CPU with AMX (this project's, in a VM) that path
+    crashed with SIGSEGV at the first decode. llama-cpp-python's `Llama` has no argument for it, so
+    its default model parameters are wrapped while it loads."""
+    from llama_cpp import llama as module
+
+    original = module.llama_cpp.llama_model_default_params
+
+    def params():
+        out = original()
+        out.use_extra_bufts = False
+        return out
+
+    module.llama_cpp.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        module.llama_cpp.llama_model_default_params = original
 
 
 def _cached_gguf(model, quantization: str | None = None):
