@@ -14,6 +14,7 @@ from t1.index import Index
 from t1.query import search
 from t1.reasoning_cache import ReasoningCache
 from t1.settings import DEFAULT_TOP_P, QuerySettings
+from tiny_model import GenerationCounter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,27 +110,13 @@ def test_every_entry_point_gives_the_same_hits_and_traces(settings, tiny_model, 
     assert all(cli[0]) == (settings.reasoning == "generate")
 
 
-class Counting:
-    """Counts the traces any T1Model really generates (the CLI loads a model of its own)."""
-
-    def __init__(self, model, monkeypatch):
-        self.rows = 0
-        original = type(model)._generate
-
-        def counted(this, prompts, *args, **kwargs):
-            self.rows += len(prompts)
-            return original(this, prompts, *args, **kwargs)
-
-        monkeypatch.setattr(type(model), "_generate", counted)
-
-
 def test_sampled_traces_written_by_one_entry_point_are_cache_hits_in_every_other(
         tiny_model, tiny_model_path, index_dir, capsys, monkeypatch):
     pytest.importorskip("fastapi")
     index = Index.open(index_dir, model=tiny_model)
     settings = QuerySettings(reasoning="generate", max_new_tokens=TOKENS, num_traces=2, hybrid=False)
     assert settings.top_p == DEFAULT_TOP_P
-    counter = Counting(tiny_model, monkeypatch)
+    counter = GenerationCounter(tiny_model, monkeypatch)
     cli = via_cli(capsys, tiny_model_path, index_dir, settings)  # samples 2 traces per query, stores them
     assert counter.rows == 2 * len(QUERIES) and len(ReasoningCache(_cache())) == 2 * len(QUERIES)
     assert via_api(tiny_model, index, settings) == cli

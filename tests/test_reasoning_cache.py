@@ -13,24 +13,9 @@ from t1 import T1Model
 from t1.cli import main
 from t1.evaluation.datasets import load_reasoning_file
 from t1.reasoning_cache import ReasoningCache
+from tiny_model import GenerationCounter
 
 QUERIES = ["why do cells divide", "what is a prime", "river rock climate", "solar carbon plant"]
-
-
-class Counting:
-    """Counts the traces the model really generates."""
-
-    def __init__(self, model, monkeypatch):
-        self.rows = 0
-        original = type(model)._generate
-
-        def counted(this, prompts, *args, **kwargs):
-            self.rows += len(prompts)
-            return original(this, prompts, *args, **kwargs)
-
-        # On the class, not the shared instance (see test_integrations: monkeypatch would leave a
-        # bound method behind on the session model).
-        monkeypatch.setattr(type(model), "_generate", counted)
 
 
 def test_key_changes_with_every_part():
@@ -46,7 +31,7 @@ def test_key_changes_with_every_part():
 
 def test_cached_traces_are_reused_only_for_the_same_settings(tiny_model, tmp_path, monkeypatch):
     cache = ReasoningCache(tmp_path)
-    counter = Counting(tiny_model, monkeypatch)
+    counter = GenerationCounter(tiny_model, monkeypatch)
     first = tiny_model.encode_query(QUERIES, max_new_tokens=5, cache=cache, query_ids=["a", "b", "c", "d"])
     assert counter.rows == 4 and len(cache) == 4
     again = tiny_model.encode_query(QUERIES, max_new_tokens=5, cache=cache)
@@ -117,7 +102,7 @@ def test_export_replays_in_mode_given(tiny_model, tmp_path, capsys):
 
 def test_several_traces_per_query_fuse_and_cache_per_sample(tiny_model, tmp_path, monkeypatch):
     cache = ReasoningCache(tmp_path)
-    counter = Counting(tiny_model, monkeypatch)
+    counter = GenerationCounter(tiny_model, monkeypatch)
     torch.manual_seed(0)
     out = tiny_model.encode_query(QUERIES[:2], max_new_tokens=4, num_traces=3, temperature=1.5, cache=cache)
     assert out.trace_embeddings.shape == (2, 3, tiny_model.dim) and [len(t) for t in out.traces] == [3, 3]
@@ -155,7 +140,7 @@ def test_adaptive_reasoning_reasons_only_when_the_plain_embedding_is_unsure(tiny
     docs = [Document(f"d{i}", t) for i, t in enumerate(["cell protein gene", "river water rock", "prime integer proof",
                                                            "solar carbon plant", "market price robot"])]
     index = Index.build(tiny_model, docs, tmp_path / "idx")
-    counter = Counting(tiny_model, monkeypatch)
+    counter = GenerationCounter(tiny_model, monkeypatch)
     plain = index.search(tiny_model.encode_query(QUERIES, reasoning="none").embeddings, k=2)
     gaps = [h[0].score - h[1].score for h in plain]
     margin = sorted(gaps)[1] + 1e-6  # the two least confident queries reason

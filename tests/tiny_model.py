@@ -57,3 +57,19 @@ def build_tiny_model(folder: str | Path, hidden: int = 64, layers: int = 2, seed
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+class GenerationCounter:
+    """Counts the traces any `T1Model` really generates (patched on the class, not the shared
+    instance: monkeypatch would leave a bound method behind on the session model, and the CLI
+    loads a model of its own)."""
+
+    def __init__(self, model, monkeypatch):
+        self.rows = 0
+        original = type(model)._generate
+
+        def counted(this, prompts, *args, **kwargs):
+            self.rows += len(prompts)
+            return original(this, prompts, *args, **kwargs)
+
+        monkeypatch.setattr(type(model), "_generate", counted)
