@@ -211,8 +211,9 @@ def cmd_traces(args) -> int:
 def cmd_export(args) -> int:
     if args.gguf:
         from .gguf_export import export_gguf
+        from .model import load_model
 
-        out = export_gguf(args.model, args.out)
+        out = export_gguf(load_model(args.model, "cpu"), args.out)
         print(f"exported {args.model} to {out} (GGUF, fp32, adapter merged) for llama.cpp")
         return 0
     from .export import export_model

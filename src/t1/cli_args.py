@@ -161,3 +161,12 @@ def add_engine_arg(p: argparse.ArgumentParser) -> None:
     from .generation import ENGINE_HELP, ENGINES
 
     p.add_argument("--engine", choices=ENGINES, default=None, help=ENGINE_HELP)
+
+
+def add_config_command(subparsers, name: str, help_text: str, func) -> None:
+    """A command whose arguments (`--config FILE`, `--field value`, `--help`) all go to a
+    dataclass parser of its own, which lists every field: `+` as argparse's prefix keeps
+    `--...` tokens out of this parser's hands."""
+    p = subparsers.add_parser(name, help=help_text, add_help=False, prefix_chars="+")
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=func)

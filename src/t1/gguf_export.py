@@ -40,16 +40,17 @@ def _permute(weight: np.ndarray, heads: int) -> np.ndarray:
     return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def export_gguf(source: str, out: str | Path) -> Path:
-    """Write `source` (a T1 model on a GGUF-shipped backbone) to the GGUF file `out`, in fp32."""
+def export_gguf(model, out: str | Path) -> Path:
+    """Write `model` (a loaded `T1Model` on a GGUF-shipped backbone, its adapter merged, as
+    inference loads it) to the GGUF file `out`, in fp32."""
     import gguf
-
-    from .model import T1Model
 
     out = Path(out)
     if out.exists():
         raise T1Error(f"{out}: exists (choose another file)")
-    model = T1Model.from_pretrained(source, device="cpu", merge_adapter=True)
+    source = model.name_or_path
+    if hasattr(model.backbone, "merge_and_unload"):
+        raise T1Error(f"{source}: load it with its adapter merged (merge_adapter=True) to write a GGUF")
     reader = gguf.GGUFReader(backbone_gguf(model.config.backbone))
     arch = reader.fields["general.architecture"].contents()
     tokens = reader.fields["tokenizer.ggml.tokens"].contents()

@@ -134,7 +134,7 @@ def _cached_gguf(model, quantization: str | None = None):
     if not path.exists():
         backbone_gguf(model.config.backbone)  # a backbone that cannot be exported fails before the note
         logger.warning("writing a GGUF of %s for llama.cpp to %s (once)", model.name_or_path, path)
-        export_gguf(model.name_or_path, path)
+        export_gguf(model, path)
     if quantization is None:
         return path
     quantized = path.with_suffix(f".{quantization}.gguf")

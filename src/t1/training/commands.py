@@ -9,7 +9,6 @@ every field), and runs the same way on one CPU and on many GPUs:
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from ..errors import T1Error
@@ -19,18 +18,10 @@ STAGES = {"contrastive": "stage 1: InfoNCE with queries in mode `none`",
           "sft": "stage 2: λ·InfoNCE(query + reasoning) + (1−λ)·NLL(reasoning + <emb_token>)"}
 
 
-def add_config_command(subparsers, name: str, help_text: str, func) -> None:
-    """A command whose arguments (`--config FILE`, `--field value`, `--help`) all go to a
-    dataclass parser of its own, which lists every field: `+` as argparse's prefix keeps
-    `--...` tokens out of this parser's hands."""
-    p = subparsers.add_parser(name, help=help_text, add_help=False, prefix_chars="+")
-    p.add_argument("argv", nargs=argparse.REMAINDER)
-    p.set_defaults(func=func)
-
-
 def register(subparsers) -> None:
     from ..cli_args import (
         DEVICE_HELP,
+        add_config_command,
         add_engine_arg,
         device_arg,
         non_negative_int,

@@ -9,7 +9,7 @@ after each). `register_grpo(train_subparsers)` adds them to the `t1 train` group
 from __future__ import annotations
 
 from ..errors import T1Error
-from .commands import add_config_command
+from ..cli_args import add_config_command
 
 
 def register_grpo(train_subparsers) -> None:
