@@ -2,6 +2,8 @@
 the index format at the bottom (issue #20, item 2)."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,7 @@ def test_nothing_below_the_cli_imports_it(path):
 
 @pytest.mark.parametrize("name", ["model.py", "index.py", "index_build.py", "index_format.py", "searchable.py",
                                   "query.py", "settings.py", "prompts.py", "reasoning.py", "data.py", "manifest.py",
-                                  "bright_tasks.py", "cli_args.py"])
+                                  "bright_tasks.py", "cli_args.py", "hits.py"])
 def test_the_core_imports_nothing_above_it(name):
     above = ("t1.evaluation", "t1.serve", "t1.training", "t1.integrations", "t1.cli")
     assert not {n for n in imported(SRC / name) if n.startswith(above) and not n.startswith("t1.cli_args")}
@@ -44,3 +46,12 @@ def test_the_core_imports_nothing_above_it(name):
 def test_storage_leaves_queries_to_the_pipeline(name):
     """How queries are embedded and ranked is `t1.query`'s: the storage modules never encode them."""
     assert not {n for n in imported(SRC / name) if n.startswith(("t1.query", "t1.model"))}
+
+
+def test_no_module_imports_itself_through_others():
+    """No cycle among t1's modules, lazy imports inside functions included
+    (`scripts/import_graph.py`, which also prints the graph by layer)."""
+    script = SRC.parents[1] / "scripts" / "import_graph.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    assert "module cycles: 0" in result.stdout

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from .data import as_texts
 from .errors import T1Error
-from .searchable import Hit, SearchRanking
+from .hits import Hit, SearchRanking
 from .search import exclusion_sets
 from .settings import GIVEN, QuerySettings
 
