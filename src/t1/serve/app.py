@@ -13,18 +13,15 @@ an HttpOnly, SameSite=Strict cookie and redirects to `/` (the key leaves the add
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from http.cookies import SimpleCookie
 from importlib.resources import files
-from typing import Literal
-from urllib.parse import parse_qsl, urlencode
+from typing import AsyncIterator, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,14 +32,11 @@ from ..settings import (DEFAULT_AUTO_MARGIN, DEFAULT_TEMPERATURE, DEFAULT_TOP_P,
                         QuerySettings)
 from .batcher import Batcher, Busy, Job
 from .engine import Engine, Plan, Work
+from .gate import NOTE, Gate
 
 logger = logging.getLogger("t1.serve")
 
-PUBLIC_PATHS = frozenset({"/health"})
-MODEL_PATHS = frozenset({"/search", "/search/stream", "/encode"})  # the requests that may join a batch
-KEY_COOKIE = "t1_key"
 KEEP_ALIVE_S = 15.0  # an idle stream (queued behind others) gets a comment line this often
-NOTE = "t1.note"  # scope entry: the one-line reason logged with a request's status
 SEARCH_MODES = (*REASONING_MODES, GIVEN)
 SearchMode = Literal[SEARCH_MODES]
 EncodeMode = Literal[tuple(m for m in SEARCH_MODES if m != "auto")]
@@ -300,101 +294,139 @@ def validation_message(errors) -> tuple[int, str]:
 
 
 # ---------------------------------------------------------------- access and logging
-class Gate:
-    """Pure ASGI middleware: body size limit, API key, and one log line per request."""
-
-    def __init__(self, app, api_key: str | None, max_body_bytes: int, counter: list[int], poke=None):
-        self.app = app
-        self.api_key = api_key.encode() if api_key else None
-        self.max_body_bytes = max_body_bytes
-        self.counter = counter  # [requests to MODEL_PATHS in flight], for the batcher's adaptive wait
-        self.poke = poke
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        status = {"code": 500}
-        counted = scope["path"] in MODEL_PATHS
-        self.counter[0] += counted
-
-        async def send_logged(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            refusal = self._refusal(scope)
-            if refusal is not None:
-                scope[NOTE] = json.loads(refusal.body)["detail"] if refusal.status_code != 303 else "key accepted"
-                await refusal(scope, receive, send_logged)
-            else:
-                await self.app(scope, self._limited(receive), send_logged)
-        finally:
-            self.counter[0] -= counted
-            if counted and self.poke is not None:
-                self.poke()
-            client = scope.get("client")
-            who = f"{client[0]}:{client[1]}" if client else "-"
-            note = scope.get(NOTE)
-            logger.info('%s "%s %s" %d %.1fms%s', who, scope["method"], scope["path"], status["code"],
-                        (time.perf_counter() - start) * 1000, f" - {note}" if note else "")
-
-    def _limited(self, receive):
-        """`receive` that counts the body as it arrives: a body sent without a length (chunked)
-        past the limit is refused with 413 once it crosses it, not read whole first."""
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    raise HTTPException(413, f"request body is more than the limit of {self.max_body_bytes} bytes")
-            return message
-
-        return limited
-
-    def _refusal(self, scope) -> Response | None:
-        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            return JSONResponse({"detail": f"request body is {int(length)} bytes, more than the limit of "
-                                           f"{self.max_body_bytes}"}, status_code=413)
-        if self.api_key is None or scope["path"] in PUBLIC_PATHS:
-            return None
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        from_url = next((v for k, v in query if k == "key"), None)
-        if from_url is not None and scope["method"] == "GET" and self._matches(from_url.encode()):
-            rest = urlencode([(k, v) for k, v in query if k != "key"])
-            response = Response(status_code=303, headers={"Location": scope["path"] + (f"?{rest}" if rest else "")})
-            response.set_cookie(KEY_COOKIE, from_url, httponly=True, samesite="strict", path="/")
-            return response
-        if self._matches(headers.get("x-api-key")):
-            return None
-        auth = headers.get("authorization", b"")
-        if auth[:7].lower() == b"bearer " and self._matches(auth[7:].strip()):
-            return None
-        cookie = headers.get("cookie")
-        if cookie:
-            jar = SimpleCookie()
-            try:
-                jar.load(cookie.decode("latin-1"))
-            except Exception:  # noqa: BLE001 - a malformed cookie header is just no key
-                jar = {}
-            if KEY_COOKIE in jar and self._matches(jar[KEY_COOKIE].value.encode("latin-1")):
-                return None
-        given = any(headers.get(h) for h in ("x-api-key", "authorization")) or from_url is not None
-        return JSONResponse({"detail": "wrong API key" if given else
-                             "missing API key: send X-API-Key or Authorization: Bearer (browsers: open /?key=KEY)"},
-                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
-
-    def _matches(self, candidate: bytes | None) -> bool:
-        return candidate is not None and hmac.compare_digest(candidate, self.api_key)
-
-
 # ---------------------------------------------------------------- the app
+class Responder:
+    """Queues planned work on the batcher and turns each job's outcome into a response: the
+    result, or the status of its failure (422 a user's mistake, 499 a client gone, 503 busy or
+    cancelled, 504 a timeout, 500 a bug)."""
+
+    def __init__(self, engine: Engine, settings: ServeSettings, batcher: Batcher):
+        self.engine, self.settings, self.batcher = engine, settings, batcher
+
+    @staticmethod
+    def refuse(request: Request, status: int, msg: str) -> JSONResponse:
+        request.scope[NOTE] = msg
+        return JSONResponse({"detail": msg}, status_code=status)
+
+    def submit(self, request: Request, plan: Plan, work: Work) -> Job:
+        return self.batcher.submit(plan, len(work.texts) * plan.query.traces, work)
+
+    async def outcome(self, request: Request, job: Job) -> dict | Response:
+        """The job's result, or the response for its failure (timeout, error, disconnect)."""
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({job.future, gone}, timeout=max(0.0, job.arrived + self.settings.timeout_s
+                                                                  - time.perf_counter()),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not job.future.done():
+            job.abandon()
+            if gone.done() and not gone.cancelled():
+                request.scope[NOTE] = "client disconnected"
+                return Response(status_code=499)
+            return self.refuse(request, 504, f"timed out after {self.settings.timeout_s:g}s")
+        if job.future.cancelled():
+            return self.refuse(request, 503, "request cancelled")
+        exc = job.future.exception()
+        if isinstance(exc, T1Error):
+            return self.refuse(request, 422, str(exc).splitlines()[0] if str(exc) else "invalid request")
+        if exc is not None:
+            logger.error("request failed", exc_info=exc)
+            return self.refuse(request, 500, f"internal error ({type(exc).__name__})")
+        return job.future.result()
+
+    async def run_planned(self, request: Request, planner, req) -> tuple[Job | None, dict | Response]:
+        """Plan a request, queue it and wait: (job, its result) or (job or None, the error response)."""
+        try:
+            plan, work = planner(req, self.settings, self.engine)
+        except BadRequest as e:
+            return None, self.refuse(request, 422, str(e))
+        job = self.queued(request, plan, work)
+        if isinstance(job, Response):
+            return None, job
+        return job, await self.outcome(request, job)
+
+    @staticmethod
+    def timings(job: Job, result: dict) -> dict:
+        return {"queue_ms": round(((job.started or job.arrived) - job.arrived) * 1000, 2), **result["timings"],
+                "total_ms": round((time.perf_counter() - job.arrived) * 1000, 2),
+                "batch_queries": job.batch_rows, "batch_requests": job.batch_jobs}
+
+    def queued(self, request, plan, work) -> Job | JSONResponse:
+        try:
+            return self.submit(request, plan, work)
+        except Busy as e:
+            return self.refuse(request, 503, str(e))
+
+
+def describe(engine: Engine, settings: ServeSettings, batcher: Batcher) -> dict:
+    """What /info answers: the model, the index, the ranking and the limits (never the key)."""
+    from .. import __version__
+
+    index = engine.index
+    return {
+        "model": {"name": engine.model.name_or_path, "fingerprint": engine.fingerprint, "dim": engine.model.dim,
+                  "max_new_tokens": engine.model.config.max_new_tokens},
+        "index": {"folder": str(index.folder), "documents": len(index), "dim": index.manifest["dim"],
+                  "dtype": index.manifest.get("dtype"), "bm25": index.has_bm25,
+                  "built_with": index.manifest["model"]["name"]},
+        "reasoning_modes": list(SEARCH_MODES),
+        "hybrid": index.has_bm25,
+        "ranking": str(engine.ranking),  # what a search without hybrid settings uses
+        "batching": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
+                     "adaptive_wait": settings.adaptive_wait, "batches_run": batcher.batches},
+        "limits": {k: v for k, v in asdict(settings).items() if k != "api_key"}
+                  | {"max_new_tokens": settings.max_new_tokens or engine.model.config.max_new_tokens},
+        "auth": settings.api_key is not None,
+        "reasoning_cache": None if engine.cache_path is None else str(engine.cache_path),
+        "version": __version__,
+    }
+
+
+async def stream_events(responder: Responder, request: Request, req: SearchRequest, plan: Plan, job: Job,
+                        pieces: asyncio.Queue) -> AsyncIterator[str]:
+    """The server-sent events of one streamed search: each piece of the trace as it comes
+    (`reasoning`), keep-alive comments while it waits, then `result` or `error`."""
+    settings = responder.settings
+    try:
+        while True:
+            piece = asyncio.ensure_future(pieces.get())
+            left = job.arrived + settings.timeout_s - time.perf_counter()
+            await asyncio.wait({piece, job.future}, timeout=max(0.0, min(left, KEEP_ALIVE_S)),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if piece.done():
+                yield _sse("reasoning", {"text": piece.result()})
+                continue
+            piece.cancel()
+            if not job.future.done() and left > KEEP_ALIVE_S:
+                yield ": keep-alive\n\n"  # an SSE comment: keeps proxies from closing an idle stream
+                continue
+            if not job.future.done():
+                request.scope[NOTE] = f"timed out after {settings.timeout_s:g}s"
+                yield _sse("error", {"detail": request.scope[NOTE]})
+                return
+            while not pieces.empty():
+                yield _sse("reasoning", {"text": pieces.get_nowait()})
+            exc = None if job.future.cancelled() else job.future.exception()
+            if job.future.cancelled() or exc is not None:
+                detail = str(exc).splitlines()[0] if isinstance(exc, T1Error) and str(exc) else \
+                    "request cancelled" if exc is None else f"internal error ({type(exc).__name__})"
+                if exc is not None and not isinstance(exc, T1Error):
+                    logger.error("request failed", exc_info=exc)
+                request.scope[NOTE] = detail
+                yield _sse("error", {"detail": detail})
+                return
+            result = job.future.result()
+            body = SearchResponse(results=result["results"], mode=plan.query.reasoning,
+                                  ranking=str(plan.ranking),
+                                  k=req.k, timings=responder.timings(job, result))
+            yield _sse("result", body.model_dump(exclude_none=True))
+            return
+    finally:
+        job.abandon()  # no-op when it finished; stops its generation when the client left
+
+
 def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
     in_flight = [0]
@@ -428,59 +460,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         request.scope[NOTE] = msg
         return JSONResponse({"detail": msg}, status_code=status)
 
-    def refuse(request: Request, status: int, msg: str) -> JSONResponse:
-        request.scope[NOTE] = msg
-        return JSONResponse({"detail": msg}, status_code=status)
-
-    def submit(request: Request, plan: Plan, work: Work) -> Job:
-        return batcher.submit(plan, len(work.texts) * plan.query.traces, work)
-
-    async def outcome(request: Request, job: Job) -> dict | Response:
-        """The job's result, or the response for its failure (timeout, error, disconnect)."""
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            await asyncio.wait({job.future, gone}, timeout=max(0.0, job.arrived + settings.timeout_s
-                                                                  - time.perf_counter()),
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not job.future.done():
-            job.abandon()
-            if gone.done() and not gone.cancelled():
-                request.scope[NOTE] = "client disconnected"
-                return Response(status_code=499)
-            return refuse(request, 504, f"timed out after {settings.timeout_s:g}s")
-        if job.future.cancelled():
-            return refuse(request, 503, "request cancelled")
-        exc = job.future.exception()
-        if isinstance(exc, T1Error):
-            return refuse(request, 422, str(exc).splitlines()[0] if str(exc) else "invalid request")
-        if exc is not None:
-            logger.error("request failed", exc_info=exc)
-            return refuse(request, 500, f"internal error ({type(exc).__name__})")
-        return job.future.result()
-
-    async def run_planned(request: Request, planner, req) -> tuple[Job | None, dict | Response]:
-        """Plan a request, queue it and wait: (job, its result) or (job or None, the error response)."""
-        try:
-            plan, work = planner(req, settings, engine)
-        except BadRequest as e:
-            return None, refuse(request, 422, str(e))
-        job = queued(request, plan, work)
-        if isinstance(job, Response):
-            return None, job
-        return job, await outcome(request, job)
-
-    def timings(job: Job, result: dict) -> dict:
-        return {"queue_ms": round(((job.started or job.arrived) - job.arrived) * 1000, 2), **result["timings"],
-                "total_ms": round((time.perf_counter() - job.arrived) * 1000, 2),
-                "batch_queries": job.batch_rows, "batch_requests": job.batch_jobs}
-
-    def queued(request, plan, work) -> Job | JSONResponse:
-        try:
-            return submit(request, plan, work)
-        except Busy as e:
-            return refuse(request, 503, str(e))
+    responder = Responder(engine, settings, batcher)
+    refuse, queued, timings = responder.refuse, responder.queued, responder.timings
 
     # ---------------------------------------------------------------- routes
     @app.get("/health", summary="liveness (no key needed)")
@@ -489,29 +470,12 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
     @app.get("/info", summary="model, index and limits")
     async def info():
-        index = engine.index
-        return {
-            "model": {"name": engine.model.name_or_path, "fingerprint": engine.fingerprint, "dim": engine.model.dim,
-                      "max_new_tokens": engine.model.config.max_new_tokens},
-            "index": {"folder": str(index.folder), "documents": len(index), "dim": index.manifest["dim"],
-                      "dtype": index.manifest.get("dtype"), "bm25": index.has_bm25,
-                      "built_with": index.manifest["model"]["name"]},
-            "reasoning_modes": list(SEARCH_MODES),
-            "hybrid": index.has_bm25,
-            "ranking": str(engine.ranking),  # what a search without hybrid settings uses
-            "batching": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
-                         "adaptive_wait": settings.adaptive_wait, "batches_run": batcher.batches},
-            "limits": {k: v for k, v in asdict(settings).items() if k != "api_key"}
-                      | {"max_new_tokens": settings.max_new_tokens or engine.model.config.max_new_tokens},
-            "auth": settings.api_key is not None,
-            "reasoning_cache": None if engine.cache_path is None else str(engine.cache_path),
-            "version": __version__,
-        }
+        return describe(engine, settings, batcher)
 
     @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True,
               summary="reason about one query or a list, and search the index")
     async def search(req: SearchRequest, request: Request):
-        job, result = await run_planned(request, plan_search, req)
+        job, result = await responder.run_planned(request, plan_search, req)
         if isinstance(result, Response):
             return result
         plan = job.key  # the batch key is the request's plan
@@ -543,52 +507,14 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         job = queued(request, plan, work)
         if isinstance(job, Response):
             return job
-
-        async def events():
-            try:
-                while True:
-                    piece = asyncio.ensure_future(pieces.get())
-                    left = job.arrived + settings.timeout_s - time.perf_counter()
-                    await asyncio.wait({piece, job.future}, timeout=max(0.0, min(left, KEEP_ALIVE_S)),
-                                       return_when=asyncio.FIRST_COMPLETED)
-                    if piece.done():
-                        yield _sse("reasoning", {"text": piece.result()})
-                        continue
-                    piece.cancel()
-                    if not job.future.done() and left > KEEP_ALIVE_S:
-                        yield ": keep-alive\n\n"  # an SSE comment: keeps proxies from closing an idle stream
-                        continue
-                    if not job.future.done():
-                        request.scope[NOTE] = f"timed out after {settings.timeout_s:g}s"
-                        yield _sse("error", {"detail": request.scope[NOTE]})
-                        return
-                    while not pieces.empty():
-                        yield _sse("reasoning", {"text": pieces.get_nowait()})
-                    exc = None if job.future.cancelled() else job.future.exception()
-                    if job.future.cancelled() or exc is not None:
-                        detail = str(exc).splitlines()[0] if isinstance(exc, T1Error) and str(exc) else \
-                            "request cancelled" if exc is None else f"internal error ({type(exc).__name__})"
-                        if exc is not None and not isinstance(exc, T1Error):
-                            logger.error("request failed", exc_info=exc)
-                        request.scope[NOTE] = detail
-                        yield _sse("error", {"detail": detail})
-                        return
-                    result = job.future.result()
-                    body = SearchResponse(results=result["results"], mode=plan.query.reasoning,
-                                          ranking=str(plan.ranking),
-                                          k=req.k, timings=timings(job, result))
-                    yield _sse("result", body.model_dump(exclude_none=True))
-                    return
-            finally:
-                job.abandon()  # no-op when it finished; stops its generation when the client left
-
-        return StreamingResponse(events(), media_type="text/event-stream",
+        return StreamingResponse(stream_events(responder, request, req, plan, job, pieces),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/encode", response_model=EncodeResponse, response_model_exclude_none=True,
               summary="embed documents (as the index does) or queries")
     async def encode(req: EncodeRequest, request: Request):
-        job, result = await run_planned(request, plan_encode, req)
+        job, result = await responder.run_planned(request, plan_encode, req)
         if isinstance(result, Response):
             return result
         return {"kind": job.key.kind, "dim": engine.model.dim, "embeddings": result["embeddings"].tolist(),
