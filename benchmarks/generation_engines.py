@@ -1,7 +1,7 @@
 """Generation engines (t1.generation) side by side on one machine: latency, tokens/s against the
 memory-bandwidth limit, batched throughput, and parity with the Hugging Face reference.
 
-    python3 benchmarks/generation_engines.py [--model t1-smollm2-135m] [--engines hf,compile,int8,llama.cpp,llama.cpp-q8]
+    python3 benchmarks/generation_engines.py [--model t1-smollm2-135m] [--engines hf,compile,int8,llama.cpp,llama.cpp-f16,llama.cpp-q8]
         [--max-new-tokens 64] [--batch 16] [--threads N] [--out benchmarks/results/generation_engines-cpu.json]
     python3 benchmarks/generation_engines.py --smoke     # the tiny test model, 2 queries, 8 tokens
 
@@ -56,6 +56,8 @@ def bytes_per_token(backbone, quantized: str | None) -> int:
             out_features, in_features = module.out_features, module.in_features
             if quantized == "int8":
                 total += out_features * in_features + 4 * out_features
+            elif quantized == "f16":
+                total += out_features * in_features * 2
             elif quantized == "q8_0":
                 total += out_features * in_features * 34 // 32
             else:
@@ -99,7 +101,7 @@ def measure(model, name, queries, prompts, tokens, batch, limit_gbs) -> tuple[di
         results.append(out)
     _, single = timed(lambda: engine.rollout(prompts[:1], tokens, logits_processor=forced))
     _, batched = timed(lambda: engine.rollout(prompts[:batch], tokens, logits_processor=forced))
-    weights = bytes_per_token(getattr(engine, "backbone", None) or model.backbone, quantized={"int8": "int8", "llama.cpp-q8": "q8_0"}.get(name))
+    weights = bytes_per_token(getattr(engine, "backbone", None) or model.backbone, quantized={"int8": "int8", "llama.cpp-f16": "f16", "llama.cpp-q8": "q8_0"}.get(name))
     tokens_per_s = tokens / single
     row = {"exact": engine.exact, "warmup_s": round(warm, 2), "query_s": round(statistics.median(latencies), 3),
            "mean_trace_tokens": round(float(np.mean([len(model.tokenizer(r.reasoning)["input_ids"])

@@ -144,9 +144,11 @@ def test_llama_cpp_engine_matches_the_reference(shipped):
     assert torch.nn.functional.cosine_similarity(rollout.embeddings, reference.embeddings).min() >= 0.999
 
 
-def test_llama_cpp_q8_engine_is_near_the_reference_and_cached_apart(shipped):
-    """`llama.cpp-q8`: llama.cpp's own q8_0 quantisation of the export. Approximate, so it is
-    marked so, its cache entries carry its name, and its embeddings stay near the reference's."""
+@pytest.mark.parametrize("name,weights", [("llama.cpp-f16", "f16"), ("llama.cpp-q8", "q8_0")])
+def test_llama_cpp_reduced_precision_engines_are_near_the_reference_and_cached_apart(shipped, name, weights):
+    """`llama.cpp-f16` / `-q8`: llama.cpp's own conversion of the export to fp16 / q8_0 weights.
+    Not exact, so each is marked so, its cache entries carry its name, and its embeddings stay
+    near the reference's."""
     pytest.importorskip("llama_cpp")
     import torch
 
@@ -155,10 +157,10 @@ def test_llama_cpp_q8_engine_is_near_the_reference_and_cached_apart(shipped):
     prompts = [shipped.prompts.query_prompt(q, shipped.config.query_instruction, 512)
                for q in ("Why do trees turn red in the fall?", "How do vaccines train the immune system?")]
     reference = make_engine(shipped, "hf").rollout(prompts, 12)
-    engine = make_engine(shipped, "llama.cpp-q8")
-    assert (engine.name, engine.exact) == ("llama.cpp-q8", False)
-    assert engine.llm.model_path.endswith(".q8_0.gguf")
-    assert trace_settings(engine, 12, {"do_sample": False})["engine"] == "llama.cpp-q8"
+    engine = make_engine(shipped, name)
+    assert (engine.name, engine.exact) == (name, False)
+    assert engine.llm.model_path.endswith(f".{weights}.gguf")
+    assert trace_settings(engine, 12, {"do_sample": False})["engine"] == name
     rollout = engine.rollout(prompts, 12)
     assert all(len(r) <= 12 for r in rollout.reasoning_ids)
     assert torch.nn.functional.cosine_similarity(rollout.embeddings, reference.embeddings).min() >= 0.9

@@ -93,7 +93,7 @@ def export_gguf(model, out: str | Path) -> Path:
     return out
 
 
-QUANTIZATIONS = {"q8_0": 7}  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0
+QUANTIZATIONS = {"f16": 1, "q8_0": 7}  # llama.cpp's LLAMA_FTYPE_MOSTLY_F16 and _Q8_0
 
 
 def quantize_gguf(source: str | Path, out: str | Path, kind: str = "q8_0") -> Path:

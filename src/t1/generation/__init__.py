@@ -11,6 +11,8 @@ keeps that definition of the query embedding; they differ only in how fast they 
 - `int8`: weight-only int8 (torchao) on a quantised copy of the weights. Not exact: the traces
   and embeddings differ slightly from the reference; reasoning caches keep them apart.
 - `llama.cpp`: llama-cpp-python on a fp32 GGUF export of the model (CPU, one row at a time).
+- `llama.cpp-f16`: the same with the weights stored as fp16 (half the bytes a token reads). Near
+  the reference (fp16 keeps 11 bits of mantissa) but not exact, so its traces are cached apart.
 - `llama.cpp-q8`: the same on llama.cpp's q8_0 quantisation of that export. Not exact, like `int8`.
 
 `encode_query`, `t1 serve`, `t1 data reason` and evaluation all generate through
@@ -26,11 +28,11 @@ import torch
 from ..errors import T1Error
 from ..reasoning import Rollout
 
-ENGINES = ("hf", "compile", "int8", "llama.cpp", "llama.cpp-q8")
+ENGINES = ("hf", "compile", "int8", "llama.cpp", "llama.cpp-f16", "llama.cpp-q8")
 ENGINE_HELP = ("generation engine for reasoning: hf (Hugging Face generate, the reference), compile (static KV "
                "cache + torch.compile, exact), int8 (torchao weight-only int8, approximate; needs the t1[int8] "
-               "extra), llama.cpp (llama-cpp-python on a GGUF export, CPU; needs the t1[llama-cpp] extra), llama.cpp-q8 "
-               "(the same, q8_0 weights, approximate). Default: hf")
+               "extra), llama.cpp (llama-cpp-python on a GGUF export, CPU; needs the t1[llama-cpp] extra), llama.cpp-f16 "
+               "(the same, fp16 weights, near-exact), llama.cpp-q8 (q8_0 weights, approximate). Default: hf")
 
 
 class Engine(Protocol):
@@ -72,10 +74,11 @@ def make_engine(model, name: str | None = None) -> Engine:
         from .int8 import Int8Engine
 
         return Int8Engine(model)
-    if name in ("llama.cpp", "llama.cpp-q8"):
-        from .llamacpp import LlamaCppEngine
+    if name.startswith("llama.cpp"):
+        from .llamacpp import QUANTIZATION_OF, LlamaCppEngine
 
-        return LlamaCppEngine(model, quantization=None if name == "llama.cpp" else "q8_0")
+        if name in QUANTIZATION_OF:
+            return LlamaCppEngine(model, quantization=QUANTIZATION_OF[name])
     raise T1Error(f"unknown engine {name!r} (choose one of {', '.join(ENGINES)})")
 
 

@@ -21,10 +21,13 @@ from ..reasoning import Rollout, stop_token_ids
 
 logger = logging.getLogger(__name__)
 
+QUANTIZATION_OF = {"llama.cpp": None, "llama.cpp-f16": "f16", "llama.cpp-q8": "q8_0"}  # engine name -> GGUF weights
+
 
 class LlamaCppEngine:
     """`quantization=None`: fp32 weights, exact (checked against the reference by the tests);
-    "q8_0": llama.cpp's 8-bit blocks, a quarter of the bytes read per token, approximate."""
+    "f16": half the bytes read per token, near the reference; "q8_0": llama.cpp's 8-bit blocks,
+    about a quarter of the bytes, approximate."""
 
     def __init__(self, model, quantization: str | None = None):
         try:
