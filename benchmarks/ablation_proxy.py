@@ -49,6 +49,7 @@ VARIANTS = {
     "documents-256": {"max_document_length": 256},
     "epochs-2": {"num_train_epochs": 2},
     "lr-6e-4": {"learning_rate": 6e-4},
+    "lr-1e-3": {"learning_rate": 1e-3},
     "full-weights-1e-4": {"use_peft": "false", "learning_rate": 1e-4, "weight_decay": 0.01},
 }
 
