@@ -87,6 +87,7 @@ def timed(fn):
 def measure(model, name, queries, prompts, tokens, batch, limit_gbs) -> tuple[dict, object]:
     from transformers import LogitsProcessorList
 
+    from t1.generation import LLAMA_CPP_WEIGHTS
     from t1.reasoning import stop_token_ids
 
     model.use_engine(name)
@@ -101,7 +102,7 @@ def measure(model, name, queries, prompts, tokens, batch, limit_gbs) -> tuple[di
         results.append(out)
     _, single = timed(lambda: engine.rollout(prompts[:1], tokens, logits_processor=forced))
     _, batched = timed(lambda: engine.rollout(prompts[:batch], tokens, logits_processor=forced))
-    weights = bytes_per_token(getattr(engine, "backbone", None) or model.backbone, quantized={"int8": "int8", "llama.cpp-f16": "f16", "llama.cpp-q8": "q8_0"}.get(name))
+    weights = bytes_per_token(getattr(engine, "backbone", None) or model.backbone, quantized={"int8": "int8", **LLAMA_CPP_WEIGHTS}.get(name))
     tokens_per_s = tokens / single
     row = {"exact": engine.exact, "warmup_s": round(warm, 2), "query_s": round(statistics.median(latencies), 3),
            "mean_trace_tokens": round(float(np.mean([len(model.tokenizer(r.reasoning)["input_ids"])

@@ -27,8 +27,9 @@ import torch
 
 from ..errors import T1Error
 from ..reasoning import Rollout
+from .llamacpp import LLAMA_CPP_WEIGHTS  # llama-cpp-python itself is imported only by the engine
 
-ENGINES = ("hf", "compile", "int8", "llama.cpp", "llama.cpp-f16", "llama.cpp-q8")
+ENGINES = ("hf", "compile", "int8", *LLAMA_CPP_WEIGHTS)
 ENGINE_HELP = ("generation engine for reasoning: hf (Hugging Face generate, the reference), compile (static KV "
                "cache + torch.compile, exact), int8 (torchao weight-only int8, approximate; needs the t1[int8] "
                "extra), llama.cpp (llama-cpp-python on a GGUF export, CPU; needs the t1[llama-cpp] extra), llama.cpp-f16 "
@@ -74,11 +75,10 @@ def make_engine(model, name: str | None = None) -> Engine:
         from .int8 import Int8Engine
 
         return Int8Engine(model)
-    if name.startswith("llama.cpp"):
-        from .llamacpp import QUANTIZATION_OF, LlamaCppEngine
+    if name in LLAMA_CPP_WEIGHTS:
+        from .llamacpp import LlamaCppEngine
 
-        if name in QUANTIZATION_OF:
-            return LlamaCppEngine(model, quantization=QUANTIZATION_OF[name])
+        return LlamaCppEngine(model, name)
     raise T1Error(f"unknown engine {name!r} (choose one of {', '.join(ENGINES)})")
 
 

@@ -21,15 +21,16 @@ from ..reasoning import Rollout, stop_token_ids
 
 logger = logging.getLogger(__name__)
 
-QUANTIZATION_OF = {"llama.cpp": None, "llama.cpp-f16": "f16", "llama.cpp-q8": "q8_0"}  # engine name -> GGUF weights
+LLAMA_CPP_WEIGHTS = {"llama.cpp": None, "llama.cpp-f16": "f16", "llama.cpp-q8": "q8_0"}  # engine -> GGUF conversion
 
 
 class LlamaCppEngine:
-    """`quantization=None`: fp32 weights, exact (checked against the reference by the tests);
-    "f16": half the bytes read per token, near the reference; "q8_0": llama.cpp's 8-bit blocks,
-    about a quarter of the bytes, approximate."""
+    """`llama.cpp`: fp32 weights, exact (checked against the reference by the tests);
+    `llama.cpp-f16`: half the bytes read per token, near the reference; `llama.cpp-q8`: llama.cpp's
+    8-bit blocks, about a quarter of the bytes, approximate (`LLAMA_CPP_WEIGHTS`)."""
 
-    def __init__(self, model, quantization: str | None = None):
+    def __init__(self, model, name: str = "llama.cpp"):
+        quantization = LLAMA_CPP_WEIGHTS[name]
         try:
             import llama_cpp
         except ImportError:
@@ -37,7 +38,7 @@ class LlamaCppEngine:
         if model.device.type != "cpu":
             raise T1Error("engine llama.cpp runs on CPU here; use --device cpu")
         self.model, self.lib = model, llama_cpp
-        self.name = "llama.cpp" if quantization is None else f"llama.cpp-{quantization.split('_')[0]}"
+        self.name = name
         self.exact = quantization is None
         with _plain_weight_buffers(llama_cpp) if quantization else contextlib.nullcontext():
             self.llm = llama_cpp.Llama(str(_cached_gguf(model, quantization)), n_ctx=4096, n_batch=512,

@@ -326,15 +326,21 @@ class Responder:
                 request.scope[NOTE] = "client disconnected"
                 return Response(status_code=499)
             return self.refuse(request, 504, f"timed out after {self.settings.timeout_s:g}s")
+        failed = self.failure(job)
+        return self.refuse(request, *failed) if failed else job.future.result()
+
+    @staticmethod
+    def failure(job: Job) -> tuple[int, str] | None:
+        """The status and one-line reason of a finished job that failed; None if it succeeded."""
         if job.future.cancelled():
-            return self.refuse(request, 503, "request cancelled")
+            return 503, "request cancelled"
         exc = job.future.exception()
         if isinstance(exc, T1Error):
-            return self.refuse(request, 422, str(exc).splitlines()[0] if str(exc) else "invalid request")
+            return 422, str(exc).splitlines()[0] if str(exc) else "invalid request"
         if exc is not None:
             logger.error("request failed", exc_info=exc)
-            return self.refuse(request, 500, f"internal error ({type(exc).__name__})")
-        return job.future.result()
+            return 500, f"internal error ({type(exc).__name__})"
+        return None
 
     async def run_planned(self, request: Request, planner, req) -> tuple[Job | None, dict | Response]:
         """Plan a request, queue it and wait: (job, its result) or (job or None, the error response)."""
@@ -408,14 +414,10 @@ async def stream_events(responder: Responder, request: Request, req: SearchReque
                 return
             while not pieces.empty():
                 yield _sse("reasoning", {"text": pieces.get_nowait()})
-            exc = None if job.future.cancelled() else job.future.exception()
-            if job.future.cancelled() or exc is not None:
-                detail = str(exc).splitlines()[0] if isinstance(exc, T1Error) and str(exc) else \
-                    "request cancelled" if exc is None else f"internal error ({type(exc).__name__})"
-                if exc is not None and not isinstance(exc, T1Error):
-                    logger.error("request failed", exc_info=exc)
-                request.scope[NOTE] = detail
-                yield _sse("error", {"detail": detail})
+            failed = responder.failure(job)
+            if failed is not None:
+                request.scope[NOTE] = failed[1]
+                yield _sse("error", {"detail": failed[1]})
                 return
             result = job.future.result()
             body = SearchResponse(results=result["results"], mode=plan.query.reasoning,
