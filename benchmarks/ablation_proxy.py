@@ -1,5 +1,6 @@
 """Which parts of the stage-1 recipe matter: short stage-1 runs on a cheap proxy, each one
-change from the shipped recipe, scored with paired bootstrap CIs against the base run.
+change from the shipped recipe, scored with paired bootstrap CIs against the base run (or,
+for the `recipe+...` variants, against the current recipe's learning rate, variant lr-6e-4).
 
     python3 benchmarks/ablation_proxy.py prepare [--out /work/runs/ablation]
     python3 benchmarks/ablation_proxy.py run VARIANT [VARIANT ...] [--out ...]
@@ -51,7 +52,16 @@ VARIANTS = {
     "lr-6e-4": {"learning_rate": 6e-4},
     "lr-1e-3": {"learning_rate": 1e-3},
     "full-weights-1e-4": {"use_peft": "false", "learning_rate": 1e-4, "weight_decay": 0.01},
+    # One change on top of the current recipe (learning rate 6e-4), compared against lr-6e-4.
+    "recipe+negatives-3": {"learning_rate": 6e-4, "negatives_per_query": 3},
+    "recipe+documents-256": {"learning_rate": 6e-4, "max_document_length": 256},
 }
+RECIPE_PREFIX, RECIPE_VARIANT = "recipe+", "lr-6e-4"
+
+
+def reference(variant: str) -> str:
+    """What a variant is compared against: the current recipe for `recipe+...`, else `base`."""
+    return RECIPE_VARIANT if variant.startswith(RECIPE_PREFIX) else "base"
 
 
 def _read(path: Path) -> list[dict]:
@@ -183,30 +193,35 @@ def table(out: Path) -> dict:
 
     results = {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))}
     results.update({p.stem.removeprefix("baseline-"): json.loads(p.read_text()) for p in out.glob("baseline-*.json")})
-    base = results["base"]["ndcg@10"]
-    sets = list(base)
+    sets = list(results["base"]["ndcg@10"])
+
+    def other_domains(scores: dict) -> dict:
+        return {f"{s}:{q}": v for s in sets[1:] for q, v in scores[s].items()}
+
     rows = []
     for name, res in results.items():
         row = {"variant": name, "change": res.get("change"), "train_s": res.get("train_s")}
         for s in sets:
             row[s] = round(100 * sum(res["ndcg@10"][s].values()) / len(res["ndcg@10"][s]), 1)
-        other = {f"{s}:{q}": v for s in sets[1:] for q, v in res["ndcg@10"][s].items()}
+        other = other_domains(res["ndcg@10"])
         row["other domains"] = round(100 * sum(other.values()) / len(other), 1)
-        if name != "base":
-            base_other = {f"{s}:{q}": v for s in sets[1:] for q, v in base[s].items()}
-            for label, mine, ref in (("scifact", res["ndcg@10"]["scifact"], base["scifact"]),
-                                     ("other domains", other, base_other)):
-                diff, low, high = paired_bootstrap(mine, ref)
-                row[f"{label} vs base"] = [round(100 * diff, 1), round(100 * low, 1), round(100 * high, 1)]
+        ref = reference(name)
+        if name != "base" and "change" in res and ref in results:
+            row["reference"] = ref
+            ref_scores = results[ref]["ndcg@10"]
+            for label, mine, theirs in (("scifact", res["ndcg@10"]["scifact"], ref_scores["scifact"]),
+                                        ("other domains", other, other_domains(ref_scores))):
+                diff, low, high = paired_bootstrap(mine, theirs)
+                row[f"{label} vs reference"] = [round(100 * diff, 1), round(100 * low, 1), round(100 * high, 1)]
         rows.append(row)
-    print(f"| variant | train s | SciFact | {' | '.join(sets[1:])} | other domains | Δ SciFact [95% CI] | Δ other [95% CI] |")
-    print("| --- |" + " ---: |" * (len(sets) + 4))
+    print(f"| variant | vs | train s | SciFact | {' | '.join(sets[1:])} | other domains | Δ SciFact [95% CI] | Δ other [95% CI] |")
+    print("| --- | --- |" + " ---: |" * (len(sets) + 4))
     for r in rows:
         ci = lambda key: "–" if key not in r else f"{r[key][0]:+.1f} [{r[key][1]:+.1f}, {r[key][2]:+.1f}]"
-        cells = [r["variant"], str(r["train_s"] or "–"), *(f"{r[s]:.1f}" for s in sets), f"{r['other domains']:.1f}",
-                 ci("scifact vs base"), ci("other domains vs base")]
+        cells = [r["variant"], r.get("reference", "–"), str(r["train_s"] or "–"), *(f"{r[s]:.1f}" for s in sets),
+                 f"{r['other domains']:.1f}", ci("scifact vs reference"), ci("other domains vs reference")]
         print("| " + " | ".join(cells) + " |")
-    return {"rows": rows, "queries": {s: len(base[s]) for s in sets}}
+    return {"rows": rows, "queries": {s: len(results["base"]["ndcg@10"][s]) for s in sets}}
 
 
 def main() -> int:
