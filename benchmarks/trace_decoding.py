@@ -63,30 +63,28 @@ def main() -> int:
                         batch_size=args.batch_size, show_progress=False)
     bm25 = BM25Retriever(held.corpus).retrieve(held.queries, 100)
 
-    def scored(run) -> dict:
-        fused = {q: dict(fuse([run[q], bm25[q]], "weighted", [0.4, 0.6], 100)) for q in qids}
-        return {"alone": evaluate(held.qrels, run), "fused": evaluate(held.qrels, fused)}
-
     per_query, rows = {}, {}
-    for name, ev in (("none (no trace)", scored(dense.retrieve(held.queries, 100))),):
+
+    def record(name: str, run) -> dict:
+        """Score one run alone and fused with BM25; keep its per-query nDCG@10 for the CIs."""
+        fused = {q: dict(fuse([run[q], bm25[q]], "weighted", [0.4, 0.6], 100)) for q in qids}
+        ev = {"alone": evaluate(held.qrels, run), "fused": evaluate(held.qrels, fused)}
         per_query[name] = {k: {q: m["ndcg@10"] for q, m in e.per_query.items()} for k, e in ev.items()}
         rows[name] = {"ndcg@10": round(100 * ev["alone"].mean["ndcg@10"], 1),
                       "fused_ndcg@10": round(100 * ev["fused"].mean["ndcg@10"], 1)}
+        return rows[name]
+
+    record("none (no trace)", dense.retrieve(held.queries, 100))
     for name in args.variants.split(","):
         torch.manual_seed(args.seed)
         start = time.perf_counter()
         traces, lengths = (backbone_traces(model, prompts, args) if VARIANTS[name] is None
                            else own_traces(model, prompts, args, VARIANTS[name]))
         seconds = time.perf_counter() - start
-        ev = scored(dense.retrieve(held.queries, 100, reasoning=dict(zip(qids, traces))))
-        per_query[name] = {k: {q: m["ndcg@10"] for q, m in e.per_query.items()} for k, e in ev.items()}
-        rows[name] = {"ndcg@10": round(100 * ev["alone"].mean["ndcg@10"], 1),
-                      "fused_ndcg@10": round(100 * ev["fused"].mean["ndcg@10"], 1),
-                      "ended": round(sum(n < args.max_new_tokens for n in lengths) / len(lengths), 2),
-                      "median_tokens": sorted(lengths)[len(lengths) // 2], "seconds": round(seconds, 1),
-                      "first_traces": traces[:3]}
-        print(f"{name}: {rows[name]['ndcg@10']} alone, {rows[name]['fused_ndcg@10']} fused, "
-              f"ended {rows[name]['ended']}", file=sys.stderr)
+        row = record(name, dense.retrieve(held.queries, 100, reasoning=dict(zip(qids, traces))))
+        row.update(ended=round(sum(n < args.max_new_tokens for n in lengths) / len(lengths), 2),
+                   median_tokens=sorted(lengths)[len(lengths) // 2], seconds=round(seconds, 1), first_traces=traces[:3])
+        print(f"{name}: {row['ndcg@10']} alone, {row['fused_ndcg@10']} fused, ended {row['ended']}", file=sys.stderr)
     base = per_query["greedy"] if "greedy" in per_query else None
     for name in rows:
         if base is not None and name != "greedy":
