@@ -64,8 +64,9 @@ def test_shipped_model_loads_offline_encodes_and_has_a_stable_fingerprint(shippe
 
 
 def test_shipped_model_ranks_example_documents_first_where_the_backbone_cannot(shipped):
-    """Measured when shipped: 15 of the 16 example questions first in mode none and 14 in mode
-    generate (48 new tokens); the untrained backbone gets few. The bounds leave one or two
+    """Measured when shipped (benchmarks/shipped_model.py, the model's 64 new tokens): 15 of the
+    16 example questions first in mode none and 14 in mode generate; this test writes 48 tokens.
+    The untrained backbone gets few. The bounds leave one or two
     flips of slack for another CPU's arithmetic."""
     backbone = examples_first_hits(T1Model.from_pretrained("smollm2-135m-instruct", device="cpu"), "none")
     n = len(backbone)
