@@ -1,7 +1,7 @@
 """Load on `t1 serve` over loopback: requests/s and latency percentiles with batching on and off.
 
     python3 benchmarks/serve_load.py [--model t1-smollm2-135m] [--index DIR] [--clients 1,4,16,32]
-        [--requests 64] [--modes none,generate] [--max-new-tokens 64] [--out DIR] [--tag NAME]
+        [--requests 64] [--modes none,generate] [--max-new-tokens 64] [--engine NAME] [--out DIR] [--tag NAME]
 
 Starts the real server (`python -m t1 serve`, with an API key) once with batching on and once
 with `--no-batching`, and for every mode and number of concurrent clients sends a bounded
@@ -64,6 +64,8 @@ class Server:
             cmd += ["--device", args.device]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        if args.engine:
+            cmd += ["--engine", args.engine]
         self.log = tempfile.NamedTemporaryFile("w+", prefix="t1-serve-", suffix=".log", delete=False)
         env = {**os.environ, "T1_API_KEY": KEY, "TOKENIZERS_PARALLELISM": "false"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
@@ -226,6 +228,7 @@ def main() -> int:
     parser.add_argument("--start-timeout", type=float, default=600.0, help="seconds to wait for the server")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="server torch threads")
+    parser.add_argument("--engine", default=None, help="the server's generation engine (default: its own)")
     parser.add_argument("--no-screenshot", action="store_true")
     parser.add_argument("--out", default=None, help="default: $T1_BENCH_OUT, else benchmarks/results")
     parser.add_argument("--tag", default="", help="suffix of the output names (e.g. cpu, h100)")

@@ -65,7 +65,7 @@ def test_engine_matches_the_reference(tiny_model, prompts, reference, name):
 
 
 def test_encode_query_generates_through_the_engine(tiny_model, engine_calls):
-    assert tiny_model.engine.name == "hf"  # the default on CPU
+    assert tiny_model.engine.name == "hf"  # the default for a backbone that does not ship as GGUF
     out = tiny_model.encode_query(QUERIES[:2], max_new_tokens=4)
     assert len(engine_calls) == 1 and len(engine_calls[0]) == 2  # one batch of two prompts
     assert len(out.reasoning) == 2

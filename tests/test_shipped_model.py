@@ -160,8 +160,63 @@ def test_llama_cpp_reduced_precision_engines_are_near_the_reference_and_cached_a
     reference = make_engine(shipped, "hf").rollout(prompts, 12)
     engine = make_engine(shipped, name)
     assert (engine.name, engine.exact) == (name, False)
-    assert engine.llm.model_path.endswith(f".{weights}.gguf")
+    assert engine.path.name.endswith(f".{weights}.gguf")
     assert trace_settings(engine, 12, {"do_sample": False})["engine"] == name
     rollout = engine.rollout(prompts, 12)
     assert all(len(r) <= 12 for r in rollout.reasoning_ids)
     assert torch.nn.functional.cosine_similarity(rollout.embeddings, reference.embeddings).min() >= 0.9
+
+
+def test_default_engine_on_cpu_is_llama_cpp_where_installed(shipped):
+    """The fastest exact engine is the default: llama.cpp on a CPU with llama-cpp-python (the
+    shipped backbone ships as GGUF), Hugging Face generate without it."""
+    from t1.generation import default_engine
+
+    expected = "llama.cpp" if importlib.util.find_spec("llama_cpp") else "hf"
+    assert default_engine(shipped) == expected
+
+
+def test_llama_cpp_decodes_rows_together_as_it_decodes_them_alone(shipped):
+    """Rows decoded together (one llama.cpp sequence each, the prompts' common prefix decoded
+    once and shared) get what each gets alone, also when they run in groups of `max_rows`; a row
+    that ends early (here: forced to <emb_token> after 3 tokens) or is abandoned leaves the batch
+    while the others go on; a RowStreamer gets every row's text, its rows decoded as one batch."""
+    pytest.importorskip("llama_cpp")
+    import torch
+
+    from t1.generation import make_engine
+    from t1.generation.streaming import RowStreamer
+    from t1.reasoning import stop_token_ids
+
+    questions = ("Why do trees turn red in the fall?", "How do vaccines train the immune system?",
+                 "Which algorithm finds an item in a sorted list quickly?")
+    prompts = [shipped.prompts.query_prompt(q, shipped.config.query_instruction, 512) for q in questions]
+    engine = make_engine(shipped, "llama.cpp")
+    alone = [engine.rollout([p], 10) for p in prompts]
+    together = engine.rollout(prompts, 10)
+    assert together.reasoning_ids == [a.reasoning_ids[0] for a in alone]
+    assert together.emitted_emb_token == [a.emitted_emb_token[0] for a in alone]
+    expected = torch.cat([a.embeddings for a in alone])
+    assert torch.nn.functional.cosine_similarity(together.embeddings, expected).min() >= 0.9999
+    engine.max_rows = 2  # groups of 2 from here on
+    assert engine.rollout(prompts, 10).reasoning_ids == together.reasoning_ids
+
+    def end_first_row(ids, scores):  # <emb_token> as the 4th token of the first prompt's trace
+        if len(ids) == len(prompts[0]) + 3 and list(ids[:len(prompts[0])]) == prompts[0]:
+            scores[:] = -np.inf
+            scores[shipped.emb_token_id] = 0.0
+        return scores
+
+    ended = engine.rollout(prompts, 10, logits_processor=[end_first_row])
+    assert ended.reasoning_ids[0] == together.reasoning_ids[0][:3] and ended.emitted_emb_token[0]
+    assert ended.reasoning_ids[1:] == together.reasoning_ids[1:]
+    abandoned = engine.rollout(prompts, 10, stop_rows=lambda: [False, True, False])
+    assert len(abandoned.reasoning_ids[1]) <= 1 and abandoned.reasoning_ids[0::2] == together.reasoning_ids[0::2]
+
+    texts = [[] for _ in prompts]
+    streamer = RowStreamer(shipped.tokenizer, [t.append for t in texts], set(stop_token_ids(shipped)),
+                           [lambda: False] * len(prompts))
+    streamed = engine.rollout(prompts, 10, streamer=streamer)
+    assert engine.max_rows == 3 and streamed.reasoning_ids == together.reasoning_ids
+    assert ["".join(t) for t in texts] == [shipped.tokenizer.decode(ids, skip_special_tokens=True)
+                                           for ids in streamed.reasoning_ids]

@@ -106,8 +106,8 @@ class T1Model(torch.nn.Module):
         return self._engine
 
     def use_engine(self, name: str | None = None) -> "T1Model":
-        """Generate reasoning with engine `name` ("hf", "compile", "int8", "llama.cpp"; None: the
-        device's default, `t1.generation.default_engine`). The query embedding stays T1's whichever runs."""
+        """Generate reasoning with engine `name` ("hf", "compile", "int8", "llama.cpp", ...; None: the
+        fastest exact one here, `t1.generation.default_engine`). The query embedding stays T1's whichever runs."""
         self._engine = make_engine(self, name)
         return self
 
@@ -167,7 +167,8 @@ class T1Model(torch.nn.Module):
                 raise T1Error(f"unknown T1 setting {key!r}")
             setattr(model.config, key, value)
         check(model.config)
-        return model.to(device).eval().use_engine(engine)
+        model = model.to(device).eval()
+        return model.use_engine(engine) if engine else model  # None: the default, made at first use
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Save weights (or the LoRA adapter), tokenizer and T1 settings to `folder`."""

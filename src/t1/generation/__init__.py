@@ -10,7 +10,8 @@ keeps that definition of the query embedding; they differ only in how fast they 
   Exact; its compilation costs seconds to minutes per new batch shape, so it pays on long runs.
 - `int8`: weight-only int8 (torchao) on a quantised copy of the weights. Not exact: the traces
   and embeddings differ slightly from the reference; reasoning caches keep them apart.
-- `llama.cpp`: llama-cpp-python on a fp32 GGUF export of the model (CPU, one row at a time).
+- `llama.cpp`: llama.cpp (llama-cpp-python's C API) on a fp32 GGUF export of the model, CPU; the
+  rows of a batch decode together, one llama.cpp sequence each, sharing their prompts' prefix.
 - `llama.cpp-f16`: the same with the weights stored as fp16 (half the bytes a token reads). Near
   the reference (fp16 keeps 11 bits of mantissa) but not exact, so its traces are cached apart.
 - `llama.cpp-q8`: the same on llama.cpp's q8_0 quantisation of that export. Not exact, like `int8`.
@@ -33,7 +34,8 @@ ENGINES = ("hf", "compile", "int8", *LLAMA_CPP_WEIGHTS)
 ENGINE_HELP = ("generation engine for reasoning: hf (Hugging Face generate, the reference), compile (static KV "
                "cache + torch.compile, exact), int8 (torchao weight-only int8, approximate; needs the t1[int8] "
                "extra), llama.cpp (llama-cpp-python on a GGUF export, CPU; needs the t1[llama-cpp] extra), llama.cpp-f16 "
-               "(the same, fp16 weights, near-exact), llama.cpp-q8 (q8_0 weights, approximate). Default: hf")
+               "(the same, fp16 weights, near-exact), llama.cpp-q8 (q8_0 weights, approximate). Default: llama.cpp on a "
+               "CPU where it is installed and the backbone ships as GGUF, else hf")
 
 
 class Engine(Protocol):
@@ -52,17 +54,27 @@ class Engine(Protocol):
         ...
 
 
-def default_engine(device: torch.device | str) -> str:
-    """The exact engine a command uses when none is chosen: `hf` on every device until
-    benchmarks/generation_engines.py shows another exact engine faster on the shipped model end
-    to end. `compile` has to pay for its compilation first, once per batch shape (a minute for
-    the tiny test model on two busy cores), which a one-off `t1 search` pays in full."""
+def default_engine(model) -> str:
+    """The fastest exact engine for a loaded `T1Model`: `llama.cpp` on a CPU where
+    llama-cpp-python is installed, the adapter (if any) is merged, and the backbone ships as GGUF
+    (so the model exports to one: about 5 s for the shipped model, once), since
+    benchmarks/generation_engines.py measured it faster than `hf` there, one query and 16 at
+    once; else `hf`. `compile` is exact too but pays
+    its compilation first, once per batch shape, for no end-to-end gain on this CPU."""
+    import importlib.util
+
+    from ..backbones import GGUF_ALIASES
+
+    if (model.device.type == "cpu" and model.config.backbone in GGUF_ALIASES
+            and not hasattr(model.backbone, "merge_and_unload")  # an unmerged adapter (training) exports no GGUF
+            and importlib.util.find_spec("llama_cpp") is not None):
+        return "llama.cpp"
     return "hf"
 
 
 def make_engine(model, name: str | None = None) -> Engine:
     """The engine `name` (None: the device's default) for a loaded `T1Model`."""
-    name = name or default_engine(model.device)
+    name = name or default_engine(model)
     if name == "hf":
         from .hf import HFEngine
 

@@ -115,6 +115,7 @@ class CurriculumConfig:
     negatives: int = 7
     depth: int = 50
     device: str | None = None
+    engine: str | None = None  # generation engine of the traces and the evaluation (None: the device's default)
     stage1: StageRef = field(default_factory=StageRef)
     stage2: StageRef = field(default_factory=StageRef)
     stage3: StageRef = field(default_factory=StageRef)
@@ -400,7 +401,7 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
         modes = config.eval.modes.get(stage, [])
         if not modes:
             return
-        model = T1Model.from_pretrained(folder, device=config.device)
+        model = T1Model.from_pretrained(folder, device=config.device, engine=config.engine)
         for mode in modes:
             metrics = _evaluate(data, f"t1:{folder}", out / "eval" / f"{stage}-{mode}", config.eval.k,
                                 model=model, mode=mode, settings=config.eval, device=config.device)
@@ -483,7 +484,7 @@ def choose_fusion_weight(config: CurriculumConfig, out: Path, final: Path, log) 
         data = load_eval_data(config.dataset, config.train_split)
         queries = {q: text for q, text in data.queries.items() if q in held}
         qrels = {q: data.qrels[q] for q in queries}
-        model = T1Model.from_pretrained(str(final), device=config.device)
+        model = T1Model.from_pretrained(str(final), device=config.device, engine=config.engine)
         settings = config.eval
         query = QuerySettings(reasoning=settings.fusion_mode, max_new_tokens=settings.max_new_tokens,
                               instruction=instruction_or_default(settings.query_instruction, data.query_instruction))
@@ -512,7 +513,7 @@ def _write_traces(config: CurriculumConfig, records: Path, stage1_dir: Path, tra
             write_records(traces, merged)
             log(f"traces: {len(merged)} records from {settings.teacher} ({missing} without a trace dropped)")
         return
-    model = T1Model.from_pretrained(str(stage1_dir), device=config.device)
+    model = T1Model.from_pretrained(str(stage1_dir), device=config.device, engine=config.engine)
     sampling = SamplingSettings(**{f.name: getattr(settings, f.name) for f in fields(SamplingSettings)})
     source = stage1_records_path(config) if settings.records == "stage1" else records
     chosen = read_records(source)[: settings.max_records or None]
