@@ -99,6 +99,8 @@ class LlamaCppEngine:
         """As `Engine.rollout`; a `logits_processor` here is a list of callables that take the ids
         and the scores as numpy arrays (the scores of one row, 1-D) and return the scores."""
         processors = extra.pop("logits_processor", None) or []
+        if max_new_tokens < 1:
+            raise ValueError("engine llama.cpp needs max_new_tokens >= 1")
         if extra:
             raise T1Error(f"engine llama.cpp does not take {', '.join(sorted(extra))}")
         rows = [list(p) for p in prompts for _ in range(num_samples)]
