@@ -233,13 +233,14 @@ def _common_prefix(prompts: list[list[int]]) -> int:
 
 
 def _init_backend(llama_cpp) -> None:
-    """llama.cpp's log goes to this module's logger: errors as errors, the rest (its load report,
-    notes on the context size) at debug level."""
+    """llama.cpp's log goes to this module's logger: errors (ggml level 4) as errors, the rest
+    (its load report, warnings such as a unified KV cache longer than the training context) at
+    debug level."""
     global _backend_ready, _log_callback
     if not _backend_ready:
         @llama_cpp.llama_log_callback
         def forward(level: int, text: bytes, user_data) -> None:
-            logger.log(logging.ERROR if level == 3 else logging.DEBUG, "llama.cpp: %s", text.decode(errors="replace").rstrip())
+            logger.log(logging.ERROR if level == 4 else logging.DEBUG, "llama.cpp: %s", text.decode(errors="replace").rstrip())
 
         _log_callback = forward  # kept alive: llama.cpp holds a pointer to it
         llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
