@@ -113,7 +113,7 @@ class LlamaCppEngine:
         traces, emitted, embeddings = [], [], []
         for start in range(0, len(rows), self.max_rows):
             group = range(start, min(start + self.max_rows, len(rows)))
-            should_stop = None if stop_rows is None else (lambda g=group: [list(stop_rows())[r] for r in g])
+            should_stop = None if stop_rows is None else (lambda g=group: list(stop_rows())[g.start:g.stop])
             t, e, emb = self._group([rows[r] for r in group], max_new_tokens, sampler, processors, streamer, should_stop)
             traces += t
             emitted += e
