@@ -14,8 +14,19 @@ SCIFACT = Path(os.environ.get("T1_SCIFACT", Path(__file__).resolve().parents[2] 
 
 
 def machine() -> str:
+    """The host in words: figures from two hosts of one name (an Intel and an AMD VM) differ."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {gpu}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {gpu}"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10, device: str = "cpu", dtype=torch.float32) -> float:

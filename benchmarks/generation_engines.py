@@ -9,11 +9,16 @@ Per engine:
 - `query_s`: one query end to end (`encode_query`, greedy, the model's own stops), median over
   the queries, after a warm-up (its time, compilation included, is `warmup_s`);
 - `single_tokens_per_s`: one query forced to `max_new_tokens` (stop tokens suppressed), prompt
-  included, and that as a fraction of the bandwidth limit: one decoding step reads every weight
-  once, so tokens/s cannot exceed bandwidth / bytes of weights read per token;
+  included, end to end;
+- `decode_tokens_per_s`: the decoding steps alone (as llama-bench's `tg`): the extra tokens over
+  the extra time of a `max_new_tokens` rollout against a 1-token one, best of 3 pairs; and that
+  as a fraction of the bandwidth limit: one decoding step reads every weight once, so it cannot
+  run faster than bandwidth / bytes of weights read per token (the prompt's prefill is
+  compute-bound, so it is left out of this fraction);
 - `batch_tokens_per_s`: `--batch` queries at once, forced to `max_new_tokens`;
 - parity with `hf` over the queries (greedy, own stops): identical traces, minimum cosine.
-The bandwidth is measured here: GB/s of a large fp32 matrix-vector product, the best of 5 trials.
+The bandwidth is measured here: GB/s read from a large fp32 matrix, the best of three ways of
+reading it, 5 trials each (`bandwidth_gbs`).
 """
 
 from __future__ import annotations
@@ -34,18 +39,24 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "generation_engines-cpu.json"
 
 
-def bandwidth_gbs(mib: int = 512, repeats: int = 10, trials: int = 5) -> float:
-    """GB/s streamed by a matrix-vector product over a matrix far larger than any cache: the best
-    of `trials` (a limit; single trials on this 2-core VM ranged 15-29 GB/s)."""
+def bandwidth_gbs(mib: int = 2048, repeats: int = 3, trials: int = 5) -> float:
+    """GB/s the memory streams into the cores, read from a matrix far larger than any cache: the
+    best of `trials` of three ways of reading it (torch's matrix-vector product, torch's sum,
+    numpy's matrix-vector product), since no one of them reaches the limit on every CPU (on an
+    AMD EPYC VM torch's product streamed 14 GB/s and its sum 33). The memory of a shared VM
+    streams at a rate that varies with its neighbours: on that one, calls of this ranged 22-51
+    GB/s, so the fraction of it that an engine reaches varies too."""
     rows = mib * 2**20 // 4 // 4096
     a, x = torch.randn(rows, 4096), torch.randn(4096)
-    a @ x
+    an, xn = a.numpy(), x.numpy()
     best = 0.0
-    for _ in range(trials):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ x
-        best = max(best, a.numel() * 4 * repeats / (time.perf_counter() - start) / 1e9)
+    for read in (lambda: a @ x, lambda: a.sum(), lambda: an @ xn):
+        read()
+        for _ in range(trials):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                read()
+            best = max(best, a.numel() * 4 * repeats / (time.perf_counter() - start) / 1e9)
     return best
 
 
@@ -105,15 +116,18 @@ def measure(model, name, queries, prompts, tokens, batch, limit_gbs) -> tuple[di
         latencies.append(s)
         results.append(out)
     _, single = timed(lambda: engine.rollout(prompts[:1], tokens, logits_processor=forced))
+    decode = min(timed(lambda: engine.rollout(prompts[:1], tokens, logits_processor=forced))[1]
+                 - timed(lambda: engine.rollout(prompts[:1], 1, logits_processor=forced))[1] for _ in range(3))
     _, batched = timed(lambda: engine.rollout(prompts[:batch], tokens, logits_processor=forced))
     weights = bytes_per_token(getattr(engine, "backbone", None) or model.backbone, quantized={"int8": "int8", **LLAMA_CPP_WEIGHTS}.get(name))
-    tokens_per_s = tokens / single
+    tokens_per_s, decode_rate = tokens / single, (tokens - 1) / decode
     row = {"exact": engine.exact, "warmup_s": round(warm, 2), "query_s": round(statistics.median(latencies), 3),
            "mean_trace_tokens": round(float(np.mean([len(model.tokenizer(r.reasoning)["input_ids"])
                                                      for r in results])), 1),
-           "single_tokens_per_s": round(tokens_per_s, 1), "weight_mb_per_token": round(weights / 1e6, 1),
+           "single_tokens_per_s": round(tokens_per_s, 1), "decode_tokens_per_s": round(decode_rate, 1),
+           "weight_mb_per_token": round(weights / 1e6, 1),
            "bandwidth_limit_tokens_per_s": round(limit_gbs * 1e9 / weights, 1),
-           "fraction_of_bandwidth_limit": round(tokens_per_s * weights / (limit_gbs * 1e9), 3),
+           "fraction_of_bandwidth_limit": round(decode_rate * weights / (limit_gbs * 1e9), 3),
            "batch_tokens_per_s": round(batch * tokens / batched, 1)}
     return row, results
 

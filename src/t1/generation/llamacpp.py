@@ -75,6 +75,9 @@ class LlamaCppEngine:
         context.n_seq_max = rows
         context.kv_unified = True
         context.n_threads = context.n_threads_batch = torch.get_num_threads()
+        if self.exact:  # llama.cpp keeps K and V in f16 by default: a rounding that can flip a near-tied greedy token
+            context.type_k = context.type_v = self.lib.GGML_TYPE_F32
+            context.flash_attn_type = self.lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._ctx = self.lib.llama_init_from_model(self._model, context)
         if not self._ctx:
             raise T1Error(f"llama.cpp could not make a context for {rows} rows of {self.path}")
