@@ -202,3 +202,19 @@ def test_export_round_trip_and_refusal(tiny_model_path, tmp_path, capsys):
     # a GGUF needs a backbone shipped as GGUF: a clear error for the tiny model
     assert main(["export", "--gguf", "--model", str(tiny_model_path), "--out", str(tmp_path / "t.gguf")]) == 2
     assert "shipped as GGUF" in capsys.readouterr().err and not (tmp_path / "t.gguf").exists()
+
+
+def test_cache_lists_entries_and_clears_only_gguf(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("T1_CACHE", str(tmp_path))
+    (tmp_path / "gguf").mkdir()
+    (tmp_path / "gguf" / "abc.gguf").write_bytes(b"x" * 3_000_000)
+    (tmp_path / "gguf" / "abc.q8_0.gguf").write_bytes(b"x" * 1_000_000)
+    (tmp_path / "smollm2-135m-instruct").mkdir()
+    (tmp_path / "smollm2-135m-instruct" / "config.json").write_text("{}")
+    assert main(["cache"]) == 0
+    listing = capsys.readouterr().out
+    assert "gguf/" in listing and "4 MB  2 files" in listing and "abc.q8_0.gguf" in listing
+    assert "smollm2-135m-instruct/" in listing
+    assert main(["cache", "--clear-gguf"]) == 0
+    assert "4 MB" in capsys.readouterr().out
+    assert not (tmp_path / "gguf").exists() and (tmp_path / "smollm2-135m-instruct" / "config.json").exists()

@@ -224,6 +224,34 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    """The t1 cache: what each entry holds and weighs; `--clear-gguf` removes the GGUF files the
+    llama.cpp engines write (one per model fingerprint and precision; re-made at first use)."""
+    import shutil
+
+    from .backbones import cache_dir
+
+    root = cache_dir()
+    entries = sorted(root.iterdir()) if root.is_dir() else []
+    if args.clear_gguf:
+        gguf = root / "gguf"
+        freed = sum(f.stat().st_size for f in gguf.glob("*.gguf")) if gguf.is_dir() else 0
+        shutil.rmtree(gguf, ignore_errors=True)
+        print(f"removed {gguf} ({freed / 1e6:,.0f} MB); the llama.cpp engines write it again at first use")
+        return 0
+    print(f"t1 cache: {root} (set T1_CACHE to move it)")
+    for entry in entries:
+        files = [entry] if entry.is_file() else [f for f in entry.rglob("*") if f.is_file()]
+        size = sum(f.stat().st_size for f in files)
+        print(f"  {entry.name + ('/' if entry.is_dir() else ''):<32} {size / 1e6:>9,.0f} MB  {len(files)} files")
+        if entry.name == "gguf":
+            for f in sorted(files):
+                print(f"    {f.name:<30} {f.stat().st_size / 1e6:>9,.0f} MB")
+    if not entries:
+        print("  (empty)")
+    return 0
+
+
 ANN_KINDS = ["hnsw", "ivf-pq"]
 
 
@@ -335,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--gguf", action="store_true",
                       help="one GGUF file for llama.cpp (adapter merged, fp32; backbones shipped as GGUF only)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("cache", help="list the t1 cache ($T1_CACHE, default ~/.cache/t1), or clear its GGUF files")
+    p.add_argument("--clear-gguf", action="store_true",
+                   help="remove the llama.cpp engines' GGUF files (re-made at first use, a few seconds each)")
+    p.set_defaults(func=cmd_cache)
 
     _register_plugins(sub)
     return parser

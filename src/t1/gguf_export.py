@@ -49,7 +49,7 @@ def export_gguf(model, out: str | Path) -> Path:
     if out.exists():
         raise T1Error(f"{out}: exists (choose another file)")
     source = model.name_or_path
-    if hasattr(model.backbone, "merge_and_unload"):
+    if model.has_adapter:
         raise T1Error(f"{source}: load it with its adapter merged (merge_adapter=True) to write a GGUF")
     reader = gguf.GGUFReader(backbone_gguf(model.config.backbone))
     arch = reader.fields["general.architecture"].contents()

@@ -175,7 +175,7 @@ class T1Model(torch.nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         kwargs = {}
-        if hasattr(self.backbone, "peft_config"):
+        if self.has_adapter:
             # The <emb_token> row is saved by trainable_token_indices; loading re-adds the token to
             # the base deterministically, so the whole resized embedding need not be copied.
             token_rows = any(getattr(c, "trainable_token_indices", None) for c in self.backbone.peft_config.values())
@@ -220,6 +220,11 @@ class T1Model(torch.nn.Module):
         """The transformer body (no LM head): its last_hidden_state is after the final norm."""
         base = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
         return base.get_decoder()
+
+    @property
+    def has_adapter(self) -> bool:
+        """Whether a peft adapter runs beside the weights (training, or loaded unmerged)."""
+        return hasattr(self.backbone, "peft_config")
 
     @property
     def dim(self) -> int:

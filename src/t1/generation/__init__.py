@@ -66,7 +66,7 @@ def default_engine(model) -> str:
     from ..backbones import GGUF_ALIASES
 
     if (model.device.type == "cpu" and model.config.backbone in GGUF_ALIASES
-            and not hasattr(model.backbone, "merge_and_unload")  # an unmerged adapter (training) exports no GGUF
+            and not model.has_adapter  # an unmerged adapter (training) exports no GGUF
             and importlib.util.find_spec("llama_cpp") is not None):
         return "llama.cpp"
     return "hf"

@@ -150,7 +150,7 @@ def _prepare_policy(model, output_dir: Path, beta: float) -> None:
         # peft's TrainableTokensWrapper (the <emb_token> row of a tied LM head) exposes `weight`
         # but not `bias`, which TRL's fused log-prob head reads. Plain attribute: no new parameter.
         object.__setattr__(head, "bias", getattr(getattr(head, "original_module", None), "bias", None))
-    if not beta or hasattr(model.backbone, "peft_config"):
+    if not beta or model.has_adapter:
         return  # no reference, or TRL's reference is the adapter's starting copy
     source = Path(getattr(model, "name_or_path", "") or "")
     if (source / "t1_config.json").exists() and not (source / "adapter_config.json").exists():
