@@ -218,3 +218,14 @@ def test_cache_lists_entries_and_clears_only_gguf(tmp_path, monkeypatch, capsys)
     assert main(["cache", "--clear-gguf"]) == 0
     assert "4 MB" in capsys.readouterr().out
     assert not (tmp_path / "gguf").exists() and (tmp_path / "smollm2-135m-instruct" / "config.json").exists()
+
+
+def test_cache_that_is_a_file_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    monkeypatch.setenv("T1_CACHE", str(cache))
+    assert main(["cache"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    monkeypatch.setenv("T1_CACHE", str(tmp_path / "none"))
+    assert main(["cache", "--clear-gguf"]) == 0
+    assert "no GGUF files" in capsys.readouterr().out

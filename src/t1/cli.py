@@ -232,11 +232,16 @@ def cmd_cache(args) -> int:
     from .backbones import cache_dir
 
     root = cache_dir()
+    if root.exists() and not root.is_dir():
+        raise T1Error(f"{root}: the t1 cache (T1_CACHE) is a file, not a folder")
     entries = sorted(root.iterdir()) if root.is_dir() else []
     if args.clear_gguf:
         gguf = root / "gguf"
-        freed = sum(f.stat().st_size for f in gguf.glob("*.gguf")) if gguf.is_dir() else 0
-        shutil.rmtree(gguf, ignore_errors=True)
+        if not gguf.is_dir():
+            print(f"no GGUF files in {root}")
+            return 0
+        freed = sum(f.stat().st_size for f in gguf.glob("*.gguf"))
+        shutil.rmtree(gguf)
         print(f"removed {gguf} ({freed / 1e6:,.0f} MB); the llama.cpp engines write it again at first use")
         return 0
     print(f"t1 cache: {root} (set T1_CACHE to move it)")
