@@ -17,36 +17,16 @@ import numpy as np
 from common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"fp32 K/V, no flash attention (the exact engine)": ("GGML_TYPE_F32", "LLAMA_FLASH_ATTN_TYPE_DISABLED"),
-            "fp32 K/V, flash attention auto": ("GGML_TYPE_F32", "LLAMA_FLASH_ATTN_TYPE_AUTO"),
-            "f16 K/V, no flash attention": ("GGML_TYPE_F16", "LLAMA_FLASH_ATTN_TYPE_DISABLED"),
-            "f16 K/V, flash attention auto (llama.cpp's defaults)": ("GGML_TYPE_F16", "LLAMA_FLASH_ATTN_TYPE_AUTO")}
+SETTINGS = {"fp32 K/V, no flash attention (the exact engine)": (True, "off"),
+            "fp32 K/V, flash attention auto": (True, "auto"),
+            "f16 K/V, no flash attention": (False, "off"),
+            "f16 K/V, flash attention auto (llama.cpp's defaults)": (False, "auto")}
 
 
-def measure(model, queries, prompts, tokens, kv: str, attention: str) -> dict:
-    import llama_cpp
-
+def measure(model, queries, prompts, tokens, fp32_kv: bool, flash_attention: str) -> dict:
     from t1.generation.llamacpp import LlamaCppEngine
 
-    class Engine(LlamaCppEngine):
-        def _open_context(self, rows):  # the same context, these two settings changed
-            default = llama_cpp.llama_context_default_params
-
-            def params():
-                p = default()
-                p.type_k = p.type_v = getattr(llama_cpp, kv)
-                p.flash_attn_type = getattr(llama_cpp, attention)
-                return p
-
-            llama_cpp.llama_context_default_params = params
-            try:
-                super()._open_context(rows)
-            finally:
-                llama_cpp.llama_context_default_params = default
-
-    engine = Engine(model)
-    engine.exact = False  # reopened without the exact engine's own two settings, so these hold
-    engine._open_context(engine.max_rows)
+    engine = LlamaCppEngine(model, fp32_kv=fp32_kv, flash_attention=flash_attention)
     seen, logits = [], engine._logits
     engine._logits = lambda i: (seen.append(logits(i)), seen[-1])[1]
     first_alone = []
@@ -80,8 +60,8 @@ def main() -> int:
     prompts = [model.prompts.query_prompt(q, cfg.query_instruction, cfg.max_query_length) for q in queries]
     result = {"benchmark": "batch_invariance", "machine": machine(), "model": args.model, "tokens": args.tokens,
               "settings": {}}
-    for name, (kv, attention) in SETTINGS.items():
-        result["settings"][name] = measure(model, queries, prompts, args.tokens, kv, attention)
+    for name, (fp32_kv, flash_attention) in SETTINGS.items():
+        result["settings"][name] = measure(model, queries, prompts, args.tokens, fp32_kv, flash_attention)
         print(name, json.dumps(result["settings"][name]), file=sys.stderr)
     print(json.dumps(result, indent=2))
     if args.out:

@@ -234,7 +234,6 @@ def cmd_cache(args) -> int:
     root = cache_dir()
     if root.exists() and not root.is_dir():
         raise T1Error(f"{root}: the t1 cache (T1_CACHE) is a file, not a folder")
-    entries = sorted(root.iterdir()) if root.is_dir() else []
     if args.clear_gguf:
         gguf = root / "gguf"
         if not gguf.is_dir():
@@ -245,6 +244,7 @@ def cmd_cache(args) -> int:
         print(f"removed {gguf} ({freed / 1e6:,.0f} MB); the llama.cpp engines write it again at first use")
         return 0
     print(f"t1 cache: {root} (set T1_CACHE to move it)")
+    entries = sorted(root.iterdir()) if root.is_dir() else []
     for entry in entries:
         files = [entry] if entry.is_file() else [f for f in entry.rglob("*") if f.is_file()]
         size = sum(f.stat().st_size for f in files)

@@ -27,6 +27,8 @@ from ..reasoning import Rollout, stop_token_ids
 logger = logging.getLogger(__name__)
 
 LLAMA_CPP_WEIGHTS = {"llama.cpp": None, "llama.cpp-f16": "f16", "llama.cpp-q8": "q8_0"}  # engine -> GGUF conversion
+_FLASH_ATTENTION = {"auto": "LLAMA_FLASH_ATTN_TYPE_AUTO", "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED",
+                    "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED"}
 _backend_ready, _log_callback = False, None
 
 
@@ -37,9 +39,15 @@ class LlamaCppEngine:
 
     `max_rows` sequences decode at once (more rows run in groups of that size, unless they
     stream: then the context grows to hold them all); each may hold `row_context` tokens of prompt
-    and trace on average (the KV cache is shared)."""
+    and trace on average (the KV cache is shared).
 
-    def __init__(self, model, name: str = "llama.cpp", max_rows: int = 16, row_context: int = 1024):
+    `fp32_kv` (else f16) and `flash_attention` ("auto": where llama.cpp chooses, "on", "off"); by
+    default fp32 and "off" for the exact engine, llama.cpp's f16 and "auto" for the others: with
+    either of llama.cpp's defaults a batch moved a row's logits by up to 0.023 against the row
+    alone, enough to flip a near-tied greedy token (benchmarks/batch_invariance.py)."""
+
+    def __init__(self, model, name: str = "llama.cpp", max_rows: int = 16, row_context: int = 1024,
+                 fp32_kv: bool | None = None, flash_attention: str | None = None):
         quantization = LLAMA_CPP_WEIGHTS[name]
         try:
             import llama_cpp
@@ -49,6 +57,10 @@ class LlamaCppEngine:
             raise T1Error("engine llama.cpp runs on CPU here; use --device cpu")
         self.model, self.lib, self.name = model, llama_cpp, name
         self.exact = quantization is None
+        self.fp32_kv = self.exact if fp32_kv is None else fp32_kv
+        self.flash_attention = flash_attention or ("off" if self.exact else "auto")
+        if self.flash_attention not in _FLASH_ATTENTION:
+            raise T1Error(f"flash_attention: expected one of {', '.join(_FLASH_ATTENTION)}, got {flash_attention!r}")
         self.path = _cached_gguf(model, quantization)
         _init_backend(llama_cpp)
 
@@ -75,9 +87,8 @@ class LlamaCppEngine:
         context.n_seq_max = rows
         context.kv_unified = True
         context.n_threads = context.n_threads_batch = torch.get_num_threads()
-        if self.exact:  # llama.cpp keeps K and V in f16 by default: a rounding that can flip a near-tied greedy token
-            context.type_k = context.type_v = self.lib.GGML_TYPE_F32
-            context.flash_attn_type = self.lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        context.type_k = context.type_v = self.lib.GGML_TYPE_F32 if self.fp32_kv else self.lib.GGML_TYPE_F16
+        context.flash_attn_type = getattr(self.lib, _FLASH_ATTENTION[self.flash_attention])
         self._ctx = self.lib.llama_init_from_model(self._model, context)
         if not self._ctx:
             raise T1Error(f"llama.cpp could not make a context for {rows} rows of {self.path}")
