@@ -18,6 +18,7 @@ from .cli_args import (
     Parser,
     add_auto_margin_arg,
     add_engine_arg,
+    add_reasoner_args,
     add_fusion_args,
     add_sampling_args,
     add_settings_args,
@@ -305,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="reason about queries and search an index")
     _add_model_args(p, None, document=False)  # default: the index's own model; documents: as indexed
     add_engine_arg(p)
+    add_reasoner_args(p)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--index", help="index folder built by `t1 index`")
     where.add_argument("--store", help="Qdrant store built by `t1 index --store`")
@@ -400,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
 
             transformers.logging.set_verbosity_error()
             transformers.logging.disable_progress_bar()
+        if hasattr(args, "reasoner"):  # the writer's settings are checked before any file is read or model loaded
+            from .cli_args import reasoner_settings
+
+            reasoner_settings(args)
         return args.func(args)
     except T1Error as e:
         print(f"t1: error: {e}", file=sys.stderr)

@@ -146,14 +146,68 @@ def add_settings_args(p: argparse.ArgumentParser, query: bool = True, document: 
 
 
 def model_settings(args) -> dict:
-    """The T1 settings a command's flags give: those of --settings FILE, then the length flags."""
+    """The T1 settings a command's flags give: those of --settings FILE, then the length and
+    reasoner flags."""
     from .settings import load_settings
 
     settings = load_settings(args.settings) if getattr(args, "settings", None) else {}
     for name in ("max_query_length", "max_document_length"):
         if getattr(args, name, None) is not None:
             settings[name] = getattr(args, name)
+    reasoner = reasoner_settings(args, settings.get("reasoner"))
+    if reasoner is not None:
+        settings["reasoner"] = reasoner
     return settings
+
+
+# --reasoner-X flag -> the reasoner option it sets (`t1.reasoners.make_reasoner`)
+REASONER_FLAGS = {"model": "model", "prompt": "prompt", "thinking": "thinking", "max_tokens": "max_tokens",
+                  "concurrency": "concurrency", "timeout": "timeout", "retries": "retries", "key_env": "api_key_env"}
+
+
+def add_reasoner_args(p: argparse.ArgumentParser) -> None:
+    """--reasoner and its options: who writes the query traces T1 embeds (search, eval, bright, serve)."""
+    from .reasoners import DEFAULT_PROMPT, PROMPTS, THINKING
+    from .reasoners.openai import DEFAULT_KEY_ENV
+
+    p.add_argument("--reasoner", default=None, metavar="SOURCE",
+                   help="who writes the reasoning: t1 (the model itself, default), an OpenAI-compatible endpoint "
+                        "(http://127.0.0.1:11434/v1: Ollama, vLLM, llama.cpp's server, ...), a .gguf file run by "
+                        "llama.cpp, or hf:NAME_OR_FOLDER (a Hugging Face causal LM)")
+    p.add_argument("--reasoner-model", default=None, help="the endpoint's model (default: the first it lists)")
+    p.add_argument("--reasoner-prompt", default=None, metavar="NAME|FILE",
+                   help=f"the writer's prompt: {', '.join(PROMPTS)} (default {DEFAULT_PROMPT}; bright: BRIGHT's query "
+                        "reasoning prompt), or a JSON/YAML file of system and user ({query}, {instruction})")
+    p.add_argument("--reasoner-thinking", choices=THINKING, default=None,
+                   help="a reasoning model's output used as the trace: its answer (default), its thinking, or both")
+    p.add_argument("--reasoner-max-tokens", type=positive_int, default=None,
+                   help="tokens the writer may write (default: the T1 model's max_new_tokens, the most it embeds)")
+    p.add_argument("--reasoner-concurrency", type=positive_int, default=None,
+                   help="endpoint requests in flight at once (default 4)")
+    p.add_argument("--reasoner-timeout", type=positive_float, default=None,
+                   help="seconds an endpoint request may take before it is retried (default 120)")
+    p.add_argument("--reasoner-retries", type=non_negative_int, default=None,
+                   help="retries of a refused connection, a timeout, 429 or 5xx, with backoff (default 3)")
+    p.add_argument("--reasoner-key-env", default=None, metavar="VAR",
+                   help=f"environment variable holding the endpoint's API key (default {DEFAULT_KEY_ENV})")
+
+
+def reasoner_settings(args, base: str | dict | None = None) -> dict | None:
+    """The reasoner's dict form (`t1.reasoners`) of the --reasoner flags over `base` (a settings
+    file's), checked; None when neither names one."""
+    from .reasoners import check_spec
+
+    options = {} if base is None else dict(base) if isinstance(base, dict) else {"source": base}
+    if getattr(args, "reasoner", None) is not None:
+        options["source"] = args.reasoner
+    for flag, option in REASONER_FLAGS.items():
+        value = getattr(args, f"reasoner_{flag}", None)
+        if value is not None:
+            options[option] = value
+    if not options:
+        return None
+    kind, _ = check_spec(options)
+    return options if kind else None
 
 
 def add_engine_arg(p: argparse.ArgumentParser) -> None:

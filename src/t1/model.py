@@ -96,6 +96,7 @@ class T1Model(torch.nn.Module):
             tokenizer.pad_token = tokenizer.eos_token
         self.emb_token_id = self._ensure_emb_token()
         self._engine: Engine | None = None
+        self.reasoner = None  # who writes query traces (`t1.reasoners`); None: this model's engine
 
     @property
     def engine(self) -> Engine:
@@ -109,6 +110,15 @@ class T1Model(torch.nn.Module):
         """Generate reasoning with engine `name` ("hf", "compile", "int8", "llama.cpp", ...; None: the
         fastest exact one here, `t1.generation.default_engine`). The query embedding stays T1's whichever runs."""
         self._engine = make_engine(self, name)
+        return self
+
+    def use_reasoner(self, source=None, **options) -> "T1Model":
+        """Have another writer reason for the queries (`t1.reasoners.make_reasoner`: an
+        OpenAI-compatible URL, a .gguf file, hf:NAME, or a `Reasoner`; None or "t1": this model
+        itself). T1 then embeds that writer's traces, as it embeds traces given by a file."""
+        from .reasoners import make_reasoner
+
+        self.reasoner = make_reasoner(source, **options)
         return self
 
     # ---------------------------------------------------------------- loading and saving
@@ -168,6 +178,8 @@ class T1Model(torch.nn.Module):
             setattr(model.config, key, value)
         check(model.config)
         model = model.to(device).eval()
+        if model.config.reasoner:
+            model.use_reasoner(model.config.reasoner)
         return model.use_engine(engine) if engine else model  # None: the default, made at first use
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -416,13 +428,18 @@ class T1Model(torch.nn.Module):
                 raise T1Error(f"num_traces must be at least 1, got {num_traces}")
             if hooks is not None and num_traces > 1:
                 raise ValueError("hooks stream one trace per query")
-            if do_sample is None and num_traces == 1:
-                sampling = sampling_kwargs(**self.config.sampling(self.backbone.generation_config))
+            if self.reasoner is not None:
+                emb, texts, ended = self._written(prompts, queries, instruction, max_new_tokens, batch_size,
+                                                  show_progress_bar, temperature, top_p, cache, query_ids,
+                                                  num_traces, hooks)
             else:
-                sampling = sampling_kwargs(bool(do_sample) or num_traces > 1, temperature, top_p, top_k)
-            emb, texts, ended = self._generate_cached(prompts, queries, instruction, max_new_tokens, batch_size,
-                                                      show_progress_bar, sampling, cache, query_ids, num_traces,
-                                                      hooks)
+                if do_sample is None and num_traces == 1:
+                    sampling = sampling_kwargs(**self.config.sampling(self.backbone.generation_config))
+                else:
+                    sampling = sampling_kwargs(bool(do_sample) or num_traces > 1, temperature, top_p, top_k)
+                emb, texts, ended = self._generate_cached(prompts, queries, instruction, max_new_tokens, batch_size,
+                                                          show_progress_bar, sampling, cache, query_ids, num_traces,
+                                                          hooks)
             if num_traces == 1:
                 return _query_result(single, _normalized(emb) if normalize else emb, texts, ended)
             per_trace = _normalized(emb).reshape(len(queries), num_traces, -1)
@@ -431,9 +448,34 @@ class T1Model(torch.nn.Module):
             result = QueryEmbeddings(_normalized(fused) if normalize else fused, [t[0] for t in traces],
                                      ended[::num_traces], traces, per_trace)
             return QueryEmbeddings(*(None if x is None else x[0] for x in result)) if single else result
-        seqs = [p + self.prompts.reasoning(t, max_new_tokens) + [self.emb_token_id] for p, t in zip(prompts, texts)]
-        emb = self._embed_ids(seqs, batch_size, MAX_BATCH_TOKENS, normalize, "Encoding queries", show_progress_bar)
+        emb = self._embed_traces(prompts, texts, max_new_tokens, batch_size, normalize, show_progress_bar)
         return _query_result(single, emb, texts, [False] * len(queries))
+
+    def _embed_traces(self, prompts, texts, max_new_tokens, batch_size, normalize, show_progress_bar) -> np.ndarray:
+        """Embeddings of prompt + a given trace + <emb_token>: the trace cut to `max_new_tokens`
+        tokens, as generation would have stopped it; cuts are counted in one warning."""
+        traces = [self.prompts.reasoning(t, None) for t in texts]
+        cut = [len(t) for t in traces if len(t) > max_new_tokens]
+        if cut:
+            logger.warning("%d of %d reasoning traces cut to max_new_tokens=%d (longest %d tokens); raise "
+                           "--max-new-tokens to keep them whole", len(cut), len(traces), max_new_tokens, max(cut))
+        seqs = [p + t[:max_new_tokens] + [self.emb_token_id] for p, t in zip(prompts, traces)]
+        return self._embed_ids(seqs, batch_size, MAX_BATCH_TOKENS, normalize, "Encoding queries", show_progress_bar)
+
+    def _written(self, prompts, queries, instruction, max_new_tokens, batch_size, show_progress_bar, temperature,
+                 top_p, cache, query_ids, samples, hooks):
+        """Raw embeddings, traces and ended flags of `samples` traces per query written by
+        `self.reasoner` (rows query-major), as `_generate_cached` gives T1's own."""
+        traces = self.reasoner.write(queries, instruction, max_tokens=max(1, max_new_tokens), samples=samples,
+                                     temperature=temperature, top_p=top_p, cache=cache, query_ids=query_ids,
+                                     show_progress_bar=show_progress_bar)
+        texts, ended = [t.text for t in traces], [t.ended for t in traces]
+        if hooks is not None:
+            for row, text in enumerate(texts):
+                hooks.send(row, text)
+        rows = [p for p in prompts for _ in range(samples)]
+        emb = self._embed_traces(rows, texts, max_new_tokens, batch_size, False, show_progress_bar)
+        return emb, texts, ended
 
     def _generate(self, prompts, max_new_tokens, batch_size, normalize, show_progress_bar, on_batch=None,
                   hooks=None, **sampling):

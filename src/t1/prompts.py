@@ -111,5 +111,6 @@ class PromptBuilder:
             return self._ids(text)
         return self._ids(messages[0]["content"] + "\n")
 
-    def reasoning(self, reasoning: str, max_tokens: int) -> list[int]:
+    def reasoning(self, reasoning: str, max_tokens: int | None) -> list[int]:
+        """Token ids of a trace, the first `max_tokens` (None: all)."""
         return self._ids(reasoning)[:max_tokens]

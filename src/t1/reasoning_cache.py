@@ -26,6 +26,9 @@ from .errors import T1Error
 
 FILE_NAME = "reasoning-cache.sqlite"
 COLUMNS = ("key", "model", "query_id", "instruction", "query", "reasoning", "ended", "embedding", "settings", "created")
+# Traces of another writer (`t1.reasoners`): text only, keyed by the writer's identity and the
+# messages it was sent, so any T1 model can embed them.
+WRITTEN = ("key", "writer", "query_id", "instruction", "query", "reasoning", "ended", "settings", "created")
 
 
 class ReasoningCache:
@@ -37,6 +40,7 @@ class ReasoningCache:
             self.db = sqlite3.connect(self.path, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"CREATE TABLE IF NOT EXISTS traces (key TEXT PRIMARY KEY, {', '.join(COLUMNS[1:])})")
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS written (key TEXT PRIMARY KEY, {', '.join(WRITTEN[1:])})")
             columns = tuple(row[1] for row in self.db.execute("PRAGMA table_info(traces)"))
         except (OSError, sqlite3.Error) as e:
             raise T1Error(f"{self.path}: cannot open the reasoning cache ({e})") from None
@@ -81,17 +85,46 @@ class ReasoningCache:
         with self._errors("write"), self.db:
             self.db.executemany(f"INSERT OR REPLACE INTO traces VALUES ({', '.join('?' * len(COLUMNS))})", values)
 
+    def get_written(self, keys: Sequence[str]) -> dict[str, tuple[str, bool]]:
+        """{key: (reasoning, ended)} of the writer traces that are cached."""
+        found = {}
+        with self._errors("read"):
+            for start in range(0, len(keys), 500):
+                part = list(keys[start: start + 500])
+                marks = ",".join("?" * len(part))
+                for key, reasoning, ended in self.db.execute(
+                        f"SELECT key, reasoning, ended FROM written WHERE key IN ({marks})", part):
+                    found[key] = (reasoning, bool(ended))
+        return found
+
+    def put_written(self, rows: Iterable[dict]) -> None:
+        """Store writer traces (dicts with the WRITTEN columns but `created`) in one transaction."""
+        now = time.time()
+        values = [tuple({**row, "ended": int(row["ended"]), "settings": json.dumps(row["settings"], sort_keys=True),
+                         "created": now}.get(c) for c in WRITTEN) for row in rows]
+        with self._errors("write"), self.db:
+            self.db.executemany(f"INSERT OR REPLACE INTO written VALUES ({', '.join('?' * len(WRITTEN))})", values)
+
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM traces").fetchone()[0]
 
     def export(self, out: str | Path, model: str | None = None) -> int:
         """Write the cached traces as JSONL `{id, query, reasoning, ...}`, the layout of BRIGHT's
-        `<model>_reason` sets, so they can be published and replayed in mode `given`."""
+        `<model>_reason` sets, so they can be published and replayed in mode `given`. T1's own
+        traces name their `model`; another writer's name it as `writer` (kind, source, model,
+        prompt). `model` keeps the traces of one T1 model or one writer (its source or model)."""
         sql = "SELECT model, query_id, instruction, query, reasoning, ended, settings FROM traces"
         rows = self.db.execute(sql + (" WHERE model = ?" if model else "") + " ORDER BY rowid",
                                (model,) if model else ())
         records = [{"id": qid if qid is not None else f"q{i}", "query": q, "reasoning": r, "instruction": ins,
                     "model": m, "ended": bool(e), "settings": json.loads(s)}
                    for i, (m, qid, ins, q, r, e, s) in enumerate(rows, 1)]
+        sql = "SELECT writer, query_id, instruction, query, reasoning, ended, settings FROM written ORDER BY rowid"
+        for w, qid, ins, q, r, e, s in self.db.execute(sql):
+            writer = json.loads(w)
+            if model and model not in (writer.get("source"), writer.get("model")):
+                continue
+            records.append({"id": qid if qid is not None else f"q{len(records) + 1}", "query": q, "reasoning": r,
+                            "instruction": ins, "writer": writer, "ended": bool(e), "settings": json.loads(s)})
         write_jsonl(out, records)
         return len(records)

@@ -63,6 +63,9 @@ class T1Config:
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    # Who writes query traces when not this model (`t1.reasoners`): None, or a writer's source
+    # (an OpenAI-compatible URL, a .gguf file, hf:NAME) or a dict of it and its options.
+    reasoner: str | dict | None = None
 
     def __post_init__(self) -> None:
         check(self)
@@ -116,6 +119,10 @@ def check(config: T1Config) -> None:
         template = getattr(config, name)
         if not isinstance(template, str) or any(part not in template for part in needed):
             raise T1Error(f"{name} must be a string holding {', '.join(needed)}, got {template!r}")
+    if config.reasoner is not None:
+        from .reasoners import check_spec
+
+        check_spec(config.reasoner)
     if not isinstance(config.tasks, dict) or any(
             not isinstance(v, dict) or set(v) - set(SIDES) for v in config.tasks.values()):
         raise T1Error('tasks must map a task name to {"query": ..., "document": ...}')
