@@ -285,3 +285,63 @@ def test_a_hugging_face_writer_batches_samples_and_caches(tiny_model, tiny_model
     finally:
         tiny_model.use_reasoner(None)
     assert out.traces == [[traces[0].text, traces[1].text]] and reasoner.stats.asked == 0
+
+
+def test_serve_asks_the_writer_outside_the_batch_so_no_request_waits_behind_another(tiny_model_path, writer,
+                                                                                     tmp_path):
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from t1 import T1Model
+    from t1.index import Index
+    from t1.serve.app import ServeSettings, create_app
+    from t1.serve.engine import Engine
+
+    index = tmp_path / "idx"
+    assert main(["index", "--model", str(tiny_model_path), "--corpus", "examples/corpus.jsonl", "--out", str(index),
+                 "--device", "cpu"]) == 0
+    model = T1Model.from_pretrained(str(tiny_model_path), device="cpu", reasoner={"source": writer.url, "retries": 0})
+    engine = Engine(model, Index.open(index, model=model), reasoning_cache=tmp_path / "cache")
+    done = {}
+    with TestClient(create_app(engine, ServeSettings(max_new_tokens=TOKENS, max_wait_ms=1))) as client:
+        def ask(name, query):
+            response = client.post("/search", json={"query": query, "k": 3, "hybrid": False})
+            done[name] = (time.perf_counter(), response.json())
+
+        slow = threading.Thread(target=ask, args=("slow", "[slower] leaves"))
+        slow.start()
+        time.sleep(0.3)
+        ask("fast", "rivers")
+        slow.join()
+        assert done["fast"][0] < done["slow"][0]  # answered while the other's trace was still being written
+        result = done["slow"][1]
+        assert result["mode"] == "generate" and result["results"][0]["reasoning"] == "trace for: [slower] leaves"
+        hits = Index.open(index, model=model).search_queries(model, ["[slower] leaves"], k=3, hybrid=False,
+                                                             reasoning=["trace for: [slower] leaves"],
+                                                             max_new_tokens=TOKENS)[0][0]
+        assert [h["id"] for h in result["results"][0]["hits"]] == [h.id for h in hits]
+        before = len(writer.requests)
+        assert client.post("/search", json={"query": "rivers", "k": 3}).status_code == 200
+        assert len(writer.requests) == before  # served from the reasoning cache
+        failed = client.post("/search", json={"query": "[garbage] here", "k": 3})
+        assert failed.status_code == 502 and failed.json()["detail"].startswith(f"reasoner {writer.url}")
+
+
+def test_langchain_and_llamaindex_adapters_take_a_reasoner(tiny_model_path, writer):
+    pytest.importorskip("langchain_core")
+    pytest.importorskip("llama_index.core")
+    from t1.integrations.langchain import T1Embeddings
+    from t1.integrations.llamaindex import T1Embedding
+
+    lc = T1Embeddings(str(tiny_model_path), device="cpu", reasoner=writer.url, max_new_tokens=TOKENS)
+    vector = lc.embed_query("why do leaves fall")
+    assert lc.last_reasoning == "trace for: why do leaves fall"
+    given = lc.model.encode_query("why do leaves fall", reasoning=["trace for: why do leaves fall"],
+                                  max_new_tokens=TOKENS).embeddings
+    np.testing.assert_allclose(vector, given, atol=1e-6)
+    li = T1Embedding(str(tiny_model_path), device="cpu", settings={"reasoner": {"source": writer.url,
+                                                                                 "prompt": "hyde"}})
+    li.get_query_embedding("why do leaves fall")
+    assert writer.asked()[-1].startswith("Write a short passage")

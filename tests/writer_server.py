@@ -4,7 +4,7 @@ reasoner through every fault: the user message decides the answer.
 - "[stall]" sleeps past the client's timeout; "[fail-once]" answers 500, then 200; "[limit-once]"
   429 with Retry-After 0, then 200; "[garbage]" is not JSON (while `broken`); "[no-choices]" JSON
   without choices; "[empty]" an empty content; "[think-inline]" a <think> block; "[think-field]" a
-  reasoning_content field; "[long]" a trace of 300 words; "[slow]" takes 0.3 s; "[key-needed]"
+  reasoning_content field; "[long]" a trace of 300 words; "[slow]" takes 0.3 s, "[slower]" 1.5 s; "[key-needed]"
   answers 401 without `Bearer sekrit-key`; anything else answers "trace for: <query>".
 A refused connection needs no server: the tests name a closed port.
 Every request is recorded (path, headers, body), and the most requests ever in flight at once.
@@ -103,6 +103,8 @@ class WriterServer:
             content, finish = " ".join(f"word{i}" for i in range(300)), "length"
         elif "[slow]" in query:
             time.sleep(0.3)
+        elif "[slower]" in query:
+            time.sleep(1.5)
         if "[key-needed]" in query and handler.headers.get("authorization") != "Bearer sekrit-key":
             return self._send(handler, 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
         choice = {"index": 0, "message": {"role": "assistant", "content": content, **extra}, "finish_reason": finish}

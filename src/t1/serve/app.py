@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import T1Error
 from ..fusion import METHODS
+from ..reasoners import ReasonerError
 from ..settings import (DEFAULT_AUTO_MARGIN, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GIVEN, REASONING_MODES, TRACE_FUSIONS,
                         QuerySettings)
 from .batcher import Batcher, Busy, Job
@@ -348,6 +349,11 @@ class Responder:
             plan, work = planner(req, self.settings, self.engine)
         except BadRequest as e:
             return None, self.refuse(request, 422, str(e))
+        if self.engine.writes_elsewhere(plan):  # the writer is asked here, concurrently with other requests
+            try:
+                plan, work = await asyncio.to_thread(self.engine.write, plan, work)
+            except ReasonerError as e:
+                return None, self.refuse(request, 502, str(e))
         job = self.queued(request, plan, work)
         if isinstance(job, Response):
             return None, job
@@ -378,6 +384,9 @@ def describe(engine: Engine, settings: ServeSettings, batcher: Batcher) -> dict:
                   "dtype": index.manifest.get("dtype"), "bm25": index.has_bm25,
                   "built_with": index.manifest["model"]["name"]},
         "reasoning_modes": list(SEARCH_MODES),
+        # who writes the traces of reasoning "generate": the model itself, or its reasoner
+        "reasoner": None if engine.model.reasoner is None else {k: v for k, v in engine.model.reasoner.identity().items()
+                                                                if k != "prompt"} | {"prompt": engine.model.reasoner.prompt.name},
         "hybrid": index.has_bm25,
         "ranking": str(engine.ranking),  # what a search without hybrid settings uses
         "batching": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
@@ -481,7 +490,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         if isinstance(result, Response):
             return result
         plan = job.key  # the batch key is the request's plan
-        return {"results": result["results"], "mode": plan.query.reasoning, "ranking": str(plan.ranking),
+        mode = "generate" if plan.written else plan.query.reasoning
+        return {"results": result["results"], "mode": mode, "ranking": str(plan.ranking),
                 "k": req.k, "timings": timings(job, result)}
 
     @app.post("/search/stream", summary="search one query, streaming the reasoning (server-sent events)",

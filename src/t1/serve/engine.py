@@ -33,6 +33,7 @@ class Plan:
     query: QuerySettings = QuerySettings(reasoning="none")  # reasoning "given": traces in each `Work`
     ranking: SearchRanking = SearchRanking()  # T1 alone, or fused with the index's BM25
     depth_k: int = 0  # k, where it changes a fused ranking (k > 100); else 0
+    written: bool = False  # reasoning "given" holds traces another writer wrote for "generate" (`Engine.write`)
 
 
 @dataclass
@@ -76,6 +77,36 @@ class Engine:
         emb = self.model.encode_query(["warm up"], reasoning="none").embeddings
         self.index.search(emb, k=1)
         self.model.encode_query(["warm up"], reasoning="generate", max_new_tokens=1)
+
+    # ---------------------------------------------------------------- another writer's traces
+    def writes_elsewhere(self, plan: Plan) -> bool:
+        """Whether `plan`'s traces come from the model's reasoner (one per query), to be asked
+        before the request queues, so that no request waits behind another's trace."""
+        return (self.model.reasoner is not None and plan.kind in ("search", "queries")
+                and plan.query.reasoning == "generate" and plan.query.traces == 1)
+
+    def write(self, plan: Plan, work: Work) -> tuple[Plan, Work]:
+        """The plan and work of a request whose traces the reasoner has written (on the calling
+        thread, with a connection of its own to the reasoning cache): reasoning "given"."""
+        from dataclasses import replace
+
+        cache = None
+        if self.cache_path is not None:
+            from ..reasoning_cache import ReasoningCache
+
+            cache = ReasoningCache(self.cache_path)
+        try:
+            instruction = plan.query.instruction
+            if instruction is None:
+                instruction = self.model.config.query_instruction
+            tokens = plan.query.max_new_tokens or self.model.config.max_new_tokens
+            traces = self.model.reasoner.write(work.texts, instruction, max_tokens=tokens, cache=cache,
+                                               show_progress_bar=False)
+        finally:
+            if cache is not None:
+                cache.db.close()
+        given = replace(plan, query=replace(plan.query, reasoning="given"), written=True)
+        return given, replace(work, given=[t.text for t in traces])
 
     # ---------------------------------------------------------------- batches
     def run(self, plan: Plan, jobs: list) -> list[dict]:
