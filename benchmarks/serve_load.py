@@ -51,7 +51,7 @@ MAX_QUERY_CHARS = 2000
 
 # ---------------------------------------------------------------- the server process
 class Server:
-    def __init__(self, args, index: Path, batching: bool):
+    def __init__(self, args, index: Path, batching: bool, extra: list[str] = ()):
         cmd = [sys.executable, "-m", "t1", "serve", "--index", str(index), "--model", args.model, "--port", "0",
                "--max-k", str(MAX_K), "--max-query-chars", str(MAX_QUERY_CHARS), "--timeout", str(args.timeout)]
         if batching:
@@ -66,6 +66,7 @@ class Server:
             cmd += ["--threads", str(args.threads)]
         if args.engine:
             cmd += ["--engine", args.engine]
+        cmd += list(extra)
         self.log = tempfile.NamedTemporaryFile("w+", prefix="t1-serve-", suffix=".log", delete=False)
         env = {**os.environ, "T1_API_KEY": KEY, "TOKENIZERS_PARALLELISM": "false"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
