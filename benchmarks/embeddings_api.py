@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from common import report
-from serve_load import KEY, Server
+from serve_load import KEY, Server, add_server_args
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "t1-bench"  # --served-model-name
@@ -108,18 +108,11 @@ def run_case(url: str, side: str, texts: list[str], clients: int, n: int) -> dic
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="t1-smollm2-135m")
+    add_server_args(parser)
     parser.add_argument("--requests", type=int, default=32, help="requests per route and case")
     parser.add_argument("--clients", default="1,8", help="concurrent clients, comma-separated")
     parser.add_argument("--sides", default="documents,queries")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="reasoning length of the queries")
-    parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
-    parser.add_argument("--timeout", type=float, default=600.0, help="server per-request timeout (s)")
-    parser.add_argument("--start-timeout", type=float, default=600.0, help="seconds to wait for the server")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="server torch threads")
-    parser.add_argument("--engine", default=None, help="the server's generation engine (default: its own)")
     parser.add_argument("--out", default=None, help="default: $T1_BENCH_OUT, else benchmarks/results")
     parser.add_argument("--tag", default="", help="suffix of the output name (e.g. cpu)")
     args = parser.parse_args()
