@@ -133,6 +133,9 @@ def test_models_are_listed_in_openais_shape(client, server):
     assert client.models.retrieve(NAME + "-query").id == NAME + "-query"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4")
+    paths = httpx.get(server.url + "/openapi.json", headers={"X-API-Key": KEY}).json()["paths"]
+    assert {"/v1/embeddings", "/v1/models", "/api/embed", "/api/tags", "/encode"} <= set(paths)
+    assert "requestBody" in paths["/api/embed"]["post"]
 
 
 # ---------------------------------------------------------------- LangChain and Ollama
@@ -156,8 +159,9 @@ def test_ollama_embed_over_plain_http(server, reference, tiny_model):
     assert body["model"] == NAME and body["prompt_eval_count"] == reference["document_tokens"]
     assert body["total_duration"] > 0 and body["load_duration"] == 0
     assert_same(body["embeddings"], reference["documents"])
-    queries = httpx.post(server.url + "/api/embed", json={"model": NAME + "-query:latest", "input": QUERIES},
-                         headers=headers, timeout=60).json()
+    # `curl -d` sends a form's Content-Type: Ollama reads the body as JSON all the same
+    queries = httpx.post(server.url + "/api/embed", content=json.dumps({"model": NAME + "-query:latest", "input": QUERIES}),
+                         headers={**headers, "Content-Type": "application/x-www-form-urlencoded"}, timeout=60).json()
     assert_same(queries["embeddings"], reference["queries"].embeddings)
     assert queries["t1"]["reasoning"] == reference["queries"].reasoning
     tags = httpx.get(server.url + "/api/tags", headers=headers).json()
@@ -220,8 +224,12 @@ def test_ollama_errors_are_ollamas_shape(server):
     for body, status, message in [({"model": "llama3", "input": "x"}, 404, "does not exist here"),
                                   ({"model": NAME, "input": []}, 400, "input: give at least one"),
                                   ({"model": NAME, "input": "x", "truncate": False}, 400, "truncate: false"),
-                                  ({"model": NAME, "input": "x", "dimensions": 8}, 400, "embeds in 64 dimensions")]:
-        r = httpx.post(server.url + "/api/embed", json=body, headers=headers)
+                                  ({"model": NAME, "input": "x", "dimensions": 8}, 400, "embeds in 64 dimensions"),
+                                  ({"model": NAME, "input": 7}, 400, "input: expected a string or a list of strings"),
+                                  ({"input": "x"}, 400, "missing field 'model'"),
+                                  ('{"model": "', 400, "malformed JSON")]:
+        r = httpx.post(server.url + "/api/embed", headers=headers,
+                       **({"content": body} if isinstance(body, str) else {"json": body}))
         assert r.status_code == status and set(r.json()) == {"error"} and message in r.json()["error"], r.text
     r = httpx.post(server.url + "/api/embed", json={"model": NAME, "input": "x"}, headers={"Authorization": "Bearer no"})
     assert r.status_code == 401 and r.json() == {"error": "wrong API key"}

@@ -24,8 +24,9 @@ from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .app import EncodeRequest, Responder, plan_encode
 
@@ -172,9 +173,15 @@ def add_embedding_routes(app: FastAPI, responder: Responder) -> None:
     def ollama_side(name: str) -> str | None:
         return embedder.sides.get(name.removesuffix(OLLAMA_TAG))
 
-    @app.post("/api/embed", tags=["ollama"], summary="Ollama: embed documents, or queries with <name>-query")
-    async def ollama_embed(req: OllamaEmbedRequest, request: Request):
+    @app.post("/api/embed", tags=["ollama"], summary="Ollama: embed documents, or queries with <name>-query",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": OllamaEmbedRequest.model_json_schema()}}}})
+    async def ollama_embed(request: Request):
         start = time.perf_counter()
+        try:  # the body is JSON whatever its Content-Type says, as Ollama reads it (`curl -d` sends a form's)
+            req = OllamaEmbedRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise RequestValidationError(e.errors()) from None
         side = ollama_side(req.model)
         if side is None:
             return embedder.unknown_model(request, req.model)
