@@ -95,9 +95,10 @@ class Engine:
         run = dict(given=given, cache=self.cache, batch_size=self.batch_size, show_progress_bar=False, hooks=hooks)
         if plan.kind == "queries":
             out = encode(self.model, texts, plan.query, **run)
-            return self._counted(works, [{"embeddings": out.embeddings[rows], "reasoning": [out.reasoning[r] for r in rows],
-                                          "timings": {"encode_ms": _ms(start)}}
-                                         for rows in (_rows(owner, i) for i in range(len(works)))])
+            per_job = (_rows(owner, i) for i in range(len(works)))
+            return self._counted(works, [{"embeddings": out.embeddings[rows],
+                                          "reasoning": [out.reasoning[r] for r in rows],
+                                          "timings": {"encode_ms": _ms(start)}} for rows in per_job])
         results = search(self.model, self.index, texts, plan.query, k=max(w.k for w in works),
                          exclude=self._exclusions(works), ranking=plan.ranking, **run)
         per_query = []
