@@ -37,6 +37,7 @@ from .batcher import Batcher, Busy, Job
 from .engine import Engine, Plan, Work
 from .error_shapes import error_response
 from .gate import NOTE, Gate
+from .openai_api import add_embedding_routes
 
 logger = logging.getLogger("t1.serve")
 
@@ -361,6 +362,18 @@ class Responder:
             return None, job
         return job, await self.outcome(request, job)
 
+    async def embed(self, request: Request, texts, queries: bool, field: str) -> dict | Response:
+        """`texts` embedded as `/encode` embeds documents, or queries (reasoning first), with each
+        text's token count: the batch result, or the error response (the embedding APIs' path)."""
+        req = EncodeRequest(queries=texts, reasoning="generate") if queries else EncodeRequest(documents=texts)
+
+        def planner(req, settings, engine):
+            plan, work = plan_encode(req, settings, engine, field)
+            work.count_tokens = True
+            return plan, work
+
+        return (await self.run_planned(request, planner, req))[1]
+
     @staticmethod
     def timings(job: Job, result: dict) -> dict:
         return {"queue_ms": round(((job.started or job.arrived) - job.arrived) * 1000, 2), **result["timings"],
@@ -539,8 +552,6 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         return HTMLResponse(page, headers={"Cache-Control": "no-cache",
                                            "Content-Security-Policy": "default-src 'self'; "
                                            "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
-
-    from .openai_api import add_embedding_routes  # it builds on this module
 
     add_embedding_routes(app, responder)
     _document_api_key(app, settings)

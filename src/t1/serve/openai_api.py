@@ -11,8 +11,8 @@ documents (as the index does), `<name>-query` embeds queries, reasoning first as
 Cohere's `search_query` / `search_document`). A query's trace comes back in an extension field
 (`"t1": {"reasoning": ...}`) that standard clients ignore.
 
-A request is translated into an `EncodeRequest` and planned by `plan_encode`, so the limits,
-messages and batching are `/encode`'s; only the shapes of the answers and errors differ.
+A request runs as an `/encode` request (`app.Responder.embed`), so the limits, messages and
+batching are `/encode`'s; only the shapes of the answers and errors differ.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from .app import EncodeRequest, Responder, plan_encode
 
 QUERY_SUFFIX = "-query"
 OLLAMA_TAG = ":latest"
@@ -90,9 +88,9 @@ def served_name(model, name: str | None = None) -> str:
 
 class Embedder:
     """What both APIs share: the model's two names, and one embedding request through `/encode`'s
-    planning and the batcher."""
+    planning and the batcher (`responder`: the app's `Responder`)."""
 
-    def __init__(self, responder: Responder):
+    def __init__(self, responder):
         self.responder = responder
         self.engine = responder.engine
         self.name = served_name(self.engine.model, responder.settings.model_name)
@@ -113,15 +111,7 @@ class Embedder:
         if dimensions is not None and dimensions != dim:
             return refuse(request, 400, f"dimensions: {self.name} embeds in {dim} dimensions and cannot shorten "
                                         f"them, got {dimensions} (leave dimensions out)")
-        req = EncodeRequest(documents=texts) if side == "documents" else EncodeRequest(queries=texts,
-                                                                                       reasoning="generate")
-
-        def planner(req, settings, engine):
-            plan, work = plan_encode(req, settings, engine, field="input")
-            work.count_tokens = True
-            return plan, work
-
-        return (await self.responder.run_planned(request, planner, req))[1]
+        return await self.responder.embed(request, texts, queries=side == "queries", field="input")
 
 
 def _vector(row: np.ndarray, fmt: str) -> list[float] | str:
@@ -130,7 +120,8 @@ def _vector(row: np.ndarray, fmt: str) -> list[float] | str:
     return row.tolist()
 
 
-def add_embedding_routes(app: FastAPI, responder: Responder) -> None:
+def add_embedding_routes(app: FastAPI, responder) -> None:
+    """Add the routes of both APIs to `app`, running their requests through `responder`."""
     embedder = Embedder(responder)
     refuse, model = responder.refuse, responder.engine.model
 
