@@ -50,8 +50,20 @@ MAX_QUERY_CHARS = 2000
 
 
 # ---------------------------------------------------------------- the server process
+def add_server_args(parser) -> None:
+    """The options `Server` reads (besides --max-new-tokens, whose default each script sets)."""
+    parser.add_argument("--model", default="t1-smollm2-135m")
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--timeout", type=float, default=600.0, help="server per-request timeout (s)")
+    parser.add_argument("--start-timeout", type=float, default=600.0, help="seconds to wait for the server")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="server torch threads")
+    parser.add_argument("--engine", default=None, help="the server's generation engine (default: its own)")
+
+
 class Server:
-    def __init__(self, args, index: Path, batching: bool):
+    def __init__(self, args, index: Path, batching: bool, extra: list[str] = ()):
         cmd = [sys.executable, "-m", "t1", "serve", "--index", str(index), "--model", args.model, "--port", "0",
                "--max-k", str(MAX_K), "--max-query-chars", str(MAX_QUERY_CHARS), "--timeout", str(args.timeout)]
         if batching:
@@ -66,6 +78,7 @@ class Server:
             cmd += ["--threads", str(args.threads)]
         if args.engine:
             cmd += ["--engine", args.engine]
+        cmd += list(extra)
         self.log = tempfile.NamedTemporaryFile("w+", prefix="t1-serve-", suffix=".log", delete=False)
         env = {**os.environ, "T1_API_KEY": KEY, "TOKENIZERS_PARALLELISM": "false"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
@@ -213,7 +226,7 @@ def screenshot(url: str, query: str, path: Path) -> str | None:
 # ---------------------------------------------------------------- main
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="t1-smollm2-135m")
+    add_server_args(parser)
     parser.add_argument("--index", default=None, help="index folder (default: index examples/corpus.jsonl)")
     parser.add_argument("--queries", default=str(ROOT / "examples" / "queries.jsonl"))
     parser.add_argument("--clients", default="1,4,16,32", help="concurrent clients, comma-separated")
@@ -221,14 +234,7 @@ def main() -> int:
     parser.add_argument("--modes", default="none,generate")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="reasoning length (default: the model's)")
-    parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--bad-fraction", type=float, default=0.1)
-    parser.add_argument("--timeout", type=float, default=600.0, help="server per-request timeout (s)")
-    parser.add_argument("--start-timeout", type=float, default=600.0, help="seconds to wait for the server")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="server torch threads")
-    parser.add_argument("--engine", default=None, help="the server's generation engine (default: its own)")
     parser.add_argument("--no-screenshot", action="store_true")
     parser.add_argument("--out", default=None, help="default: $T1_BENCH_OUT, else benchmarks/results")
     parser.add_argument("--tag", default="", help="suffix of the output names (e.g. cpu, h100)")

@@ -2,8 +2,10 @@
 
 Routes: `POST /search`, `POST /search/stream` (server-sent events: the reasoning as it is
 generated, then the hits), `POST /encode`, `GET /health`, `GET /info`, the search page at `/`,
-and FastAPI's own `/docs`, `/redoc` and `/openapi.json`. Every request is logged on one line;
-a bad request gets a 4xx whose body is `{"detail": "one line"}`.
+and FastAPI's own `/docs`, `/redoc` and `/openapi.json`; the embedding APIs other tools speak
+(OpenAI's `/v1/embeddings`, Ollama's `/api/embed`) are added by `openai_api`. Every request is
+logged on one line; a bad request gets a 4xx whose body is `{"detail": "one line"}` (on the
+compatible routes, that API's error shape: `error_shapes`).
 
 With an API key, every route but `/health` answers 401 without it. A client sends it as
 `X-API-Key: KEY` or `Authorization: Bearer KEY`; a browser opens `/?key=KEY` once, which sets
@@ -25,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 from ..errors import T1Error
 from ..fusion import METHODS
@@ -33,7 +36,9 @@ from ..settings import (DEFAULT_AUTO_MARGIN, DEFAULT_TEMPERATURE, DEFAULT_TOP_P,
                         QuerySettings)
 from .batcher import Batcher, Busy, Job
 from .engine import Engine, Plan, Work
+from .error_shapes import error_response
 from .gate import NOTE, Gate
+from .openai_api import add_embedding_routes
 
 logger = logging.getLogger("t1.serve")
 
@@ -61,6 +66,7 @@ class ServeSettings:
     max_traces: int = 8
     max_new_tokens: int | None = None  # default and ceiling of the reasoning length; None: the model's
     max_body_bytes: int = 4 * 1024 * 1024
+    model_name: str | None = None  # the model's id on the embedding APIs; None: the model's folder or hub name
 
 
 class BadRequest(Exception):
@@ -245,16 +251,18 @@ def _settings(**fields) -> QuerySettings:
         raise BadRequest(str(e)) from None
 
 
-def plan_encode(req: EncodeRequest, settings: ServeSettings, engine: Engine) -> tuple[Plan, Work]:
+def plan_encode(req: EncodeRequest, settings: ServeSettings, engine: Engine,
+                field: str | None = None) -> tuple[Plan, Work]:
+    """`field`: the name of the texts in error messages, where a request calls them otherwise."""
     if (req.documents is None) == (req.queries is None):
         raise BadRequest("give either documents or queries")
     if req.documents is not None:
         if req.reasoning != "none" or req.reasoning_text is not None or req.max_new_tokens is not None \
                 or req.instruction is not None:
             raise BadRequest("reasoning, reasoning_text, max_new_tokens and instruction apply to queries only")
-        docs = _texts(req.documents, "documents", settings.max_documents, settings.max_document_chars)
+        docs = _texts(req.documents, field or "documents", settings.max_documents, settings.max_document_chars)
         return Plan(kind="documents"), Work(docs)
-    queries = _texts(req.queries, "queries", settings.max_queries, settings.max_query_chars)
+    queries = _texts(req.queries, field or "queries", settings.max_queries, settings.max_query_chars)
     given = _given(req, len(queries))
     tokens = _tokens(req, settings, engine)
     mode = req.reasoning if (req.reasoning != "generate" or tokens > 0) else "none"
@@ -266,7 +274,7 @@ def plan_encode(req: EncodeRequest, settings: ServeSettings, engine: Engine) -> 
 EXPECTED = {
     "query": "a string or a list of strings", "queries": "a string or a list of strings",
     "documents": "a string or a list of strings", "reasoning_text": "a string or a list of strings",
-    "exclude": "a list of document ids, or one such list per query",
+    "exclude": "a list of document ids, or one such list per query", "input": "a string or a list of strings",
 }
 
 
@@ -305,9 +313,10 @@ class Responder:
         self.engine, self.settings, self.batcher = engine, settings, batcher
 
     @staticmethod
-    def refuse(request: Request, status: int, msg: str) -> JSONResponse:
+    def refuse(request: Request, status: int, msg: str, code: str | None = None) -> JSONResponse:
+        """The error response, in the shape of the route's API family."""
         request.scope[NOTE] = msg
-        return JSONResponse({"detail": msg}, status_code=status)
+        return error_response(request.scope["path"], status, msg, code)
 
     def submit(self, request: Request, plan: Plan, work: Work) -> Job:
         return self.batcher.submit(plan, len(work.texts) * plan.query.traces, work)
@@ -358,6 +367,18 @@ class Responder:
         if isinstance(job, Response):
             return None, job
         return job, await self.outcome(request, job)
+
+    async def embed(self, request: Request, texts, queries: bool, field: str) -> dict | Response:
+        """`texts` embedded as `/encode` embeds documents, or queries (reasoning first), with each
+        text's token count: the batch result, or the error response (the embedding APIs' path)."""
+        req = EncodeRequest(queries=texts, reasoning="generate") if queries else EncodeRequest(documents=texts)
+
+        def planner(req, settings, engine):
+            plan, work = plan_encode(req, settings, engine, field)
+            work.count_tokens = True
+            return plan, work
+
+        return (await self.run_planned(request, planner, req))[1]
 
     @staticmethod
     def timings(job: Job, result: dict) -> dict:
@@ -468,8 +489,12 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         kind = request.headers.get("content-type", "")
         if status == 422 and msg.startswith("the request body") and kind and "json" not in kind.lower():
             status, msg = 415, f"send the body as JSON (Content-Type: application/json), not {kind.split(';')[0]}"
-        request.scope[NOTE] = msg
-        return JSONResponse({"detail": msg}, status_code=status)
+        return Responder.refuse(request, status, msg)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):  # 404, 405, 413: in the route family's shape
+        request.scope[NOTE] = str(exc.detail)
+        return error_response(request.scope["path"], exc.status_code, str(exc.detail), headers=exc.headers)
 
     responder = Responder(engine, settings, batcher)
     refuse, queued, timings = responder.refuse, responder.queued, responder.timings
@@ -538,6 +563,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                                            "Content-Security-Policy": "default-src 'self'; "
                                            "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
 
+    add_embedding_routes(app, responder)
     _document_api_key(app, settings)
     return app
 

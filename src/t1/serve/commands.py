@@ -24,7 +24,8 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="serve an index over HTTP: search API, streaming reasoning, search page",
                        description="Serve a t1 index over HTTP (FastAPI + uvicorn): POST /search, "
                                    "POST /search/stream (server-sent events), POST /encode, GET /health, GET /info, "
-                                   "the search page at /, API docs at /docs.")
+                                   "the search page at /, API docs at /docs; and the embedding APIs of OpenAI "
+                                   "(POST /v1/embeddings, GET /v1/models) and Ollama (POST /api/embed, GET /api/tags).")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--index", help="index folder built by `t1 index` (opened read-only)")
     where.add_argument("--store", help="Qdrant store built by `t1 index --store`: qdrant://HOST:PORT/COLLECTION or a "
@@ -54,6 +55,9 @@ def register(sub) -> None:
     p.add_argument("--max-query-chars", type=positive_int, default=8192, help="longest query in characters (default 8192)")
     p.add_argument("--max-new-tokens", type=positive_int, default=None,
                    help="reasoning length: the default and the most a request may ask for (default: the model's)")
+    p.add_argument("--served-model-name", default=None,
+                   help="the model's id on /v1/embeddings and /api/embed (NAME for documents, NAME-query for queries; "
+                        "default: the model's folder name or hub id)")
     p.add_argument("--reasoning-cache", default=None,
                    help="folder of a reasoning cache to reuse and fill (default: none; never inside the index)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
@@ -125,7 +129,7 @@ def cmd_serve(args) -> int:
                              adaptive_wait=not args.fixed_wait,
                              max_queue=args.max_queue, timeout_s=args.timeout, max_k=args.max_k,
                              max_queries=args.max_queries, max_query_chars=args.max_query_chars,
-                             max_new_tokens=args.max_new_tokens)
+                             max_new_tokens=args.max_new_tokens, model_name=args.served_model_name)
     engine = Engine(model, index, reasoning_cache=args.reasoning_cache, batch_size=max(args.max_batch, 8))
     if engine.ranking.note:
         print(f"t1 serve: note: {engine.ranking.note}", file=sys.stderr)

@@ -45,6 +45,7 @@ class Work:
     exclude: list[set[str]] | None = None  # per query
     k: int = 10
     on_text: Callable[[str], None] | None = None  # streaming: called with each new piece of reasoning
+    count_tokens: bool = False  # also return each text's token count (the embedding APIs' usage)
 
 
 class Engine:
@@ -118,15 +119,17 @@ class Engine:
         if plan.kind == "documents":
             emb = self.model.encode_document(texts, instruction=self.doc_instruction, max_length=self.doc_max_length,
                                              batch_size=self.batch_size, show_progress_bar=False)
-            return [{"embeddings": emb[_rows(owner, i)], "timings": {"encode_ms": _ms(start)}}
-                    for i in range(len(works))]
+            return self._counted(works, [{"embeddings": emb[_rows(owner, i)], "timings": {"encode_ms": _ms(start)}}
+                                         for i in range(len(works))])
         hooks = RowHooks([works[i].on_text for i in owner], [jobs[i]._abandoned.is_set for i in owner])
         given = [g for w in works for g in (w.given or [])] if plan.query.reasoning == "given" else None
         run = dict(given=given, cache=self.cache, batch_size=self.batch_size, show_progress_bar=False, hooks=hooks)
         if plan.kind == "queries":
             out = encode(self.model, texts, plan.query, **run)
-            return [{"embeddings": out.embeddings[rows], "reasoning": [out.reasoning[r] for r in rows],
-                     "timings": {"encode_ms": _ms(start)}} for rows in (_rows(owner, i) for i in range(len(works)))]
+            per_job = (_rows(owner, i) for i in range(len(works)))
+            return self._counted(works, [{"embeddings": out.embeddings[rows],
+                                          "reasoning": [out.reasoning[r] for r in rows],
+                                          "timings": {"encode_ms": _ms(start)}} for rows in per_job])
         results = search(self.model, self.index, texts, plan.query, k=max(w.k for w in works),
                          exclude=self._exclusions(works), ranking=plan.ranking, **run)
         per_query = []
@@ -141,6 +144,16 @@ class Engine:
             per_query.append(item)
         timings = {"encode_ms": None, "search_ms": None, **results.timings}
         return self._split(works, owner, per_query, results.hits, timings)
+
+    def _counted(self, works: list[Work], results: list[dict]) -> list[dict]:
+        """`results` with the token count of each text (the texts as given, without the prompt),
+        where a job asks for them: counted here because the tokenizer is not safe to share
+        between threads."""
+        for work, result in zip(works, results):
+            if work.count_tokens:
+                ids = self.model.tokenizer(work.texts, add_special_tokens=False)["input_ids"]
+                result["tokens"] = [len(i) for i in ids]
+        return results
 
     @staticmethod
     def _exclusions(works: list[Work]) -> list[set[str]] | None:

@@ -1,23 +1,25 @@
 """The gate in front of every route of `t1 serve`: the API key (header, bearer, cookie or a
 `?key=` link that sets the cookie), the request-body limit however the body is sent (413),
-the count of requests in flight, and the one access-log line per request with its reason."""
+the count of requests in flight, and the one access-log line per request with its reason.
+Its refusals take the error shape of the route's API family (`error_shapes`)."""
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import HTTPException
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
+
+from .error_shapes import error_response
 
 logger = logging.getLogger("t1.serve")
 NOTE = "t1.note"  # scope entry: the one-line reason logged with a request's status
 PUBLIC_PATHS = frozenset({"/health"})
-MODEL_PATHS = frozenset({"/search", "/search/stream", "/encode"})  # the requests that may join a batch
+MODEL_PATHS = frozenset({"/search", "/search/stream", "/encode", "/v1/embeddings", "/api/embed"})  # may join a batch
 KEY_COOKIE = "t1_key"
 
 
@@ -47,7 +49,7 @@ class Gate:
         try:
             refusal = self._refusal(scope)
             if refusal is not None:
-                scope[NOTE] = json.loads(refusal.body)["detail"] if refusal.status_code != 303 else "key accepted"
+                scope[NOTE], refusal = refusal
                 await refusal(scope, receive, send_logged)
             else:
                 await self.app(scope, self._limited(receive), send_logged)
@@ -77,12 +79,13 @@ class Gate:
 
         return limited
 
-    def _refusal(self, scope) -> Response | None:
+    def _refusal(self, scope) -> tuple[str, Response] | None:
+        """(the reason to log, the response) for a request refused here; None to let it in."""
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            return JSONResponse({"detail": f"request body is {int(length)} bytes, more than the limit of "
-                                           f"{self.max_body_bytes}"}, status_code=413)
+            return self._refuse(scope, 413, f"request body is {int(length)} bytes, more than the limit of "
+                                            f"{self.max_body_bytes}")
         if self.api_key is None or scope["path"] in PUBLIC_PATHS:
             return None
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
@@ -91,7 +94,7 @@ class Gate:
             rest = urlencode([(k, v) for k, v in query if k != "key"])
             response = Response(status_code=303, headers={"Location": scope["path"] + (f"?{rest}" if rest else "")})
             response.set_cookie(KEY_COOKIE, from_url, httponly=True, samesite="strict", path="/")
-            return response
+            return "key accepted", response
         if self._matches(headers.get("x-api-key")):
             return None
         auth = headers.get("authorization", b"")
@@ -107,9 +110,13 @@ class Gate:
             if KEY_COOKIE in jar and self._matches(jar[KEY_COOKIE].value.encode("latin-1")):
                 return None
         given = any(headers.get(h) for h in ("x-api-key", "authorization")) or from_url is not None
-        return JSONResponse({"detail": "wrong API key" if given else
-                             "missing API key: send X-API-Key or Authorization: Bearer (browsers: open /?key=KEY)"},
-                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return self._refuse(scope, 401, "wrong API key" if given else
+                            "missing API key: send X-API-Key or Authorization: Bearer (browsers: open /?key=KEY)",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    @staticmethod
+    def _refuse(scope, status: int, message: str, headers: dict | None = None) -> tuple[str, Response]:
+        return message, error_response(scope["path"], status, message, headers=headers)
 
     def _matches(self, candidate: bytes | None) -> bool:
         return candidate is not None and hmac.compare_digest(candidate, self.api_key)
