@@ -6,6 +6,9 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Documents through the reference engine on every host: the default (bf16 where the CPU has native
+# bf16, `t1.encoders`) differs between hosts; tests/test_encoders.py tests each engine by name.
+os.environ["T1_DOCUMENT_ENGINE"] = "hf"
 
 import pytest  # noqa: E402
 

@@ -17,6 +17,7 @@ from .cli_args import (
     MODEL_HELP,
     Parser,
     add_auto_margin_arg,
+    add_document_engine_arg,
     add_engine_arg,
     add_reasoner_args,
     add_fusion_args,
@@ -290,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--verify", metavar="FOLDER",
                        help="check an index folder instead of building one: every shard's size, rows and sha256")
     p.add_argument("--document-instruction", default=None, help="document instruction (default: the model's)")
+    add_document_engine_arg(p, "--engine")
     p.add_argument("--max-length", dest="max_document_length", type=positive_int, help=argparse.SUPPRESS)  # old name
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--shard-size", type=positive_int, default=8192)

@@ -157,7 +157,16 @@ def model_settings(args) -> dict:
     reasoner = reasoner_settings(args, settings.get("reasoner"))
     if reasoner is not None:
         settings["reasoner"] = reasoner
+    if getattr(args, "document_engine", None):
+        settings["document_engine"] = args.document_engine  # a loading option beside the T1 settings
     return settings
+
+
+def add_document_engine_arg(p: argparse.ArgumentParser, flag: str = "--document-engine") -> None:
+    """How documents are embedded (`t1.encoders`): `t1 index --engine`, `--document-engine` elsewhere."""
+    from .encoders import DOCUMENT_ENGINE_HELP, DOCUMENT_ENGINES
+
+    p.add_argument(flag, dest="document_engine", choices=DOCUMENT_ENGINES, default=None, help=DOCUMENT_ENGINE_HELP)
 
 
 # --reasoner-X flag -> the reasoner option it sets (`t1.reasoners.make_reasoner`)

@@ -200,7 +200,8 @@ class Index(Searchable):
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise T1Error(f"{folder}: damaged index: {shown}")
-        what = f"{len(index)} documents in {index.manifest['shards']} shards"
+        what = (f"{len(index)} documents in {index.manifest['shards']} shards, embedded by the "
+                f"{index.manifest.get('engine', 'hf')} document engine")
         if "files" not in index.manifest:
             return (f"{what}: files present, sizes and rows match; no checksums to compare (the index was "
                     "written before t1 recorded them)")

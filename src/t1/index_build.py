@@ -222,6 +222,7 @@ def index_spec(model, documents: Sequence[Document], instruction: str | None, ma
     return {
         "format_version": FORMAT_VERSION,
         "model": {"name": model.name_or_path, "fingerprint": model.fingerprint()},
+        "engine": model.document_engine.name,  # a build never resumes with other arithmetic (`t1.encoders`)
         "instruction": instruction_or_default(instruction, model.config.document_instruction),
         "max_length": max_length or model.config.max_document_length,
         "dim": model.dim,
@@ -252,6 +253,9 @@ def _binding(old: dict | None, sink: ShardSink) -> dict | None:
 
 def _refuse_other(old: dict, spec: dict, where: str) -> None:
     what = _differences(old, spec)
+    if what == ["engine"]:
+        raise T1Error(f"{where} holds an index embedded by the {old.get('engine', 'hf')} document engine, not "
+                      f"{spec['engine']}; resume with --engine {old.get('engine', 'hf')}, or use another output folder")
     if what:
         raise T1Error(f"{where} holds an index built with a different {', '.join(what)}; "
                       "use another output folder or delete this one")
@@ -261,6 +265,8 @@ def _differences(old: dict, spec: dict) -> list[str]:
     """Settings in which an existing manifest differs from a new build's. The model is
     identified by its fingerprint, not by the path it was loaded from."""
     def key(k, manifest):
+        if k == "engine":
+            return manifest.get(k, "hf")  # indexes older than document engines were built by hf
         return manifest.get(k, {}).get("fingerprint") if k == "model" else manifest.get(k)
 
     return [k for k in spec if key(k, old) != key(k, spec)]

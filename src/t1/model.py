@@ -97,6 +97,7 @@ class T1Model(torch.nn.Module):
         self.emb_token_id = self._ensure_emb_token()
         self._engine: Engine | None = None
         self.reasoner = None  # who writes query traces (`t1.reasoners`); None: this model's engine
+        self._document_engine = None
 
     @property
     def engine(self) -> Engine:
@@ -110,6 +111,24 @@ class T1Model(torch.nn.Module):
         """Generate reasoning with engine `name` ("hf", "compile", "int8", "llama.cpp", ...; None: the
         fastest exact one here, `t1.generation.default_engine`). The query embedding stays T1's whichever runs."""
         self._engine = make_engine(self, name)
+        return self
+
+    @property
+    def document_engine(self):
+        """How documents are embedded (`t1.encoders`): the host's measured default until
+        `use_document_engine` chooses one."""
+        if self._document_engine is None:
+            from .encoders import make_document_engine
+
+            self._document_engine = make_document_engine(self)
+        return self._document_engine
+
+    def use_document_engine(self, name: str | None = None) -> "T1Model":
+        """Embed documents with engine `name` ("hf", "bf16"; None: the fastest exact one
+        here, `t1.encoders.default_document_engine`)."""
+        from .encoders import make_document_engine
+
+        self._document_engine = make_document_engine(self, name)
         return self
 
     def use_reasoner(self, source=None, **options) -> "T1Model":
@@ -130,6 +149,7 @@ class T1Model(torch.nn.Module):
         dtype: torch.dtype | str | None = None,
         merge_adapter: bool = True,
         engine: str | None = None,
+        document_engine: str | None = None,
         **config_overrides,
     ) -> "T1Model":
         """Load a saved T1 model (full or LoRA adapter; the shipped `t1-smollm2-135m` by default)
@@ -144,7 +164,8 @@ class T1Model(torch.nn.Module):
         matmuls to every linear layer at every decoding step. Training passes
         `merge_adapter=False` to keep the adapter trainable and savable on its own.
 
-        `engine` chooses how reasoning is generated (see `use_engine`)."""
+        `engine` chooses how reasoning is generated (see `use_engine`), `document_engine` how
+        documents are embedded (see `use_document_engine`)."""
         device = torch.device(device) if device is not None else default_device()
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or default_dtype(device)
         folder = shipped_model(name_or_path) or Path(name_or_path)
@@ -180,6 +201,8 @@ class T1Model(torch.nn.Module):
         model = model.to(device).eval()
         if model.config.reasoner:
             model.use_reasoner(model.config.reasoner)
+        if document_engine:
+            model.use_document_engine(document_engine)
         return model.use_engine(engine) if engine else model  # None: the default, made at first use
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -260,14 +283,14 @@ class T1Model(torch.nn.Module):
         return h.hexdigest()[:16]
 
     # ---------------------------------------------------------------- embedding
-    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, decoder=None) -> torch.Tensor:
         """Final-layer hidden states of right-padded rows. Differentiable.
 
         No attention mask is passed to the decoder: with right padding, the causal mask alone
         keeps every real token from seeing the pads that follow it, and leaving the mask out
         lets SDPA take its fused causal path instead of materialising a padding mask. No KV
         cache either: it would only hold memory."""
-        return self.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
+        return (decoder or self.decoder)(input_ids=input_ids, use_cache=False).last_hidden_state
 
     @staticmethod
     def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -275,10 +298,11 @@ class T1Model(torch.nn.Module):
         last = attention_mask.sum(dim=1) - 1
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder=None) -> torch.Tensor:
         """Embedding (not normalised) of each right-padded row ending in <emb_token>.
-        Differentiable; training calls this directly."""
-        return self.pool(self.hidden_states(input_ids), attention_mask)
+        Differentiable; training calls this directly. `decoder`: another copy of the weights (a
+        document engine's, `t1.encoders`); None: the model's own."""
+        return self.pool(self.hidden_states(input_ids, decoder), attention_mask)
 
     def embed_sequences(
         self,
@@ -288,6 +312,7 @@ class T1Model(torch.nn.Module):
         normalize: bool = True,
         desc: str = "Encoding",
         show_progress_bar: bool | None = False,
+        decoder=None,
     ) -> torch.Tensor:
         """Embeddings [n, dim] of token id sequences ending in <emb_token>, in input order,
         batched by length. Differentiable unless called under no_grad / inference_mode."""
@@ -295,18 +320,20 @@ class T1Model(torch.nn.Module):
         batches = plan_batches([len(s) for s in sequences], batch_size, max_tokens)
         for idx in tqdm(batches, desc=desc, disable=not _show(show_progress_bar, len(batches))):
             ids, mask = pad([sequences[i] for i in idx], self.tokenizer.pad_token_id, "right")
-            emb = self.embed(ids.to(self.device), mask.to(self.device))
+            emb = self.embed(ids.to(self.device), mask.to(self.device), decoder)
             if normalize:
                 emb = F.normalize(emb, dim=-1)
             for row, i in enumerate(idx):
                 out[i] = emb[row]
         return torch.stack(out)
 
-    def _embed_ids(self, sequences, batch_size, max_tokens, normalize, desc, show_progress_bar) -> np.ndarray:
+    def _embed_ids(self, sequences, batch_size, max_tokens, normalize, desc, show_progress_bar,
+                   decoder=None) -> np.ndarray:
         if not sequences:
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
-            emb = self.embed_sequences(sequences, batch_size, max_tokens, normalize, desc, show_progress_bar)
+            emb = self.embed_sequences(sequences, batch_size, max_tokens, normalize, desc, show_progress_bar,
+                                       decoder)
         return emb.cpu().numpy()
 
     def encode_document(
@@ -341,7 +368,8 @@ class T1Model(torch.nn.Module):
         instruction = instruction_or_default(instruction, self.config.document_instruction)
         max_length = max_length or self.config.max_document_length
         seqs = [self.prompts.document(t, instruction, max_length) for t in texts]
-        emb = self._embed_ids(seqs, batch_size, max_tokens_per_batch, self._norm(normalize), "Encoding documents", show_progress_bar)
+        emb = self._embed_ids(seqs, batch_size, max_tokens_per_batch, self._norm(normalize), "Encoding documents",
+                              show_progress_bar, self.document_engine.decoder)
         return self._st_output(emb[0] if single else emb, convert_to_numpy, convert_to_tensor)
 
     def encode_query(

@@ -10,10 +10,9 @@ from pathlib import Path
 
 from ..backbones import DEFAULT_MODEL
 from ..bm25 import DEFAULT_B, DEFAULT_K1
-from ..cli_args import (DEVICE_HELP, add_auto_margin_arg, add_engine_arg, add_fusion_args, add_reasoner_args,
-                        add_sampling_args,
-                        add_settings_args, device_arg, fraction, model_settings, non_negative_float, positive_int,
-                        query_settings)
+from ..cli_args import (DEVICE_HELP, add_auto_margin_arg, add_document_engine_arg, add_engine_arg, add_fusion_args,
+                        add_reasoner_args, add_sampling_args, add_settings_args, device_arg, fraction, model_settings,
+                        non_negative_float, positive_int, query_settings)
 from ..errors import T1Error
 from ..prompts import instruction_or_default
 
@@ -39,6 +38,7 @@ def _add_retriever_args(p: argparse.ArgumentParser, default: str | None = None) 
     p.add_argument("--batch-size", type=positive_int, default=None, help="query batch size (T1 default 8, st 64)")
     p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     add_engine_arg(p)
+    add_document_engine_arg(p)
     add_reasoner_args(p)
     p.add_argument("--k1", type=non_negative_float, default=DEFAULT_K1,
                    help=f"BM25 k1 (default {DEFAULT_K1}, BRIGHT's)")

@@ -211,7 +211,9 @@ class T1Retriever(Retriever):
         one cached under $T1_CACHE, keyed by model, corpus, instruction and length."""
         if self.given_index is not None:
             return self.given_index
-        key = _key(fingerprint, corpus_hash(self.corpus), self.document_instruction, self.max_length, "float16")
+        engine = self.model.document_engine.name
+        parts = (fingerprint, corpus_hash(self.corpus), self.document_instruction, self.max_length, "float16")
+        key = _key(*parts) if engine == "hf" else _key(*parts, engine)  # hf keeps the keys of older caches
         return cache_dir() / "indexes" / key
 
     def _prepare(self) -> None:

@@ -4,6 +4,8 @@ template, so any instruct model writes as it was trained to."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -44,16 +46,20 @@ class LlamaCppReasoner(Reasoner):
                 raise T1Error(f"reasoner {path}: not a GGUF file")
         self.digest = file_digest(self.path)
         try:
-            self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, verbose=False,
-                                       n_threads=n_threads or max(1, os.cpu_count() or 1))
+            with _plain_weight_buffers(llama_cpp):
+                self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, verbose=False,
+                                           n_threads=n_threads or max(1, os.cpu_count() or 1))
         except (ValueError, RuntimeError) as e:
             raise T1Error(f"reasoner {path}: llama.cpp cannot load it ({e})") from None
+        atexit.register(self.close)  # before interpreter teardown, which llama.cpp's objects do not survive
 
     def describe(self) -> dict:
         return {"kind": self.kind, "source": self.path.name, "model": self.digest}
 
     def close(self) -> None:
-        self.llm.close() if hasattr(self.llm, "close") else None
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()
 
     def _write(self, jobs: list[Job]) -> Iterable[tuple[Job, Trace]]:
         for job in jobs:
@@ -70,6 +76,37 @@ class LlamaCppReasoner(Reasoner):
                 raise ReasonerError(f"reasoner {self.path.name}: empty answer (finish_reason "
                                     f"{choice.get('finish_reason')!r})")
             yield job, Trace(text, choice.get("finish_reason") == "stop")
+
+
+@contextlib.contextmanager
+def _plain_weight_buffers(llama_cpp):
+    """On a CPU with AMX, load weights as stored, without llama.cpp's repacked "extra" buffers:
+    there, decoding a quantised GGUF (SmolLM2's Q4_1, for one) through them crashed with SIGSEGV
+    at the first token, as `t1.generation.llamacpp` found for its q8 engine. llama-cpp-python's
+    `Llama` does not expose the setting, so its default parameters are amended while it loads."""
+    if not _has_amx():
+        yield
+        return
+    module = llama_cpp.llama_cpp
+    default = module.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    module.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        module.llama_model_default_params = default
+
+
+def _has_amx() -> bool:
+    try:
+        return " amx_" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 class HFReasoner(Reasoner):

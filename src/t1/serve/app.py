@@ -400,9 +400,11 @@ def describe(engine: Engine, settings: ServeSettings, batcher: Batcher) -> dict:
     index = engine.index
     return {
         "model": {"name": engine.model.name_or_path, "fingerprint": engine.fingerprint, "dim": engine.model.dim,
-                  "max_new_tokens": engine.model.config.max_new_tokens},
+                  "max_new_tokens": engine.model.config.max_new_tokens,
+                  "document_engine": engine.model.document_engine.name},  # what /encode embeds documents with
         "index": {"folder": str(index.folder), "documents": len(index), "dim": index.manifest["dim"],
                   "dtype": index.manifest.get("dtype"), "bm25": index.has_bm25,
+                  "document_engine": index.manifest.get("engine", "hf"),
                   "built_with": index.manifest["model"]["name"]},
         "reasoning_modes": list(SEARCH_MODES),
         # who writes the traces of reasoning "generate": the model itself, or its reasoner

@@ -12,8 +12,8 @@ import socket
 import sys
 from pathlib import Path
 
-from ..cli_args import (DEVICE_HELP, add_engine_arg, add_reasoner_args, add_settings_args, device_arg, model_from_args,
-                        non_negative_float, non_negative_int, positive_float, positive_int)
+from ..cli_args import (DEVICE_HELP, add_document_engine_arg, add_engine_arg, add_reasoner_args, add_settings_args,
+                        device_arg, model_from_args, non_negative_float, non_negative_int, positive_float, positive_int)
 from ..errors import T1Error
 
 API_KEY_ENV = "T1_API_KEY"
@@ -34,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     add_settings_args(p, document=False)  # documents added later take the index's length
     add_engine_arg(p)
+    add_document_engine_arg(p)
     add_reasoner_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=non_negative_int, default=8000, help="port (default 8000; 0 picks a free one)")
