@@ -13,7 +13,10 @@ bootstrap 95% intervals against no reasoning.
     python3 -m t1 export --model smollm2-135m-instruct --gguf --out /work/runs/smollm2.gguf
     python3 -m llama_cpp.server --model /work/runs/smollm2.gguf --port 8181 --model_alias smollm2 &
     python3 benchmarks/ablation_proxy.py prepare        # the sets, once
-    T1_BENCH_OUT=benchmarks/results python3 benchmarks/writers.py --url http://127.0.0.1:8181/v1
+    T1_DOCUMENT_ENGINE=hf T1_BENCH_OUT=benchmarks/results python3 benchmarks/writers.py \
+        --url http://127.0.0.1:8181/v1 --prompts t1,bright
+
+Documents are embedded at the model's length (256 tokens) by the hf engine.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from ablation_proxy import EVAL_LENGTH, _eval_sets
+from ablation_proxy import _eval_sets
 from common import report
 
 
@@ -65,7 +68,6 @@ def main() -> int:
             mode = "none" if spec is None else "generate"
             retriever = make_retriever(f"t1:{args.model}", corpus, model=model, batch_size=16, show_progress=False,
                                        query=QuerySettings(reasoning=mode, instruction=instruction))
-            retriever.max_length = EVAL_LENGTH  # the proxy's document length: its cached indexes
             start = time.perf_counter()
             dense = retriever.retrieve(queries, k=100)
             seconds = time.perf_counter() - start

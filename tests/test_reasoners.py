@@ -65,6 +65,8 @@ def test_the_same_trace_by_file_by_request_field_and_by_reasoner_ranks_the_same(
     traces = {json.loads(line)["id"]: json.loads(line)["reasoning"]
               for line in (tmp_path / "written" / "reasoning.jsonl").read_text().splitlines()}
     assert all(t.startswith("trace for: ") for t in traces.values()) and len(traces) == 16
+    run_info = json.loads((tmp_path / "written" / "run.json").read_text())
+    assert '"model": "writer-1"' in json.dumps(run_info) and writer.url in json.dumps(run_info)  # who wrote them
     given = tmp_path / "given.jsonl"
     given.write_text("".join(json.dumps({"id": q, "reasoning": t}) + "\n" for q, t in traces.items()))
     assert main(["eval", *common, "--reasoning", str(given), "--out", str(tmp_path / "given")]) == 0

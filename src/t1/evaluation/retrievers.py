@@ -230,7 +230,9 @@ class T1Retriever(Retriever):
                          "query_instruction": self.query.instruction, "document_instruction": self.document_instruction,
                          "max_query_length": self.model.config.max_query_length,
                          "max_document_length": self.max_length, "max_new_tokens": self.query.max_new_tokens,
-                         "index": str(folder)}
+                         "index": str(folder), "document_engine": self.model.document_engine.name}
+        if self.model.reasoner is not None and self.mode in ("generate", "auto"):
+            self.settings["reasoner"] = self.model.reasoner.identity()  # who wrote the traces
 
     def _retrieve(self, qids, texts, k, exclude, reasoning) -> Results:
         from ..query import search
