@@ -12,10 +12,12 @@ sent, so an interrupted run resumes without asking again and another writer neve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -67,6 +69,7 @@ class Reasoner:
     `_write` (the traces of some jobs, yielded as each one arrives, in any order)."""
 
     kind = "reasoner"
+    thread_safe = False  # local writers hold one model: calls from several threads (t1 serve) take turns
 
     def __init__(self, prompt: str | dict | WriterPrompt | None = None, thinking: str = "answer",
                  max_tokens: int | None = None):
@@ -79,6 +82,7 @@ class Reasoner:
         self.thinking = thinking
         self.max_tokens = max_tokens  # None: the T1 model's reasoning budget (max_new_tokens)
         self.stats = WriteStats()
+        self._turn = threading.Lock()
 
     # ---------------------------------------------------------------- identity
     def describe(self) -> dict:
@@ -132,17 +136,19 @@ class Reasoner:
         self.stats.asked = len(todo)
         identity = json.dumps(self.identity(), sort_keys=True)
         bar = tqdm(total=len(todo), desc=f"Reasoning ({self.kind})", disable=not _show(show_progress_bar, len(todo)))
+        turn = contextlib.nullcontext() if self.thread_safe else self._turn
         try:
-            for job, trace in self._write(todo):
-                out[job.row] = trace
-                bar.update(1)
-                if cache is not None:
-                    q = job.row // samples
-                    cache.put_written([{"key": keys[job.row], "writer": identity, "instruction": instruction,
-                                        "query_id": query_ids[q] if query_ids is not None else None,
-                                        "query": queries[q], "reasoning": trace.text, "ended": trace.ended,
-                                        "settings": {**job.sampling, "max_tokens": job.max_tokens,
-                                                     "sample": job.sample}}])
+            with turn:
+                for job, trace in self._write(todo):
+                    out[job.row] = trace
+                    bar.update(1)
+                    if cache is not None:
+                        q = job.row // samples
+                        cache.put_written([{"key": keys[job.row], "writer": identity, "instruction": instruction,
+                                            "query_id": query_ids[q] if query_ids is not None else None,
+                                            "query": queries[q], "reasoning": trace.text, "ended": trace.ended,
+                                            "settings": {**job.sampling, "max_tokens": job.max_tokens,
+                                                         "sample": job.sample}}])
         finally:
             bar.close()
             self.stats.seconds = round(time.perf_counter() - start, 3)

@@ -42,6 +42,7 @@ def chat_url(url: str) -> str:
 
 class OpenAIReasoner(Reasoner):
     kind = "openai"
+    thread_safe = True  # its client and thread pool serve concurrent calls (t1 serve's requests)
 
     def __init__(self, url: str, model: str | None = None, *, concurrency: int = 4, timeout: float = 120.0,
                  retries: int = 3, api_key_env: str = DEFAULT_KEY_ENV, **common):
