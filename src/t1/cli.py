@@ -49,7 +49,7 @@ def cmd_index(args) -> int:
     if args.store and (args.bm25 or args.ann):
         raise T1Error("--bm25 and --ann apply to an index folder (--out); a Qdrant store (--store) has its own "
                       "HNSW graph")
-    documents = load_corpus(args.corpus)  # read (and validate) before loading the model
+    documents = load_corpus(args.corpus, skip_empty=args.skip_empty)  # read (and validate) before loading the model
     if args.out:
         from .index import check_output
 
@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--verify", metavar="FOLDER",
                        help="check an index folder instead of building one: every shard's size, rows and sha256")
     p.add_argument("--document-instruction", default=None, help="document instruction (default: the model's)")
+    p.add_argument("--skip-empty", action="store_true",
+                   help="leave out documents with neither title nor text (by default they are indexed, with a warning)")
     p.add_argument("--max-length", dest="max_document_length", type=positive_int, help=argparse.SUPPRESS)  # old name
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--shard-size", type=positive_int, default=8192)

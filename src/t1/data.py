@@ -153,23 +153,49 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, dict]]:
 
 def read_csv(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
     """(location of the row's first line, row) pairs of a CSV/TSV file with a header. A row with
-    more or fewer fields than the header, or a quote left open, is a `T1Error`."""
+    more or fewer fields than the header, a quote left open (CSV), or a header naming a column
+    twice or not at all is a `T1Error`. TSV has no quoting (IANA's text/tab-separated-values):
+    each line is a row, split at its tabs, so a passage that begins with a quote stays one row."""
     kind = "TSV" if delimiter == "\t" else "CSV"
+    if kind == "TSV":
+        rows = ((lineno, line.rstrip("\r\n").split("\t")) for lineno, line in read_lines(path))
+        rows = ((lineno, fields) for lineno, fields in rows if fields != [""])
+    else:
+        rows = _csv_rows(path, delimiter)
+    header = None
+    for lineno, fields in rows:
+        if header is None:
+            header = _check_header(fields, f"{path}:{lineno}", kind)
+            continue
+        if len(fields) != len(header):
+            raise T1Error(f"{path}:{lineno}: malformed {kind} ({len(fields)} fields, the header has "
+                          f"{len(header)})")
+        yield f"{path}:{lineno}", dict(zip(header, fields))
+
+
+def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of each non-blank CSV row, quotes as RFC 4180 reads them."""
     reader = csv.reader((line for _, line in read_lines(path)), delimiter=delimiter, strict=True)
     start = 1
     try:
-        header = next(reader, [])
-        start = reader.line_num + 1
         for fields in reader:
-            if fields and len(fields) != len(header):
-                raise T1Error(f"{path}:{start}: malformed {kind} ({len(fields)} fields, the header has "
-                              f"{len(header)})")
             if fields:
-                yield f"{path}:{start}", dict(zip(header, fields))
+                yield start, fields
             start = reader.line_num + 1
     except csv.Error as e:
         hint = "; a quote is never closed" if "end of data" in str(e) else ""
-        raise T1Error(f"{path}:{start}: malformed {kind} ({e}{hint})") from None
+        raise T1Error(f"{path}:{start}: malformed CSV ({e}{hint})") from None
+
+
+def _check_header(header: list[str], where: str, kind: str) -> list[str]:
+    """A header's column names: each given, none twice (a second one would replace the first)."""
+    names = [name.strip() for name in header]
+    if "" in names:
+        raise T1Error(f"{where}: malformed {kind} header (column {names.index('') + 1} has no name)")
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise T1Error(f"{where}: malformed {kind} header (column {twice!r} appears twice)")
+    return names
 
 
 def read_parquet(path: str | Path) -> Iterator[tuple[str, dict]]:
@@ -195,20 +221,31 @@ def unique_id(seen, key: str, where: str, what: str = "query id") -> str:
     return key
 
 
-def load_corpus(path: str | Path) -> list[Document]:
+def load_corpus(path: str | Path, skip_empty: bool = False) -> list[Document]:
     """Documents from BEIR `corpus.jsonl` (`_id`, `title`, `text`) or JSONL/CSV/parquet with
-    `id` and `text` (or `content`, as BRIGHT's documents). Ids must be unique."""
+    `id` and `text` (or `content`, as BRIGHT's documents). Ids must be unique. Documents with no
+    text (BEIR's Cranfield has two) are kept, as Pyserini and bm25s keep them, with one warning
+    (`skip_empty` leaves them out): refusing a public corpus for them would help no one."""
     path = _require_file(path)
-    docs, seen = [], set()
+    docs, seen, empty = [], set(), []
     for where, row in read_rows(path):
         doc_id = unique_id(seen, _id_field(row, ID_FIELDS, where, "document id"), where, "document id")
         seen.add(doc_id)
-        doc = Document(doc_id, _text_field(row, TEXT_FIELDS, where), check_text(row.get("title") or "", where, "title"))
+        title = row.get("title")
+        doc = Document(doc_id, _text_field(row, TEXT_FIELDS, where),
+                       "" if title is None else check_text(title, where, "title"))
         if not doc.full_text.strip():
-            raise T1Error(f"{where}: document {doc_id!r} is empty (no title or text)")
+            empty.append(doc_id)
+            if skip_empty:
+                continue
         docs.append(doc)
-    if not docs:
-        raise T1Error(f"{path}: no documents")
+    if len(empty) == len(seen):  # nothing to search
+        raise T1Error(f"{path}: no documents" + (" with text" if empty else ""))
+    if empty:
+        shown = ", ".join(empty[:10]) + (f" ... ({len(empty) - 10} more)" if len(empty) > 10 else "")
+        what = "left out (--skip-empty)" if skip_empty else "indexed as empty texts; --skip-empty leaves them out"
+        logger.warning("%s: %d document%s no text: %s (%s)", path, len(empty),
+                       " has" if len(empty) == 1 else "s have", shown, what)
     return docs
 
 
