@@ -90,3 +90,79 @@ def test_documents_without_text_are_indexed_with_one_warning(tmp_path, tiny_mode
                  "none", "--device", "cpu", "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())
     assert snapshot(beir) == before
+
+
+# ---------------------------------------------------------------- 2. outputs never overwrite inputs
+def test_outputs_that_would_overwrite_inputs(tmp_path, capsys, no_model, tiny_model_path):
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
+    (beir / "qrels" / "train.tsv").write_text("q1\td1\t1\n")
+    cache = tmp_path / "idx"
+    cache.mkdir()
+    from t1.reasoning_cache import ReasoningCache
+
+    ReasoningCache(cache).db.close()
+    own = tmp_path / "own.jsonl"
+    own.write_text('{"_id": "d1", "text": "x"}\n')
+    before = snapshot(tmp_path)
+    fails(capsys, ["data", "mine", beir, "--out", beir / "corpus.jsonl"],
+          f"{beir / 'corpus.jsonl'}: is inside an input of this command ({beir}); write the output elsewhere")
+    fails(capsys, ["traces", "export", "--cache", cache, "--out", cache / "reasoning-cache.sqlite"],
+          f"{cache / 'reasoning-cache.sqlite'}: is an input of this command")
+    fails(capsys, ["traces", "export", "--cache", cache, "--out", tmp_path], f"{tmp_path}: is a folder, not a file")
+    fails(capsys, ["data", "distill", own, "--out", own], f"{own}: is an input of this command ({own})")
+    fails(capsys, ["index", "--corpus", own, "--out", tmp_path],
+          f"{tmp_path}: holds an input of this command ({own})")
+    fails(capsys, ["train", "contrastive", "--model_name_or_path", tiny_model_path, "--train_file", own,
+                   "--output_dir", tiny_model_path, "--max_steps", "1"],
+          f"command line: output_dir {tiny_model_path}: is an input of this command ({tiny_model_path})")
+    assert snapshot(tmp_path) == before
+
+
+def test_index_folder_of_other_files_is_refused_not_cleaned(tmp_path, capsys, no_model):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "d1", "text": "x"}\n')
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"name": "my-project", "version": "1.0"}\n')
+    before = snapshot(out)
+    fails(capsys, ["index", "--corpus", corpus, "--out", out],
+          f"{out}/manifest.json: not a t1 index manifest (no 'format_version' and 'model')")
+    (out / ".draft.tmp").write_text("mine")
+    fails(capsys, ["index", "--corpus", corpus, "--out", out],
+          f"{out}: holds files that are not a t1 index's (.draft.tmp); an index is written into a new or empty "
+          "folder, or one t1 wrote")
+    assert snapshot(out) == {**before, **snapshot(out / ".draft.tmp")}
+
+
+def test_two_index_processes_into_one_folder(tmp_path, tiny_model_path):
+    """The second `t1 index` into a folder a first one is writing is refused with the holder's
+    pid; the index left is the first one's, whole, and verifies."""
+    big, small = tmp_path / "big.jsonl", tmp_path / "small.jsonl"
+    big.write_text("".join(json.dumps({"_id": f"b{i}", "text": f"passage {i} " * 20}) + "\n" for i in range(3000)))
+    small.write_text("".join(json.dumps({"_id": f"s{i}", "text": f"other {i}"}) + "\n" for i in range(10)))
+    out = tmp_path / "idx"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+
+    def t1(corpus):
+        return subprocess.Popen([sys.executable, "-m", "t1", *index_argv(tiny_model_path, corpus, out, "--shard-size",
+                                                                          "100", "--no-bm25")],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = t1(big)
+    lock = out / ".t1-index.lock"
+    while first.poll() is None and not (lock.is_file() and lock.read_text().strip()):
+        pass
+    assert first.poll() is None, first.communicate()
+    second = t1(small)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 2, err
+    assert err.strip() == (f"t1: error: {out}: another t1 process (pid {first.pid}) is writing this index; wait for "
+                           "it to end, or write to another folder")
+    assert first.wait(timeout=600) == 0, first.communicate()
+    assert main(["index", "--verify", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == 3000 and manifest["complete"]
+    assert lock.read_text() == ""  # released

@@ -53,7 +53,7 @@ def cmd_index(args) -> int:
     if args.out:
         from .index import check_output
 
-        check_output(args.out, documents, args.shard_size, args.dtype)
+        check_output(args.out, documents, args.shard_size, args.dtype, inputs=[args.corpus, args.model])
     group = from_env()  # torchrun / accelerate launch: every rank encodes its share of the shards
     try:
         args.device = local_device(group, args.device)
@@ -201,9 +201,13 @@ def cmd_traces(args) -> int:
 
     from .reasoning_cache import FILE_NAME, ReasoningCache
 
+    from .atomic import check_output_file
+
     source = Path(args.cache)
     if not (source.is_file() or (source / FILE_NAME).is_file()):
         raise T1Error(f"{source}: no reasoning cache ({FILE_NAME}) there")
+    database = source if source.is_file() else source / FILE_NAME
+    check_output_file(args.out, inputs=[database, *(Path(f"{database}{end}") for end in ("-wal", "-shm"))])
     n = ReasoningCache(source).export(args.out, model=args.model)
     print(f"wrote {n} traces to {args.out}")
     return 0

@@ -247,9 +247,25 @@ def parse_config(types: tuple, argv: list[str], prog: str, settings: dict | None
     flags = config_flags + argv + settings_to_flags(settings or {}, parser, f"{prog} settings")
     _unknown(parser.parse_known_args(flags)[1], "command line")  # before any value is checked
     try:
-        return tuple(parser.parse_args_into_dataclasses(flags))
+        configs = tuple(parser.parse_args_into_dataclasses(flags))
     except (ValueError, TypeError) as e:
         raise T1Error(f"{where}: {e}") from None
+    _check_outputs(configs, where)
+    return configs
+
+
+def _check_outputs(configs: tuple, where: str) -> None:
+    """Refuse an output_dir that is, holds or lies inside the starting model or the records:
+    saving there would overwrite the weights the run started from."""
+    from ..atomic import check_not_input
+
+    found = {k: getattr(c, k) for c in configs for k in ("model_name_or_path", "train_file", "output_dir")
+             if getattr(c, k, None)}
+    if "output_dir" in found:
+        try:
+            check_not_input(found["output_dir"], [found.get("model_name_or_path"), found.get("train_file")])
+        except T1Error as e:
+            raise T1Error(f"{where}: output_dir {e}") from None
 
 
 def _unknown(strings: list[str], where: str) -> None:

@@ -128,7 +128,7 @@ def _mine(args) -> int:
     from ..atomic import check_output_file, write_jsonl
     from .mining import mine_beir
 
-    check_output_file(args.out)
+    check_output_file(args.out, inputs=[args.beir_folder, args.dense_model])
     records = mine_beir(args.beir_folder, args.split, negatives=args.negatives, depth=args.depth,
                         skip_top=args.skip_top, dense_model=args.dense_model, query_instruction=args.query_instruction,
                         seed=args.seed)
@@ -141,7 +141,7 @@ def _distill(args) -> int:
     from ..atomic import check_output_file
     from .distill import score_file
 
-    check_output_file(args.out)
+    check_output_file(args.out, inputs=[args.input])
     n = score_file(args.input, args.out, args.teacher, args.batch_size, args.device)
     print(f"wrote {n} records with {args.teacher} scores to {args.out}")
     return 0
@@ -156,7 +156,7 @@ def _pairs(args) -> int:
         raise T1Error("ask for some pairs: --term N, --title N and/or --sentence N (N >= 1)")
     if bool(args.corpus) == bool(args.source):
         raise T1Error("give either a CORPUS or --source NAME")
-    check_output_file(args.out)
+    check_output_file(args.out, inputs=[args.corpus])
     rows = []
     for domain, counts, read in _pair_plan(args, asked):
         corpus = read()
@@ -201,7 +201,7 @@ def _reason(args) -> int:
     from .reasoning_data import SamplingSettings, merge_teacher, self_generate
     from .records import read_records, write_records
 
-    check_output_file(args.out)
+    check_output_file(args.out, inputs=[args.input, args.teacher, getattr(args, "model", None)])
     records = read_records(args.input)
     if args.teacher:
         merged, missing = merge_teacher(records, args.teacher)
