@@ -166,3 +166,36 @@ def test_two_index_processes_into_one_folder(tmp_path, tiny_model_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["count"] == 3000 and manifest["complete"]
     assert lock.read_text() == ""  # released
+
+
+# ---------------------------------------------------------------- 3. a model's identity is its weights
+def test_one_edited_weight_anywhere_is_another_model(tmp_path, tiny_model_path, capsys):
+    """The old fingerprint hashed every tensor's strided sample: an edit of an element it skipped
+    (here element 1 of an MLP matrix) passed for the same model, and its index was searched."""
+    import torch
+
+    from t1 import T1Model
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"passage {i}"}) + "\n" for i in range(6)))
+    index = tmp_path / "idx"
+    assert main(index_argv(tiny_model_path, corpus, index, "--no-bm25")) == 0
+    edited = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
+    name, weight = next((n, p) for n, p in edited.backbone.named_parameters() if "mlp" in n and p.numel() >= 8192)
+    sampled = edited.sampled_fingerprint()
+    with torch.no_grad():
+        weight.view(-1)[1] += 1e-3
+    assert edited.sampled_fingerprint() == sampled  # what the old fingerprint could not see
+    edited.save_pretrained(tmp_path / "edited")
+    capsys.readouterr()
+    before = snapshot(index)
+    fails(capsys, ["search", "--index", index, "--model", tmp_path / "edited", "--device", "cpu", "--reasoning",
+                   "none", "q"], f"{index}: index was built with a different model ({tiny_model_path}, fingerprint")
+    assert snapshot(index) == before
+    # the digest is kept by the weight files' size and mtime: the second load hashes nothing
+    from t1.model import FINGERPRINTS, _remembered_digests
+
+    again = T1Model.from_pretrained(str(tmp_path / "edited"), device="cpu")
+    assert again.__dict__.get("_digest") is not None and len(_remembered_digests()) >= 2
+    assert again.fingerprint() == T1Model.from_pretrained(str(tmp_path / "edited"), device="cpu").fingerprint()
+    assert (Path(os.environ["T1_CACHE"]) / FINGERPRINTS).is_file()
