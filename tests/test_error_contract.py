@@ -199,3 +199,107 @@ def test_one_edited_weight_anywhere_is_another_model(tmp_path, tiny_model_path, 
     assert again.__dict__.get("_digest") is not None and len(_remembered_digests()) >= 2
     assert again.fingerprint() == T1Model.from_pretrained(str(tmp_path / "edited"), device="cpu").fingerprint()
     assert (Path(os.environ["T1_CACHE"]) / FINGERPRINTS).is_file()
+
+
+# ---------------------------------------------------------------- 4. every bad value refused before work starts
+CORPUS_LINE = '{"_id": "d1", "text": "x"}\n'
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"query_template": "{instruction} {} {query}"}, "query_template: unknown field {} (known: {instruction}, {query}"),
+    ({"query_template": "{lang}: {query}"}, "query_template: unknown field {lang}"),
+    ({"document_template": "{text} }"}, "document_template: malformed template (Single '}' encountered"),
+    ({"document_template": "{text} {text}"}, "document_template holds {text} 2 times; it must hold it once"),
+    ({"chat_template": "{% if %}"}, "chat_template is not a valid Jinja template (line 1: Expected an expression"),
+    ({"fusion_weight": "abc"}, 'fusion_weight must be a number between 0 and 1, or null, got "abc"'),
+    ({"temperature": -1}, "temperature must be a number of at least 0.01, or null, got -1"),
+    ({"do_sample": "false"}, 'do_sample must be true or false, got "false"'),
+    ({"query_instruction": ["a", "b"]}, 'query_instruction must be a string, got ["a", "b"]'),
+    (DEEP, "malformed JSON (nested too deeply)"),
+])
+def test_settings_files_are_checked_against_their_schema(tmp_path, capsys, no_model, settings, message):
+    corpus, path = tmp_path / "c.jsonl", tmp_path / "s.json"
+    corpus.write_text(CORPUS_LINE)
+    path.write_text(settings if isinstance(settings, str) else json.dumps(settings))
+    fails(capsys, ["index", "--corpus", corpus, "--out", tmp_path / "idx", "--settings", path], f"{path}: {message}")
+    assert not (tmp_path / "idx").exists()
+
+
+def test_a_settings_file_with_a_byte_order_mark_is_read(tmp_path):
+    from t1.settings import load_settings
+
+    path = tmp_path / "s.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"top_p": 0.9, "do_sample": True}).encode())
+    assert load_settings(path) == {"top_p": 0.9, "do_sample": True}
+
+
+BOMB = "".join(f"{a}: &{a} [{', '.join([f'*{p}' if p else '1'] * 9)}]\n" for p, a in zip(["", *"abcdefgh"], "abcdefghi"))
+
+
+@pytest.mark.parametrize("name, content, argv, message", [
+    ("c.jsonl", '{"_id": "d1", "text": "x \\ud800 y"}\n', ["index", "--corpus", "{f}", "--out", "{t}/o"],
+     "c.jsonl:1: field 'text' holds a lone surrogate ('\\ud800' at character 3), not Unicode text"),
+    ("c.jsonl", '{"_id": "d\\udc80", "text": "x"}\n', ["index", "--corpus", "{f}", "--out", "{t}/o"],
+     "c.jsonl:1: document id holds a lone surrogate"),
+    ("c.jsonl", DEEP + "\n", ["index", "--corpus", "{f}", "--out", "{t}/o"], "c.jsonl:1: malformed JSON (nested too deeply)"),
+    ("q.jsonl", '{"_id": "q1", "text": "\\ud800"}\n', ["search", "--index", "{t}", "--queries", "{f}"],
+     "q.jsonl:1: field 'text' holds a lone surrogate"),
+    ("c.jsonl", CORPUS_LINE, ["search", "--index", "{t}", "why \udcff"],
+     "command-line argument 4 ('why \\udcff') holds a lone surrogate ('\\udcff' at character 5), not Unicode text"),
+    ("c.jsonl", CORPUS_LINE, ["search", "--index", "{t}", "--ef-search", str(2**31), "q"],
+     "--ef-search must be at most 2147483647, got 2147483648"),
+    ("c.jsonl", CORPUS_LINE, ["search", "--index", "{t}", "--traces", "2", "--temperature", "1e-300", "q"],
+     "--temperature must be positive, at least 0.01 (lower overflows; greedy decoding is --traces 1), got 1e-300"),
+    ("c.jsonl", CORPUS_LINE, ["search", "--index", "{t}", "--temperature", "inf", "q"],
+     "--temperature must be finite, got inf"),
+    ("c.yaml", "learning_rate: 1.0e-4\nmax_steps: 2\nlearning_rate: 1.0\n", ["train", "contrastive", "--config", "{f}"],
+     "c.yaml:3: key 'learning_rate' appears twice (YAML keeps only the last; give it once)"),
+    ("c.yaml", BOMB, ["train", "contrastive", "--config", "{f}"],
+     "c.yaml: its YAML aliases (*name) expand to more than 100,000 values"),
+])
+def test_bad_values_are_one_line_before_any_model(tmp_path, capsys, no_model, name, content, argv, message):
+    path = tmp_path / name
+    path.write_text(content)
+    fails(capsys, [a.format(f=path, t=tmp_path) for a in argv], message)
+    assert path.read_text() == content
+
+
+@pytest.mark.parametrize("grade", [str(2**63), "1e300"])
+def test_qrels_grades_out_of_range(tmp_path, capsys, no_model, grade):
+    from test_user_mistakes import write_beir
+
+    folder = write_beir(tmp_path / "beir")
+    (folder / "qrels" / "test.tsv").write_text(f"query-id\tcorpus-id\tscore\nq1\td1\t{grade}\n")
+    fails(capsys, ["eval", "--dataset", folder, "--retriever", "bm25", "--out", tmp_path / "o"],
+          f"test.tsv:2: score '{grade}' is out of range (relevance grades are small integers; pytrec_eval takes at "
+          "most 2147483647)")
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "t1_config.json"])
+def test_a_truncated_model_folder_is_one_line(tmp_path, capsys, tiny_model_path, weights):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_path, model)
+    if weights == "t1_config.json":
+        (model / weights).write_text('{"max_new_tokens": ')
+        message = f"{model}/t1_config.json: malformed JSON (Expecting value)"
+    else:
+        data = (model / weights).read_bytes()
+        (model / weights).write_bytes(data[: len(data) // 2])
+        message = f"cannot load model '{model}': Error while deserializing header"
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(CORPUS_LINE)
+    fails(capsys, ["index", "--model", model, "--device", "cpu", "--corpus", corpus, "--out", tmp_path / "o"], message)
+
+
+def test_bad_values_through_the_python_api(tiny_model):
+    with pytest.raises(ValueError, match=r"texts\[1\] holds a lone surrogate \('\\ud800' at character 1\)"):
+        tiny_model.encode_document(["fine", "\ud800"])
+    from t1 import QuerySettings
+    from t1.errors import T1Error
+
+    for bad in (dict(num_traces=2, temperature=1e-300), dict(auto_margin=float("nan")), dict(fusion_weight=float("nan"))):
+        with pytest.raises(T1Error):
+            QuerySettings(**bad)

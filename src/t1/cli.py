@@ -397,9 +397,20 @@ def _register_plugins(sub) -> None:
     register_serve(sub)
 
 
+def _check_argv(argv: list[str]) -> None:
+    """Arguments that are not Unicode text (bytes that are not UTF-8 reach Python as lone
+    surrogates) are refused before they reach a file name, a query or a log line."""
+    from .data import surrogate_problem
+
+    for i, arg in enumerate(argv, 1):
+        if isinstance(arg, str) and surrogate_problem(arg):
+            raise T1Error(f"command-line argument {i} ({arg!a}) {surrogate_problem(arg)}; pass UTF-8 text")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        _check_argv(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")

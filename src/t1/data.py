@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid")
 TEXT_FIELDS = ("text", "content", "contents", "body")
+GRADE_LIMIT = 2**31  # pytrec_eval keeps a relevance grade in a C int
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,32 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     for lineno, line in read_lines(path):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise T1Error(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+        obj = parse_json(line, f"{path}:{lineno}")
         if not isinstance(obj, dict):
             raise T1Error(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         yield lineno, obj
+
+
+def parse_json(text: str, where: str):
+    """The JSON value of `text`; malformed or deeply nested JSON (Python's parser recurses) is a
+    `T1Error` naming `where`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise T1Error(f"{where}: malformed JSON ({e.msg}, line {e.lineno} column {e.colno})"
+                      if e.lineno > 1 else f"{where}: malformed JSON ({e.msg})") from None
+    except RecursionError:
+        raise T1Error(f"{where}: malformed JSON (nested too deeply)") from None
+
+
+def surrogate_problem(text: str) -> str | None:
+    """Why `text` is not Unicode text (a lone surrogate such as \\ud800, which JSON escapes and
+    undecodable command-line bytes produce, and which no file or tokenizer can take), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"holds a lone surrogate ({text[e.start]!a} at character {e.start + 1}), not Unicode text"
+    return None
 
 
 def _field(obj: dict, names: tuple[str, ...], where: str, what: str) -> tuple[str, object]:
@@ -88,6 +108,8 @@ def check_id(value, where: str, what: str = "id") -> str:
     text = str(value)
     if not text:
         raise T1Error(f"{where}: empty {what}")
+    if surrogate_problem(text):
+        raise T1Error(f"{where}: {what} {surrogate_problem(text)}")
     if any(c.isspace() for c in text):
         raise T1Error(f"{where}: {what} {text!r} contains whitespace (TREC run files cannot hold it)")
     return text
@@ -97,6 +119,8 @@ def check_text(value, where: str, what: str) -> str:
     """`value` when it is a string (a JSON object, list or number is not a text)."""
     if not isinstance(value, str):
         raise T1Error(f"{where}: field {what!r} must be a string, got {_kind(value)}")
+    if surrogate_problem(value):
+        raise T1Error(f"{where}: field {what!r} {surrogate_problem(value)}")
     return value
 
 
@@ -104,6 +128,8 @@ def as_texts(value, what: str) -> tuple[list[str], bool]:
     """(the texts, whether a single string was given) of a Python API argument that takes a
     string or a sequence of strings; anything else is a `TypeError` naming `what`."""
     if isinstance(value, str):
+        if surrogate_problem(value):
+            raise ValueError(f"{what} {surrogate_problem(value)}")
         return [value], True
     if value is None or isinstance(value, (bytes, dict)) or not hasattr(value, "__iter__"):
         raise TypeError(f"{what} must be a string or a list of strings, got {_kind(value)}")
@@ -111,6 +137,9 @@ def as_texts(value, what: str) -> tuple[list[str], bool]:
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise TypeError(f"{what}[{bad}] must be a string, got {_kind(texts[bad])}")
+    bad = next((i for i, t in enumerate(texts) if surrogate_problem(t)), None)
+    if bad is not None:
+        raise ValueError(f"{what}[{bad}] {surrogate_problem(texts[bad])}")
     return texts, False
 
 
@@ -119,6 +148,10 @@ def check_documents(documents) -> Sequence[Document]:
     bad = next((d for d in documents if not isinstance(d, Document)), None)
     if bad is not None:
         raise TypeError(f"documents must be t1.data.Document objects (as load_corpus returns), got {_kind(bad)}")
+    for d in documents:
+        for what in ("id", "title", "text"):
+            if not isinstance(getattr(d, what), str) or surrogate_problem(getattr(d, what)):
+                raise ValueError(f"document {d.id!r}: {what} must be Unicode text, got {getattr(d, what)!a}")
     return documents
 
 
@@ -308,6 +341,9 @@ def qrels_score(value, where: str) -> int:
     if not number.is_integer():
         raise T1Error(f"{where}: score {value!r} is not an integer (relevance grades are 0, 1, 2 ...; "
                       "round or threshold fractional scores first)")
+    if not -GRADE_LIMIT <= number < GRADE_LIMIT:
+        raise T1Error(f"{where}: score {value!r} is out of range (relevance grades are small integers; "
+                      f"pytrec_eval takes at most {GRADE_LIMIT - 1})")
     return int(number)
 
 

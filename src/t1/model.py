@@ -76,13 +76,25 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def _load_causal_lm(source: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
+    with unreadable_weights(source):
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise T1Error(f"cannot load model {source!r}: {first}") from None
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def unreadable_weights(source):
+    """A model folder that cannot be read (missing, truncated or corrupt weights, a malformed
+    config) as one line naming it: safetensors raises its own error type, torch a RuntimeError."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not isinstance(e, SafetensorError) and "PytorchStreamReader" not in str(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise T1Error(f"cannot load model {str(source)!r}: {first}") from None
 
 
 FINGERPRINTS = "fingerprints.json"  # under $T1_CACHE: weight-file key -> weights digest
@@ -196,7 +208,7 @@ class T1Model(torch.nn.Module):
                 base, _ = _load_causal_lm(resolve_backbone(config.backbone), dtype)
                 tokenizer = _load_causal_lm_tokenizer(folder)
                 model = cls(base, tokenizer, config)  # adds <emb_token> to the base as at training
-                with quiet_peft():
+                with quiet_peft(), unreadable_weights(folder):
                     model.backbone = PeftModel.from_pretrained(model.backbone, folder)
                 if merge_adapter:
                     model.backbone = model.backbone.merge_and_unload()

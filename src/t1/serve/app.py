@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from ..data import surrogate_problem
 from ..errors import T1Error
 from ..fusion import METHODS
 from ..reasoners import ReasonerError
@@ -164,11 +165,19 @@ def _texts(value, what: str, limit: int, max_chars: int) -> list[str]:
         raise BadRequest(f"{what}: {len(texts)} given, more than the limit of {limit} per request")
     for i, t in enumerate(texts):
         name = what if isinstance(value, str) else f"{what}[{i}]"
+        _unicode(t, name)
         if not t.strip():
             raise BadRequest(f"{name} is empty")
         if len(t) > max_chars:
             raise BadRequest(f"{name} is {len(t)} characters long, more than the limit of {max_chars}")
     return texts
+
+
+def _unicode(text: str | None, name: str) -> None:
+    """JSON's \\ud800 escapes decode to lone surrogates, which no tokenizer or response can hold."""
+    problem = text is not None and surrogate_problem(text)
+    if problem:
+        raise BadRequest(f"{name} {problem}")
 
 
 def _given(req, n: int) -> list[str] | None:
@@ -181,6 +190,8 @@ def _given(req, n: int) -> list[str] | None:
     given = [req.reasoning_text] if isinstance(req.reasoning_text, str) else list(req.reasoning_text)
     if len(given) != n:
         raise BadRequest(f"reasoning_text: got {len(given)} texts for {n} queries (give one per query)")
+    for i, text in enumerate(given):
+        _unicode(text, "reasoning_text" if isinstance(req.reasoning_text, str) else f"reasoning_text[{i}]")
     return given
 
 
@@ -194,6 +205,7 @@ def _tokens(req, settings: ServeSettings, engine: Engine) -> int:
 
 
 def _instruction(req, settings: ServeSettings) -> str | None:
+    _unicode(req.instruction, "instruction")
     if req.instruction is not None and len(req.instruction) > settings.max_query_chars:
         raise BadRequest(f"instruction is {len(req.instruction)} characters long, more than the limit of "
                          f"{settings.max_query_chars}")

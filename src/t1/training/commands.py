@@ -27,6 +27,7 @@ def register(subparsers) -> None:
         non_negative_int,
         positive_float,
         positive_int,
+        temperature,
         top_p,
     )
 
@@ -61,7 +62,7 @@ def register(subparsers) -> None:
     source.add_argument("--teacher", help="JSONL with `reasoning` and `query_id`/`id` or `query`")
     source.add_argument("--model", help="T1 model that writes its own traces (e.g. the stage-1 output)")
     reason.add_argument("--samples", type=positive_int, default=4, help="traces sampled per query (default 4)")
-    reason.add_argument("--temperature", type=positive_float, default=0.8)
+    reason.add_argument("--temperature", type=temperature, default=0.8)
     reason.add_argument("--top-p", type=top_p, default=DEFAULT_TOP_P)
     reason.add_argument("--max-new-tokens", type=positive_int, default=256)
     reason.add_argument("--max-rank", type=positive_int, default=1,
