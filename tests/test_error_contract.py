@@ -303,3 +303,110 @@ def test_bad_values_through_the_python_api(tiny_model):
     for bad in (dict(num_traces=2, temperature=1e-300), dict(auto_margin=float("nan")), dict(fusion_weight=float("nan"))):
         with pytest.raises(T1Error):
             QuerySettings(**bad)
+
+
+# ---------------------------------------------------------------- 5. the service
+@pytest.fixture(scope="module")
+def served_index(tiny_model_path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("served")
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in
+                              enumerate(["river water rock", "prime integer proof", "plant cell energy"])))
+    assert main(index_argv(tiny_model_path, corpus, folder / "idx")) == 0
+    return folder / "idx"
+
+
+@pytest.fixture
+def app_for(tiny_model, served_index):
+    from t1.index import Index
+    from t1.serve.app import ServeSettings, create_app
+    from t1.serve.engine import Engine
+
+    def make(**settings):
+        engine = Engine(tiny_model, Index.open(served_index, model=tiny_model), batch_size=8)
+        return create_app(engine, ServeSettings(max_new_tokens=4, **settings))
+
+    return make
+
+
+def test_http_fields_refused_with_one_line(app_for, served_index):
+    from fastapi.testclient import TestClient
+
+    before = snapshot(served_index)
+    cases = [
+        ('{"query": "why \\ud800"}', 422, "query holds a lone surrogate ('\\ud800' at character 5), not Unicode text"),
+        ('{"query": "q", "reasoning": "given", "reasoning_text": "\\udfff"}', 422,
+         "reasoning_text holds a lone surrogate"),
+        ('{"query": "q", "reasoning": "auto", "margin": NaN}', 422, "auto margin must be at least 0, got nan"),
+        ('{"query": "q", "traces": 2, "temperature": 1e-300}', 422,
+         "sampling needs temperature >= 0.01 and 0 < top_p <= 1, got 1e-300, 0.95"),
+        ('{"query": "q", "k": 9223372036854775808}', 422, "k must be between 1 and 100"),
+        ('{"query": ' + "[" * 100_000 + "]" * 100_000 + "}", 400, "There was an error parsing the body"),
+    ]
+    with TestClient(app_for(), raise_server_exceptions=False) as client:
+        for body, status, message in cases:
+            r = client.post("/search", content=body.encode(), headers={"content-type": "application/json"})
+            assert (r.status_code, r.json()["detail"]) == (status, message) or (
+                r.status_code == status and message in r.json()["detail"]), (body[:60], r.status_code, r.text[:200])
+        r = client.post("/encode", content=b'{"documents": ["fine", "\\ud800"]}',
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["detail"].startswith("documents[1] holds a lone surrogate")
+    assert snapshot(served_index) == before
+
+
+def test_redirects_stay_on_the_host_and_log_lines_are_clipped(app_for, caplog):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app_for(api_key="KEY"), follow_redirects=False) as client, \
+            caplog.at_level(logging.INFO, logger="t1.serve"):
+        r = client.get("http://testserver//evil.example/?key=KEY&x=1")
+        assert r.status_code == 303 and r.headers["location"] == "/evil.example/?x=1"  # was //evil.example/
+        r = client.get("http://testserver/\\evil.example/?key=KEY")
+        assert r.headers["location"] == "/evil.example/"
+        assert client.get("/" + "a" * 60000, headers={"X-API-Key": "KEY"}).status_code == 404
+    line = next(r.getMessage() for r in caplog.records if "aaaa" in r.getMessage())
+    assert len(line) < 400 and "(60001 characters)" in line
+
+
+def test_slow_headers_and_bodies_are_cut_off(app_for):
+    """uvicorn waits forever for a request's headers and the app for its body: a real server
+    now closes a connection whose headers are late and answers 408 to a body that stalls."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from t1.serve.gate import timed_protocol
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app_for(body_timeout_s=0.5), log_level="warning", access_log=False,
+                                           lifespan="on", http=timed_protocol(0.5)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 60
+        while not server.started:
+            assert thread.is_alive() and time.time() < deadline
+            time.sleep(0.05)
+        port = sock.getsockname()[1]
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never ends its headers
+        start = time.time()
+        assert slow.recv(1024) == b"" and time.time() - start < 5  # closed by the server
+        stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+        stalled.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{\"query\"")
+        answer = stalled.recv(4096)
+        while not answer.endswith(b"}") and (part := stalled.recv(4096)):
+            answer += part
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5s" in answer
+        fine = socket.create_connection(("127.0.0.1", port), timeout=10)
+        fine.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert fine.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+

@@ -38,7 +38,7 @@ from ..settings import (DEFAULT_AUTO_MARGIN, DEFAULT_TEMPERATURE, DEFAULT_TOP_P,
 from .batcher import Batcher, Busy, Job
 from .engine import Engine, Plan, Work
 from .error_shapes import error_response
-from .gate import NOTE, Gate
+from .gate import BODY_TIMEOUT_S, NOTE, Gate
 from .openai_api import add_embedding_routes
 
 logger = logging.getLogger("t1.serve")
@@ -67,6 +67,7 @@ class ServeSettings:
     max_traces: int = 8
     max_new_tokens: int | None = None  # default and ceiling of the reasoning length; None: the model's
     max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout_s: float = BODY_TIMEOUT_S  # the longest wait for the next part of a body: then 408
     model_name: str | None = None  # the model's id on the embedding APIs; None: the model's folder or hub name
 
 
@@ -493,7 +494,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                               "query, embeds it, and searches the index.")
     app.state.engine, app.state.batcher, app.state.settings = engine, batcher, settings
     app.add_middleware(Gate, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes, counter=in_flight,
-                       poke=batcher.poke)
+                       poke=batcher.poke, body_timeout_s=settings.body_timeout_s)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
