@@ -410,3 +410,48 @@ def test_slow_headers_and_bodies_are_cut_off(app_for):
         thread.join(30)
         sock.close()
 
+
+# ---------------------------------------------------------------- 6. read-only indexes work
+def test_a_read_only_index_is_searched_with_its_cached_traces(tmp_path, tiny_model_path, capsys, caplog):
+    """An immutable index folder (a read-only mount, an archive; `chattr +i`, which binds root
+    too): its reasoning cache is read, a new query's trace is kept for the run with one warning,
+    and nothing in the folder changes. Writer traces (the `written` table) are read alike."""
+    from t1.reasoning_cache import ReasoningCache
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"passage about topic {i}"}) + "\n"
+                              for i in range(5)))
+    index = tmp_path / "idx"
+    assert main(index_argv(tiny_model_path, corpus, index, "--no-bm25")) == 0
+    capsys.readouterr()
+    search = ["search", "--index", str(index), "--model", str(tiny_model_path), "--device", "cpu",
+              "--max-new-tokens", "3", "--json"]
+    assert main(search + ["first query"]) == 0
+    first = json.loads(capsys.readouterr().out)[0]
+    cache = ReasoningCache(index)
+    cache.put_written([{"key": "w1", "writer": "{}", "query_id": "q1", "instruction": "", "query": "q",
+                        "reasoning": "written elsewhere", "ended": True, "settings": {}}])
+    cache.close()
+    files = [index, *index.rglob("*")]
+    if subprocess.run(["chattr", "+i", *map(str, files)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        before = snapshot(index)
+        assert main(search + ["first query"]) == 0  # its trace is cached: nothing to write
+        assert json.loads(capsys.readouterr().out)[0]["reasoning"] == first["reasoning"]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="t1.reasoning_cache"):
+            assert main(search + ["another query", "another query"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out[0]["reasoning"] == out[1]["reasoning"] and out[0]["hits"]
+        warnings = [r.getMessage() for r in caplog.records if r.name == "t1.reasoning_cache"]
+        assert len(warnings) == 1 and "new ones are kept for this run only (--no-reasoning-cache" in warnings[0]
+        read_only = ReasoningCache(index)
+        assert read_only.get_written(["w1"]) == {"w1": ("written elsewhere", True)}
+        read_only.put_written([{"key": "w2", "writer": "{}", "query_id": "q2", "instruction": "", "query": "q",
+                                "reasoning": "this run only", "ended": False, "settings": {}}])
+        assert read_only.get_written(["w1", "w2"])["w2"] == ("this run only", False)
+        read_only.close()
+        assert snapshot(index) == before
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, files)], capture_output=True)

@@ -165,8 +165,12 @@ def _search(args, index, queries):
     ranking = choose_ranking(index, model, settings)
     if ranking.note:
         print(f"t1: note: {ranking.note}", file=sys.stderr)
-    results = search(model, index, [q for _, q in queries], settings, k=args.k, ranking=ranking, cache=cache,
-                     query_ids=[qid for qid, _ in queries], show_progress_bar=len(queries) > 1)
+    try:
+        results = search(model, index, [q for _, q in queries], settings, k=args.k, ranking=ranking, cache=cache,
+                         query_ids=[qid for qid, _ in queries], show_progress_bar=len(queries) > 1)
+    finally:
+        if cache is not None:
+            cache.close()
     return results.hits, results.reasoning, ranking
 
 
