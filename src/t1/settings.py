@@ -321,8 +321,8 @@ class QuerySettings:
                           f"{self.temperature}, {self.top_p}")
         if self.fusion is not None and self.fusion not in METHODS:
             raise T1Error(f"fusion method must be one of {', '.join(METHODS)}, got {self.fusion!r}")
-        if not 0 <= self.auto_margin < math.inf:
-            raise T1Error(f"auto margin must be at least 0, got {self.auto_margin}")
+        if not math.isfinite(self.auto_margin):  # negative is allowed: "auto" then never reasons
+            raise T1Error(f"auto margin must be a finite number, got {self.auto_margin}")
         if self.fusion_weight is not None and not 0.0 <= self.fusion_weight <= 1.0:
             raise T1Error(f"fusion_weight must be between 0 and 1, got {self.fusion_weight}")
         if self.hybrid is False and (self.fusion is not None or self.fusion_weight is not None):
