@@ -69,21 +69,28 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def remove_temporaries(folder: str | os.PathLike) -> int:
+def remove_temporaries(folder: str | os.PathLike, own=None) -> int:
     """Delete what `atomic_open` leaves when a process is killed between writing and renaming
-    (`.NAME.XXXX.tmp`); only call it while no process writes into `folder`. Returns how many."""
-    stale = list(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    (`.NAME.XXXX.tmp`), and what `atomic_folder` leaves (`.NAME.XXXX/`), of those names that
+    `own(name)` says the caller wrote (default: every `.*.tmp` file); only call it while no
+    process writes into `folder`. Returns how many."""
+    own = own or (lambda name: name.startswith(".") and name.endswith(".tmp"))
+    stale = [p for p in Path(folder).iterdir() if own(p.name)] if Path(folder).is_dir() else []
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return len(stale)
 
 
-def check_output_file(path: str | os.PathLike) -> Path:
-    """Fail now, before the work, if `path` cannot become a file: not a folder, and its folder
-    writable (or creatable)."""
+def check_output_file(path: str | os.PathLike, inputs=()) -> Path:
+    """Fail now, before the work, if `path` cannot become a file: not a folder, not one of the
+    command's `inputs`, and its folder writable (or creatable)."""
     path = Path(path)
     if path.is_dir():
         raise T1Error(f"{path}: is a folder, not a file to write")
+    check_not_input(path, inputs)
     folder = check_output_folder(path.parent)
     if folder.is_dir():  # try it: permissions alone do not tell (read-only mounts, /proc)
         try:
@@ -93,10 +100,11 @@ def check_output_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def check_output_folder(folder: str | os.PathLike) -> Path:
+def check_output_folder(folder: str | os.PathLike, inputs=()) -> Path:
     """Fail now, before hours of work, if `folder` cannot become a writable folder: it, or the
-    nearest part of its path that exists, must be a writable folder."""
+    nearest part of its path that exists, must be a writable folder, and none of `inputs`."""
     folder = Path(folder)
+    check_not_input(folder, inputs)
     existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
     if not existing.is_dir():
         where = "is a file" if existing == folder else f"{existing} is a file"
@@ -104,6 +112,25 @@ def check_output_folder(folder: str | os.PathLike) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise T1Error(f"{folder}: cannot write there ({existing} is not writable)")
     return folder
+
+
+def check_not_input(out: str | os.PathLike, inputs) -> None:
+    """Refuse an output that is one of the command's inputs, lies inside a folder it reads, or
+    holds one: writing it would replace or delete what the command is reading."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None or not Path(given).exists():
+            continue
+        source = Path(given).resolve()
+        if target == source or (target.exists() and os.path.samefile(target, source)):
+            how = "is"
+        elif source.is_dir() and source in target.parents:
+            how = "is inside"
+        elif target in source.parents:
+            how = "holds"
+        else:
+            continue
+        raise T1Error(f"{out}: {how} an input of this command ({given}); write the output elsewhere")
 
 
 def _umask() -> int:

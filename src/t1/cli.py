@@ -50,11 +50,11 @@ def cmd_index(args) -> int:
     if args.store and (args.bm25 or args.ann):
         raise T1Error("--bm25 and --ann apply to an index folder (--out); a Qdrant store (--store) has its own "
                       "HNSW graph")
-    documents = load_corpus(args.corpus)  # read (and validate) before loading the model
+    documents = load_corpus(args.corpus, skip_empty=args.skip_empty)  # read (and validate) before loading the model
     if args.out:
         from .index import check_output
 
-        check_output(args.out, documents, args.shard_size, args.dtype)
+        check_output(args.out, documents, args.shard_size, args.dtype, inputs=[args.corpus, args.model])
     group = from_env()  # torchrun / accelerate launch: every rank encodes its share of the shards
     try:
         args.device = local_device(group, args.device)
@@ -166,8 +166,12 @@ def _search(args, index, queries):
     ranking = choose_ranking(index, model, settings)
     if ranking.note:
         print(f"t1: note: {ranking.note}", file=sys.stderr)
-    results = search(model, index, [q for _, q in queries], settings, k=args.k, ranking=ranking, cache=cache,
-                     query_ids=[qid for qid, _ in queries], show_progress_bar=len(queries) > 1)
+    try:
+        results = search(model, index, [q for _, q in queries], settings, k=args.k, ranking=ranking, cache=cache,
+                         query_ids=[qid for qid, _ in queries], show_progress_bar=len(queries) > 1)
+    finally:
+        if cache is not None:
+            cache.close()
     return results.hits, results.reasoning, ranking
 
 
@@ -202,9 +206,13 @@ def cmd_traces(args) -> int:
 
     from .reasoning_cache import FILE_NAME, ReasoningCache
 
+    from .atomic import check_output_file
+
     source = Path(args.cache)
     if not (source.is_file() or (source / FILE_NAME).is_file()):
         raise T1Error(f"{source}: no reasoning cache ({FILE_NAME}) there")
+    database = source if source.is_file() else source / FILE_NAME
+    check_output_file(args.out, inputs=[database, *(Path(f"{database}{end}") for end in ("-wal", "-shm"))])
     n = ReasoningCache(source).export(args.out, model=args.model)
     print(f"wrote {n} traces to {args.out}")
     return 0
@@ -292,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check an index folder instead of building one: every shard's size, rows and sha256")
     p.add_argument("--document-instruction", default=None, help="document instruction (default: the model's)")
     add_document_engine_arg(p, "--engine")
+    p.add_argument("--skip-empty", action="store_true",
+                   help="leave out documents with neither title nor text (by default they are indexed, with a warning)")
     p.add_argument("--max-length", dest="max_document_length", type=positive_int, help=argparse.SUPPRESS)  # old name
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--shard-size", type=positive_int, default=8192)
@@ -393,9 +403,20 @@ def _register_plugins(sub) -> None:
     register_serve(sub)
 
 
+def _check_argv(argv: list[str]) -> None:
+    """Arguments that are not Unicode text (bytes that are not UTF-8 reach Python as lone
+    surrogates) are refused before they reach a file name, a query or a log line."""
+    from .data import surrogate_problem
+
+    for i, arg in enumerate(argv, 1):
+        if isinstance(arg, str) and surrogate_problem(arg):
+            raise T1Error(f"command-line argument {i} ({arg!a}) {surrogate_problem(arg)}; pass UTF-8 text")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        _check_argv(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")

@@ -7,8 +7,10 @@ from here, so that nothing below the CLI imports `t1.cli` itself.
 from __future__ import annotations
 
 import argparse
+import math
 
 from .errors import T1Error
+from .settings import MIN_TEMPERATURE
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,7 +31,12 @@ class Parser(argparse.ArgumentParser):
         raise T1Error(f"{message} (see {self.prog} --help)")
 
 
+INT_LIMIT = 2**31 - 1  # a C int: what faiss, torch and pytrec_eval take for a count or a size
+
+
 def _number(kind, minimum, what, inclusive=True, maximum=None):
+    limit = INT_LIMIT if kind is int else math.inf  # past it, the value overflows what uses it
+
     def parse(text: str):
         try:
             value = kind(text)
@@ -38,19 +45,24 @@ def _number(kind, minimum, what, inclusive=True, maximum=None):
                                              f"got {text!r}") from None
         if not (value > minimum or inclusive and value == minimum) or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        if not value < limit:
+            raise argparse.ArgumentTypeError(f"must be {'at most ' + str(INT_LIMIT) if kind is int else 'finite'}, "
+                                             f"got {text}")
         return value
 
     return parse
 
 
-# The argparse types of every t1 command: a zero or negative size is refused while the command
-# line is parsed, before any file is read or model loaded.
+# The argparse types of every t1 command: a zero, negative, infinite or overflowing value is
+# refused while the command line is parsed, before any file is read or model loaded.
 positive_int = _number(int, 1, "at least 1")
 non_negative_int = _number(int, 0, "at least 0")
 positive_float = _number(float, 0.0, "positive", inclusive=False)
 non_negative_float = _number(float, 0.0, "at least 0")
 fraction = _number(float, 0.0, "between 0 and 1", maximum=1.0)
 top_p = _number(float, 0.0, "above 0 and at most 1", inclusive=False, maximum=1.0)
+temperature = _number(float, MIN_TEMPERATURE, f"positive, at least {MIN_TEMPERATURE} (lower overflows; greedy "
+                                              "decoding is --traces 1)")
 
 
 def device_arg(text: str) -> str:
@@ -86,7 +98,7 @@ def add_sampling_args(p: argparse.ArgumentParser, traces_help: str) -> None:
     from .settings import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, TRACE_FUSIONS
 
     p.add_argument("--traces", type=positive_int, default=1, help=traces_help)
-    p.add_argument("--temperature", type=positive_float, default=DEFAULT_TEMPERATURE,
+    p.add_argument("--temperature", type=temperature, default=DEFAULT_TEMPERATURE,
                    help=f"sampling temperature with --traces N (default {DEFAULT_TEMPERATURE:g})")
     p.add_argument("--top-p", type=top_p, default=DEFAULT_TOP_P,
                    help=f"nucleus sampling with --traces N (default {DEFAULT_TOP_P:g})")

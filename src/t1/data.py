@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid")
 TEXT_FIELDS = ("text", "content", "contents", "body")
+GRADE_LIMIT = 2**31  # pytrec_eval keeps a relevance grade in a C int
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,32 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     for lineno, line in read_lines(path):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise T1Error(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+        obj = parse_json(line, f"{path}:{lineno}")
         if not isinstance(obj, dict):
             raise T1Error(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         yield lineno, obj
+
+
+def parse_json(text: str, where: str):
+    """The JSON value of `text`; malformed or deeply nested JSON (Python's parser recurses) is a
+    `T1Error` naming `where`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise T1Error(f"{where}: malformed JSON ({e.msg}, line {e.lineno} column {e.colno})"
+                      if e.lineno > 1 else f"{where}: malformed JSON ({e.msg})") from None
+    except RecursionError:
+        raise T1Error(f"{where}: malformed JSON (nested too deeply)") from None
+
+
+def surrogate_problem(text: str) -> str | None:
+    """Why `text` is not Unicode text (a lone surrogate such as \\ud800, which JSON escapes and
+    undecodable command-line bytes produce, and which no file or tokenizer can take), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"holds a lone surrogate ({text[e.start]!a} at character {e.start + 1}), not Unicode text"
+    return None
 
 
 def _field(obj: dict, names: tuple[str, ...], where: str, what: str) -> tuple[str, object]:
@@ -88,6 +108,8 @@ def check_id(value, where: str, what: str = "id") -> str:
     text = str(value)
     if not text:
         raise T1Error(f"{where}: empty {what}")
+    if surrogate_problem(text):
+        raise T1Error(f"{where}: {what} {surrogate_problem(text)}")
     if any(c.isspace() for c in text):
         raise T1Error(f"{where}: {what} {text!r} contains whitespace (TREC run files cannot hold it)")
     return text
@@ -97,6 +119,8 @@ def check_text(value, where: str, what: str) -> str:
     """`value` when it is a string (a JSON object, list or number is not a text)."""
     if not isinstance(value, str):
         raise T1Error(f"{where}: field {what!r} must be a string, got {_kind(value)}")
+    if surrogate_problem(value):
+        raise T1Error(f"{where}: field {what!r} {surrogate_problem(value)}")
     return value
 
 
@@ -104,6 +128,8 @@ def as_texts(value, what: str) -> tuple[list[str], bool]:
     """(the texts, whether a single string was given) of a Python API argument that takes a
     string or a sequence of strings; anything else is a `TypeError` naming `what`."""
     if isinstance(value, str):
+        if surrogate_problem(value):
+            raise ValueError(f"{what} {surrogate_problem(value)}")
         return [value], True
     if value is None or isinstance(value, (bytes, dict)) or not hasattr(value, "__iter__"):
         raise TypeError(f"{what} must be a string or a list of strings, got {_kind(value)}")
@@ -111,6 +137,9 @@ def as_texts(value, what: str) -> tuple[list[str], bool]:
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise TypeError(f"{what}[{bad}] must be a string, got {_kind(texts[bad])}")
+    bad = next((i for i, t in enumerate(texts) if surrogate_problem(t)), None)
+    if bad is not None:
+        raise ValueError(f"{what}[{bad}] {surrogate_problem(texts[bad])}")
     return texts, False
 
 
@@ -119,6 +148,10 @@ def check_documents(documents) -> Sequence[Document]:
     bad = next((d for d in documents if not isinstance(d, Document)), None)
     if bad is not None:
         raise TypeError(f"documents must be t1.data.Document objects (as load_corpus returns), got {_kind(bad)}")
+    for d in documents:
+        for what in ("id", "title", "text"):
+            if not isinstance(getattr(d, what), str) or surrogate_problem(getattr(d, what)):
+                raise ValueError(f"document {d.id!r}: {what} must be Unicode text, got {getattr(d, what)!a}")
     return documents
 
 
@@ -153,23 +186,49 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, dict]]:
 
 def read_csv(path: Path, delimiter: str) -> Iterator[tuple[str, dict]]:
     """(location of the row's first line, row) pairs of a CSV/TSV file with a header. A row with
-    more or fewer fields than the header, or a quote left open, is a `T1Error`."""
+    more or fewer fields than the header, a quote left open (CSV), or a header naming a column
+    twice or not at all is a `T1Error`. TSV has no quoting (IANA's text/tab-separated-values):
+    each line is a row, split at its tabs, so a passage that begins with a quote stays one row."""
     kind = "TSV" if delimiter == "\t" else "CSV"
+    if kind == "TSV":
+        rows = ((lineno, line.rstrip("\r\n").split("\t")) for lineno, line in read_lines(path))
+        rows = ((lineno, fields) for lineno, fields in rows if fields != [""])
+    else:
+        rows = _csv_rows(path, delimiter)
+    header = None
+    for lineno, fields in rows:
+        if header is None:
+            header = _check_header(fields, f"{path}:{lineno}", kind)
+            continue
+        if len(fields) != len(header):
+            raise T1Error(f"{path}:{lineno}: malformed {kind} ({len(fields)} fields, the header has "
+                          f"{len(header)})")
+        yield f"{path}:{lineno}", dict(zip(header, fields))
+
+
+def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of each non-blank CSV row, quotes as RFC 4180 reads them."""
     reader = csv.reader((line for _, line in read_lines(path)), delimiter=delimiter, strict=True)
     start = 1
     try:
-        header = next(reader, [])
-        start = reader.line_num + 1
         for fields in reader:
-            if fields and len(fields) != len(header):
-                raise T1Error(f"{path}:{start}: malformed {kind} ({len(fields)} fields, the header has "
-                              f"{len(header)})")
             if fields:
-                yield f"{path}:{start}", dict(zip(header, fields))
+                yield start, fields
             start = reader.line_num + 1
     except csv.Error as e:
         hint = "; a quote is never closed" if "end of data" in str(e) else ""
-        raise T1Error(f"{path}:{start}: malformed {kind} ({e}{hint})") from None
+        raise T1Error(f"{path}:{start}: malformed CSV ({e}{hint})") from None
+
+
+def _check_header(header: list[str], where: str, kind: str) -> list[str]:
+    """A header's column names: each given, none twice (a second one would replace the first)."""
+    names = [name.strip() for name in header]
+    if "" in names:
+        raise T1Error(f"{where}: malformed {kind} header (column {names.index('') + 1} has no name)")
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise T1Error(f"{where}: malformed {kind} header (column {twice!r} appears twice)")
+    return names
 
 
 def read_parquet(path: str | Path) -> Iterator[tuple[str, dict]]:
@@ -195,20 +254,31 @@ def unique_id(seen, key: str, where: str, what: str = "query id") -> str:
     return key
 
 
-def load_corpus(path: str | Path) -> list[Document]:
+def load_corpus(path: str | Path, skip_empty: bool = False) -> list[Document]:
     """Documents from BEIR `corpus.jsonl` (`_id`, `title`, `text`) or JSONL/CSV/parquet with
-    `id` and `text` (or `content`, as BRIGHT's documents). Ids must be unique."""
+    `id` and `text` (or `content`, as BRIGHT's documents). Ids must be unique. Documents with no
+    text (BEIR's Cranfield has two) are kept, as Pyserini and bm25s keep them, with one warning
+    (`skip_empty` leaves them out): refusing a public corpus for them would help no one."""
     path = _require_file(path)
-    docs, seen = [], set()
+    docs, seen, empty = [], set(), []
     for where, row in read_rows(path):
         doc_id = unique_id(seen, _id_field(row, ID_FIELDS, where, "document id"), where, "document id")
         seen.add(doc_id)
-        doc = Document(doc_id, _text_field(row, TEXT_FIELDS, where), check_text(row.get("title") or "", where, "title"))
+        title = row.get("title")
+        doc = Document(doc_id, _text_field(row, TEXT_FIELDS, where),
+                       "" if title is None else check_text(title, where, "title"))
         if not doc.full_text.strip():
-            raise T1Error(f"{where}: document {doc_id!r} is empty (no title or text)")
+            empty.append(doc_id)
+            if skip_empty:
+                continue
         docs.append(doc)
-    if not docs:
-        raise T1Error(f"{path}: no documents")
+    if len(empty) == len(seen):  # nothing to search
+        raise T1Error(f"{path}: no documents" + (" with text" if empty else ""))
+    if empty:
+        shown = ", ".join(empty[:10]) + (f" ... ({len(empty) - 10} more)" if len(empty) > 10 else "")
+        what = "left out (--skip-empty)" if skip_empty else "indexed as empty texts; --skip-empty leaves them out"
+        logger.warning("%s: %d document%s no text: %s (%s)", path, len(empty),
+                       " has" if len(empty) == 1 else "s have", shown, what)
     return docs
 
 
@@ -271,6 +341,9 @@ def qrels_score(value, where: str) -> int:
     if not number.is_integer():
         raise T1Error(f"{where}: score {value!r} is not an integer (relevance grades are 0, 1, 2 ...; "
                       "round or threshold fractional scores first)")
+    if not -GRADE_LIMIT <= number < GRADE_LIMIT:
+        raise T1Error(f"{where}: score {value!r} is out of range (relevance grades are small integers; "
+                      f"pytrec_eval takes at most {GRADE_LIMIT - 1})")
     return int(number)
 
 

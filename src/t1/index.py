@@ -95,11 +95,15 @@ class Index(Searchable):
                                         max_length=spec["max_length"], batch_size=batch_size, show_progress_bar=False)
             return emb.astype(dtype)
 
-        manifest, _ = build_shards(FolderSink(folder), model, documents, spec, where=str(folder), encode=encode,
-                                   group=group, show_progress_bar=show_progress_bar)
-        index = cls(folder, manifest)
-        if bm25 and not index.has_bm25 and group.is_main:
-            index._add_bm25(documents)
+        sink = FolderSink(folder)
+        try:  # rank 0 holds the folder's write lock from the manifest check to the last file
+            manifest, _ = build_shards(sink, model, documents, spec, where=str(folder), encode=encode,
+                                       group=group, show_progress_bar=show_progress_bar)
+            index = cls(folder, manifest)
+            if bm25 and not index.has_bm25 and group.is_main:
+                index._add_bm25(documents)
+        finally:
+            sink.release()
         return index
 
     @classmethod

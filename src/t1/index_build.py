@@ -13,9 +13,12 @@ every shard exists. A rerun after any rank died resumes like a one-process build
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -30,6 +33,11 @@ from .manifest import MANIFEST, read_manifest
 from .prompts import instruction_or_default
 
 SHARD_WAIT_S = 120.0  # how long rank 0 waits for another rank's shard to show on a shared filesystem
+LOCK = ".t1-index.lock"  # held (fcntl) by the process writing the folder; holds its pid
+# What t1 writes into an index folder; `.NAME.XXXX.tmp` and `.NAME.XXXX` are its temporaries
+OWN = re.compile(r"manifest\.json|emb-\d{5,}\.npy|docs-\d{5,}\.jsonl|bm25|ann-[a-z0-9-]+\.faiss|"
+                 r"reasoning-cache\.sqlite(-wal|-shm|-journal)?|\.t1-index\.lock")
+TEMPORARY = re.compile(r"\.(?P<name>.+?)\.(old\.)?[a-z0-9_]+(\.tmp)?")
 
 
 class ShardSink:
@@ -62,6 +70,12 @@ class ShardSink:
 
     def clean(self) -> None:
         """Remove what a process killed mid-write left (called while no rank writes)."""
+
+    def acquire(self) -> None:
+        """Take the sink's write lock (rank 0, for the whole build: `release` ends it)."""
+
+    def release(self) -> None:
+        """End the write lock `acquire` took, if any."""
 
 
 class FolderSink(ShardSink):
@@ -99,7 +113,74 @@ class FolderSink(ShardSink):
         return {"files": describe_shard_files(self.folder, shards)}
 
     def clean(self) -> None:
-        remove_temporaries(self.folder)
+        remove_temporaries(self.folder, own=lambda name: is_own(name, temporary=True))
+
+    def acquire(self) -> None:
+        self.lock = hold_lock(self.folder)
+        self.lock.__enter__()
+
+    def release(self) -> None:
+        lock, self.lock = getattr(self, "lock", None), None
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+
+def is_own(name: str, temporary: bool = False) -> bool:
+    """Whether t1 wrote the entry `name` of an index folder (`temporary`: only its temporaries)."""
+    match = TEMPORARY.fullmatch(name)
+    if match and OWN.fullmatch(match["name"]):
+        return True
+    return not temporary and bool(OWN.fullmatch(name))
+
+
+def check_index_folder(folder: Path) -> None:
+    """Refuse a folder that holds what t1 did not write (a build would clean it or write among
+    it) or a manifest.json of something else (it would be replaced)."""
+    if not folder.is_dir():
+        return
+    foreign = sorted(name for name in os.listdir(folder) if not is_own(name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise T1Error(f"{folder}: holds files that are not a t1 index's ({shown}); an index is written into a new "
+                      "or empty folder, or one t1 wrote")
+    manifest = read_manifest(folder)
+    if manifest is not None and not {"format_version", "model"} <= set(manifest):
+        raise T1Error(f"{folder}/{MANIFEST}: not a t1 index manifest (no 'format_version' and 'model'); an index "
+                      "is written into a new or empty folder, or one t1 wrote")
+
+
+@contextmanager
+def hold_lock(folder: Path):
+    """The folder's write lock for the block: a second writer (another `t1 index` into the same
+    folder) is refused at once with the holder's pid rather than waiting behind a build that may
+    take hours, or mixing its shards into this one. The lock is the kernel's (fcntl), so a
+    killed holder frees it."""
+    path = folder / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise T1Error(f"{folder}: cannot write there ({e.strerror or e})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise T1Error(f"{folder}: another t1 process (pid {holder}) is writing this index; wait for it to end, or "
+                      "write to another folder") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.ftruncate(fd, 0)  # an index folder's bytes do not depend on who built it
+        os.close(fd)
+
+
+def check_unlocked(folder: Path) -> None:
+    """Refuse now, before a model loads, if another process is writing `folder`."""
+    if (folder / LOCK).is_file():
+        with hold_lock(folder):
+            pass
 
 
 def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: dict, *, where: str,
@@ -121,6 +202,7 @@ def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: di
     state = None
     if group.is_main:
         try:
+            sink.acquire()
             old = _binding(sink.read_manifest(), sink)
             if old is not None:
                 _refuse_other(old, spec, where)
@@ -171,6 +253,11 @@ def write_embeddings(folder: Path, embeddings, ids: Sequence[str], titles: Seque
         raise T1Error(f"shard size must be at least 1, got {shard_size}")
     folder = Path(folder)
     check_writable(folder)
+    with hold_lock(folder):
+        return _write_embeddings(folder, embeddings, ids, titles, snippets, shard_size, dtype, model_name)
+
+
+def _write_embeddings(folder, embeddings, ids, titles, snippets, shard_size, dtype, model_name) -> dict:
     if isinstance(embeddings, np.ndarray):
         embeddings = [embeddings]
     titles = titles if titles is not None else [""] * len(ids)
@@ -233,10 +320,15 @@ def index_spec(model, documents: Sequence[Document], instruction: str | None, ma
     }
 
 
-def check_output(folder: str | Path, documents: Sequence[Document], shard_size: int, dtype: str) -> None:
+def check_output(folder: str | Path, documents: Sequence[Document], shard_size: int, dtype: str,
+                 inputs=()) -> None:
     """What can be checked of an index folder before the model loads: that it can be written,
-    and that an index already there was built from the same corpus with the same layout."""
-    folder = Path(check_output_folder(folder))
+    holds none of the command's `inputs` nor files t1 did not write, no other process writes
+    it, and an index already there was built from the same corpus with the same layout."""
+    folder = Path(check_output_folder(folder, inputs))
+    check_index_folder(folder)
+    if folder.is_dir():
+        check_unlocked(folder)
     old = _binding(read_manifest(folder), FolderSink(folder)) if folder.is_dir() else None
     if old is not None:
         _refuse_other(old, {"format_version": FORMAT_VERSION, "dtype": dtype, "count": len(documents),
@@ -274,6 +366,7 @@ def _differences(old: dict, spec: dict) -> list[str]:
 
 def check_writable(folder: Path) -> None:
     check_output_folder(folder)
+    check_index_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

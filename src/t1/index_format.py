@@ -34,9 +34,14 @@ BM25_DIR = "bm25"
 
 def check_built_with(manifest: dict, where, model=None, instruction: str | None = None) -> None:
     """Refuse `model` / `instruction` when the index (folder or store) was built with others."""
-    if model is not None and model.fingerprint() != manifest["model"]["fingerprint"]:
+    built = manifest["model"]["fingerprint"]
+    if model is not None and model.fingerprint() != built:
+        sampled = getattr(model, "sampled_fingerprint", None)
+        if sampled is not None and sampled() == built:
+            raise T1Error(f"{where}: index was built by this model before fingerprints covered every weight (its "
+                          f"old sampled fingerprint {built}); rebuild it once (delete the folder, run t1 index)")
         raise T1Error(f"{where}: index was built with a different model ({manifest['model']['name']}, "
-                      f"fingerprint {manifest['model']['fingerprint']}); rebuild it with this model")
+                      f"fingerprint {built}); rebuild it with this model")
     if instruction is not None and instruction != manifest["instruction"]:
         raise T1Error(f"{where}: index was built with instruction {manifest['instruction']!r}, not {instruction!r}")
 

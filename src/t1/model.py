@@ -76,13 +76,60 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def _load_causal_lm(source: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
+    with unreadable_weights(source):
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise T1Error(f"cannot load model {source!r}: {first}") from None
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def unreadable_weights(source):
+    """A model folder that cannot be read (missing, truncated or corrupt weights, a malformed
+    config) as one line naming it: safetensors raises its own error type, torch a RuntimeError."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not isinstance(e, SafetensorError) and "PytorchStreamReader" not in str(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise T1Error(f"cannot load model {str(source)!r}: {first}") from None
+
+
+FINGERPRINTS = "fingerprints.json"  # under $T1_CACHE: weight-file key -> weights digest
+
+
+def _remembered_digests() -> dict:
+    from .backbones import cache_dir
+
+    try:
+        found = json.loads((cache_dir() / FINGERPRINTS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _remember_digest(key: str, digest: str) -> None:
+    """Keep a weights digest for the next load; a cache that cannot be written is only slower."""
+    from .atomic import write_json
+    from .backbones import cache_dir
+
+    known = _remembered_digests()
+    known[key] = digest
+    try:
+        write_json(cache_dir() / FINGERPRINTS, dict(list(known.items())[-256:]))
+    except (T1Error, OSError):
+        pass
+
+
+def _version(state) -> tuple:
+    """What changes when a tensor is replaced or edited in place (torch's version counter)."""
+    return tuple((name, p.data_ptr(), p._version, str(p.dtype), str(p.device)) for name, p in state)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return [f for f in folder.glob("*") if f.suffix in (".safetensors", ".bin")] if folder.is_dir() else []
 
 
 class T1Model(torch.nn.Module):
@@ -172,15 +219,17 @@ class T1Model(torch.nn.Module):
         if shipped_model(name_or_path) and not (folder / CONFIG_NAME).exists():
             raise T1Error(f"the shipped model {name_or_path!r} is missing from the installed package ({folder}); "
                           "reinstall t1")
+        files = _weight_files(folder)
         if (folder / CONFIG_NAME).exists():
             config = T1Config.load(folder)
             if (folder / "adapter_config.json").exists():
                 from peft import PeftModel
 
+                files += _weight_files(Path(resolve_backbone(config.backbone)))
                 base, _ = _load_causal_lm(resolve_backbone(config.backbone), dtype)
                 tokenizer = _load_causal_lm_tokenizer(folder)
                 model = cls(base, tokenizer, config)  # adds <emb_token> to the base as at training
-                with quiet_peft():
+                with quiet_peft(), unreadable_weights(folder):
                     model.backbone = PeftModel.from_pretrained(model.backbone, folder)
                 if merge_adapter:
                     model.backbone = model.backbone.merge_and_unload()
@@ -199,6 +248,8 @@ class T1Model(torch.nn.Module):
             setattr(model.config, key, value)
         check(model.config)
         model = model.to(device).eval()
+        if files:  # a hub id's files live in the hub's cache: hashed at first use
+            model._note_weight_files(files, dtype, merge_adapter)
         if model.config.reasoner:
             model.use_reasoner(model.config.reasoner)
         if document_engine:
@@ -266,21 +317,73 @@ class T1Model(torch.nn.Module):
         return self.backbone.config.get_text_config().hidden_size
 
     def fingerprint(self) -> str:
-        """A short hash of the weights (a strided sample of every tensor) and the settings that
-        shape a document embedding: two models that embed documents differently get different
-        fingerprints. Query-side settings and the document instruction and length (recorded by
-        an index on their own) are left out, so changing them keeps cached indexes valid."""
-        shaping = {k: getattr(self.config, k) for k in ("emb_token", "pooling", "normalize")}
-        if self.config.document_template != DOCUMENT_TEMPLATE:  # the default leaves older fingerprints as they were
-            shaping["document_template"] = self.config.document_template
-        h = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode())
+        """A short hash of every weight as used (an adapter's included: merged, or its own
+        tensors when unmerged) and the settings that shape a document embedding: two models that
+        embed documents differently get different fingerprints, however small the edit. Query-side
+        settings and the document instruction and length (recorded by an index on their own) are
+        left out, so changing them keeps cached indexes valid.
+
+        The weights are hashed once (about 1.5 s for the 135M model's 538 MB in fp32 on 2 CPU
+        cores) and the digest kept while no tensor changes (torch's version counters see in-place
+        edits); a model loaded from files also finds it in `$T1_CACHE/fingerprints.json`, keyed by
+        the weight files' paths, sizes and modification times, so a second load costs nothing."""
+        h = self._shaping_hash()
+        h.update(self._weights_digest().encode())
+        return h.hexdigest()[:16]
+
+    def sampled_fingerprint(self) -> str:
+        """The fingerprint of t1 before issue #32 (every tensor's strided sample of about 4,096
+        elements): kept only to tell an index built by this model then from one of another."""
+        h = self._shaping_hash()
         with torch.no_grad():
             for name, p in sorted(self.backbone.state_dict().items()):
                 flat = p.detach().reshape(-1)
-                sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy()
                 h.update(name.encode())
-                h.update(sample.tobytes())
+                h.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
         return h.hexdigest()[:16]
+
+    def _shaping_hash(self):
+        """sha256 started with the settings that shape a document embedding."""
+        shaping = {k: getattr(self.config, k) for k in ("emb_token", "pooling", "normalize")}
+        if self.config.document_template != DOCUMENT_TEMPLATE:  # the default leaves older fingerprints as they were
+            shaping["document_template"] = self.config.document_template
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode())
+
+    def _weights_digest(self) -> str:
+        """sha256 of every tensor's name, dtype, shape and bytes (a tensor shared by two names,
+        as tied embeddings are, is read once)."""
+        state = sorted(self.backbone.state_dict().items())
+        version = _version(state)
+        cached = self.__dict__.get("_digest")
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        h, seen = hashlib.sha256(), {}
+        with torch.no_grad():
+            for name, p in state:
+                h.update(f"{name}:{p.dtype}:{tuple(p.shape)}:{seen.get(p.data_ptr(), '')}".encode())
+                if p.data_ptr() in seen:
+                    continue
+                seen[p.data_ptr()] = name
+                h.update(memoryview(p.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()))
+        digest = h.hexdigest()
+        self.__dict__["_digest"] = (version, digest)
+        loaded = self.__dict__.get("_loaded")
+        if loaded is not None and loaded[1] == version:  # unchanged since loaded from these files
+            _remember_digest(loaded[0], digest)
+        return digest
+
+    def _note_weight_files(self, files: list[Path], dtype: torch.dtype, merged: bool) -> None:
+        """Key the weights by the files they came from; a digest remembered for them is used."""
+        try:
+            stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(files)]
+        except OSError:
+            return
+        key = hashlib.sha256(json.dumps([stats, str(dtype), merged]).encode()).hexdigest()
+        version = _version(sorted(self.backbone.state_dict().items()))
+        self.__dict__["_loaded"] = (key, version)
+        digest = _remembered_digests().get(key)
+        if digest is not None:
+            self.__dict__["_digest"] = (version, digest)
 
     # ---------------------------------------------------------------- embedding
     def hidden_states(self, input_ids: torch.Tensor, decoder=None) -> torch.Tensor:

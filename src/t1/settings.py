@@ -12,6 +12,8 @@ guesses made for a published checkpoint (prompt template, instructions, lengths,
 from __future__ import annotations
 
 import json
+import math
+import string
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -77,9 +79,20 @@ class T1Config:
 
     @classmethod
     def load(cls, folder: str | Path) -> "T1Config":
-        data = json.loads((Path(folder) / CONFIG_NAME).read_text())
+        from .data import parse_json
+
+        path = Path(folder) / CONFIG_NAME
+        try:
+            data = parse_json(path.read_text(encoding="utf-8-sig"), str(path))
+        except (OSError, UnicodeDecodeError) as e:
+            raise T1Error(f"{path}: cannot read the model's settings ({e})") from None
+        if not isinstance(data, dict):
+            raise T1Error(f"{path}: expected a JSON object of T1 settings")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except T1Error as e:
+            raise T1Error(f"{path}: {e}") from None
 
     @classmethod
     def saved(cls, name_or_path: str) -> "T1Config | None":
@@ -107,25 +120,104 @@ class T1Config:
                 "top_k": pick("top_k", None)}
 
 
+MIN_TEMPERATURE = 0.01  # below it, logits / temperature overflow float32 and sampling fails
+# setting -> (the types it may have, what it must be): a settings file's values meet these before
+# anything runs ("do_sample": "false" is no bool, a list is no instruction)
+SCHEMA = {
+    "backbone": ((str,), "a string"), "emb_token": ((str,), "a string"), "pooling": ((str,), "a string"),
+    "normalize": ((bool,), "true or false"), "do_sample": ((bool,), "true or false"),
+    "query_instruction": ((str,), "a string"), "document_instruction": ((str,), "a string"),
+    "format_version": ((int,), "an integer"), "prompts": ((dict,), "an object of names and instructions"),
+    "fusion_weight": ((float, int, type(None)), "a number between 0 and 1, or null"),
+    "chat_template": ((str, type(None)), "a Jinja string, or null"),
+    "temperature": ((float, int, type(None)), f"a number of at least {MIN_TEMPERATURE}, or null"),
+    "top_p": ((float, int, type(None)), "a number above 0 and at most 1, or null"),
+    "top_k": ((int, type(None)), "an integer of at least 0, or null"),
+}
+TEMPLATE_FIELDS = {"query_template": ("query", ("instruction", "query")),
+                   "document_template": ("text", ("instruction", "text"))}
+
+
 def check(config: T1Config) -> None:
     """Refuse settings that cannot work, naming the setting."""
     for name in ("max_query_length", "max_document_length"):
         value = getattr(config, name)
-        if not isinstance(value, int) or value < 2:
+        if not _is_int(value) or value < 2:
             raise T1Error(f"{name} must be an integer of at least 2, got {value!r}")
-    if not isinstance(config.max_new_tokens, int) or config.max_new_tokens < 0:
+    if not _is_int(config.max_new_tokens) or config.max_new_tokens < 0:
         raise T1Error(f"max_new_tokens must be an integer of at least 0, got {config.max_new_tokens!r}")
-    for name, needed in (("query_template", ("{query}",)), ("document_template", ("{text}",))):
-        template = getattr(config, name)
-        if not isinstance(template, str) or any(part not in template for part in needed):
-            raise T1Error(f"{name} must be a string holding {', '.join(needed)}, got {template!r}")
+    for name, (kinds, what) in SCHEMA.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds) or _out_of_range(name, value):
+            raise T1Error(f"{name} must be {what}, got {json.dumps(value) if _jsonable(value) else repr(value)}")
+    if any(not isinstance(k, str) or not isinstance(v, str) for k, v in config.prompts.items()):
+        raise T1Error("prompts must map a name to an instruction (strings)")
+    for name, (needed, known) in TEMPLATE_FIELDS.items():
+        check_template(name, getattr(config, name), needed, known)
+    if config.chat_template:
+        check_chat_template(config.chat_template)
     if config.reasoner is not None:
         from .reasoners import check_spec
 
         check_spec(config.reasoner)
     if not isinstance(config.tasks, dict) or any(
-            not isinstance(v, dict) or set(v) - set(SIDES) for v in config.tasks.values()):
-        raise T1Error('tasks must map a task name to {"query": ..., "document": ...}')
+            not isinstance(v, dict) or set(v) - set(SIDES) or not all(isinstance(t, str) for t in v.values())
+            for v in config.tasks.values()):
+        raise T1Error('tasks must map a task name to {"query": ..., "document": ...} (strings)')
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _out_of_range(name: str, value) -> bool:
+    if value is None or isinstance(value, (str, bool, dict)):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return True
+    return {"fusion_weight": not 0 <= value <= 1, "temperature": value < MIN_TEMPERATURE,
+            "top_p": not 0 < value <= 1, "top_k": value < 0}.get(name, False)
+
+
+def check_template(name: str, template, needed: str, known: tuple[str, ...]) -> None:
+    """A prompt template as `str.format` reads it: only the `known` fields, by name, `needed`
+    exactly once, braces paired (`{{` and `}}` are literal braces)."""
+    if not isinstance(template, str):
+        raise T1Error(f"{name} must be a string holding {{{needed}}}, got {template!r}")
+    try:
+        names = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as e:
+        raise T1Error(f"{name}: malformed template ({e}; write a literal brace as {{{{ or }}}}): {template!r}") from None
+    bad = next((f for f in names if f not in known), None)
+    if bad is not None:
+        raise T1Error(f"{name}: unknown field {{{bad}}} (known: {', '.join('{' + k + '}' for k in known)}; write a "
+                      f"literal brace as {{{{ or }}}}): {template!r}")
+    if needed not in names:
+        raise T1Error(f"{name} must be a string holding {{{needed}}}, got {template!r}")
+    if names.count(needed) > 1:
+        raise T1Error(f"{name} holds {{{needed}}} {names.count(needed)} times; it must hold it once: {template!r}")
+
+
+def check_chat_template(template: str) -> None:
+    """Compile a Jinja chat template now, as transformers will (a syntax error found at the first
+    query would come after the model has loaded)."""
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    try:
+        ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                      extensions=["jinja2.ext.loopcontrols"]).from_string(template)
+    except TemplateError as e:
+        line = f"line {e.lineno}: " if getattr(e, "lineno", None) else ""
+        raise T1Error(f"chat_template is not a valid Jinja template ({line}{e.message or e})") from None
 
 
 def checkpoint_defaults(name: str, model_config) -> T1Config:
@@ -145,13 +237,15 @@ def load_settings(path: str | Path) -> dict:
     """The settings in a JSON file (any subset of `T1Config`'s fields), checked; pass them to
     `T1Model.from_pretrained(name, **settings)`. A full `t1_config.json` may be given: its
     fields that describe the weights (backbone, emb_token, pooling, format_version) are ignored."""
+    from .data import parse_json
+
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8-sig"), str(path))  # a byte-order mark is dropped
     except FileNotFoundError:
         raise T1Error(f"{path}: no such settings file") from None
-    except json.JSONDecodeError as e:
-        raise T1Error(f"{path}: malformed JSON ({e.msg}, line {e.lineno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise T1Error(f"{path}: cannot read the settings file ({e})") from None
     if not isinstance(data, dict):
         raise T1Error(f"{path}: expected a JSON object of T1 settings")
     known = {f.name for f in fields(T1Config)}
@@ -222,10 +316,13 @@ class QuerySettings:
             raise T1Error(f"num_traces must be at least 1, got {self.num_traces!r}")
         if self.trace_fusion not in TRACE_FUSIONS:
             raise T1Error(f"trace fusion must be one of {', '.join(TRACE_FUSIONS)}, got {self.trace_fusion!r}")
-        if not self.temperature > 0 or not 0 < self.top_p <= 1:
-            raise T1Error(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+        if not (MIN_TEMPERATURE <= self.temperature < math.inf) or not 0 < self.top_p <= 1:
+            raise T1Error(f"sampling needs temperature >= {MIN_TEMPERATURE} and 0 < top_p <= 1, got "
+                          f"{self.temperature}, {self.top_p}")
         if self.fusion is not None and self.fusion not in METHODS:
             raise T1Error(f"fusion method must be one of {', '.join(METHODS)}, got {self.fusion!r}")
+        if not math.isfinite(self.auto_margin):  # negative is allowed: "auto" then never reasons
+            raise T1Error(f"auto margin must be a finite number, got {self.auto_margin}")
         if self.fusion_weight is not None and not 0.0 <= self.fusion_weight <= 1.0:
             raise T1Error(f"fusion_weight must be between 0 and 1, got {self.fusion_weight}")
         if self.hybrid is False and (self.fusion is not None or self.fusion_weight is not None):

@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from ..data import surrogate_problem
 from ..errors import T1Error
 from ..fusion import METHODS
 from ..reasoners import ReasonerError
@@ -37,7 +38,7 @@ from ..settings import (DEFAULT_AUTO_MARGIN, DEFAULT_TEMPERATURE, DEFAULT_TOP_P,
 from .batcher import Batcher, Busy, Job
 from .engine import Engine, Plan, Work
 from .error_shapes import error_response
-from .gate import NOTE, Gate
+from .gate import BODY_TIMEOUT_S, NOTE, Gate
 from .openai_api import add_embedding_routes
 
 logger = logging.getLogger("t1.serve")
@@ -66,6 +67,7 @@ class ServeSettings:
     max_traces: int = 8
     max_new_tokens: int | None = None  # default and ceiling of the reasoning length; None: the model's
     max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout_s: float = BODY_TIMEOUT_S  # the longest wait for the next part of a body: then 408
     model_name: str | None = None  # the model's id on the embedding APIs; None: the model's folder or hub name
 
 
@@ -164,11 +166,19 @@ def _texts(value, what: str, limit: int, max_chars: int) -> list[str]:
         raise BadRequest(f"{what}: {len(texts)} given, more than the limit of {limit} per request")
     for i, t in enumerate(texts):
         name = what if isinstance(value, str) else f"{what}[{i}]"
+        _unicode(t, name)
         if not t.strip():
             raise BadRequest(f"{name} is empty")
         if len(t) > max_chars:
             raise BadRequest(f"{name} is {len(t)} characters long, more than the limit of {max_chars}")
     return texts
+
+
+def _unicode(text: str | None, name: str) -> None:
+    """JSON's \\ud800 escapes decode to lone surrogates, which no tokenizer or response can hold."""
+    problem = text is not None and surrogate_problem(text)
+    if problem:
+        raise BadRequest(f"{name} {problem}")
 
 
 def _given(req, n: int) -> list[str] | None:
@@ -181,6 +191,8 @@ def _given(req, n: int) -> list[str] | None:
     given = [req.reasoning_text] if isinstance(req.reasoning_text, str) else list(req.reasoning_text)
     if len(given) != n:
         raise BadRequest(f"reasoning_text: got {len(given)} texts for {n} queries (give one per query)")
+    for i, text in enumerate(given):
+        _unicode(text, "reasoning_text" if isinstance(req.reasoning_text, str) else f"reasoning_text[{i}]")
     return given
 
 
@@ -194,6 +206,7 @@ def _tokens(req, settings: ServeSettings, engine: Engine) -> int:
 
 
 def _instruction(req, settings: ServeSettings) -> str | None:
+    _unicode(req.instruction, "instruction")
     if req.instruction is not None and len(req.instruction) > settings.max_query_chars:
         raise BadRequest(f"instruction is {len(req.instruction)} characters long, more than the limit of "
                          f"{settings.max_query_chars}")
@@ -483,7 +496,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                               "query, embeds it, and searches the index.")
     app.state.engine, app.state.batcher, app.state.settings = engine, batcher, settings
     app.add_middleware(Gate, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes, counter=in_flight,
-                       poke=batcher.poke)
+                       poke=batcher.poke, body_timeout_s=settings.body_timeout_s)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

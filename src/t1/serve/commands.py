@@ -94,6 +94,7 @@ def cmd_serve(args) -> int:
     from ..index import Index
     from .app import ServeSettings, create_app
     from .engine import Engine
+    from .gate import timed_protocol
 
     if args.port > 65535:
         raise T1Error(f"--port must be between 0 and 65535, got {args.port}")
@@ -153,7 +154,8 @@ def cmd_serve(args) -> int:
                       f"{engine.ranking}; docs at {url}/docs){'; API key required' if api_key else ''}", flush=True)
 
     config = uvicorn.Config(app, log_level="info" if args.verbose else "warning", access_log=False,
-                            timeout_graceful_shutdown=args.drain_timeout, lifespan="on")
+                            timeout_graceful_shutdown=args.drain_timeout, lifespan="on", http=timed_protocol(),
+                            timeout_keep_alive=5)  # header, body (the Gate) and idle timeouts
     # uvicorn handles SIGTERM/SIGINT (stop accepting, drain, shut down) and then re-raises the
     # signal to whatever handler was there before; these make that a clean exit 0.
     stopped = []

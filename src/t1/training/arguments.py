@@ -187,15 +187,60 @@ class _Parser(HfArgumentParser):
         raise T1Error(f"{self.where}: {message}")
 
 
+MAX_NODES = 100_000  # values a config may hold once its aliases are expanded (704 bytes named 1.4 GB)
+
+
+def _expanded_size(node, sizes: dict) -> int:
+    """How many values `node` stands for with every alias expanded, counted on the composed
+    graph (where an alias is the node it names, shared), so counting costs what the file does."""
+    if id(node) not in sizes:
+        sizes[id(node)] = 0  # a recursive alias counts as nothing more
+        children = node.value if isinstance(node.value, list) else []
+        flat = [n for child in children for n in (child if isinstance(child, tuple) else (child,))]
+        sizes[id(node)] = min(MAX_NODES + 1, 1 + sum(_expanded_size(n, sizes) for n in flat))
+    return sizes[id(node)]
+
+
+class _DuplicateKey(Exception):
+    """A key given twice in one YAML mapping (the message starts with its line)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the
+    last silently; YAML 1.2 requires keys to be unique)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise _DuplicateKey(f"{key_node.start_mark.line + 1}: key {key!r} appears twice (YAML keeps only "
+                                    "the last; give it once)")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     """The mapping in a YAML file; a missing file or malformed YAML is a `T1Error`."""
     path = Path(path)
     if not path.is_file():
         raise T1Error(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8-sig"))
+        try:
+            node = loader.get_single_node()
+            if node is not None and _expanded_size(node, {}) > MAX_NODES:  # measured before anything expands
+                raise T1Error(f"{path}: its YAML aliases (*name) expand to more than {MAX_NODES:,} values; a config "
+                              "is a mapping of settings")
+            data = (loader.construct_document(node) if node is not None else None) or {}
+        finally:
+            loader.dispose()
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise T1Error(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+        raise T1Error(f"{path}: malformed YAML ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise T1Error(f"{path}: malformed YAML (nested too deeply)") from None
+    except _DuplicateKey as e:
+        raise T1Error(f"{path}:{e}") from None
     if not isinstance(data, dict):
         raise T1Error(f"{path}: expected a mapping of settings")
     return data
@@ -247,9 +292,25 @@ def parse_config(types: tuple, argv: list[str], prog: str, settings: dict | None
     flags = config_flags + argv + settings_to_flags(settings or {}, parser, f"{prog} settings")
     _unknown(parser.parse_known_args(flags)[1], "command line")  # before any value is checked
     try:
-        return tuple(parser.parse_args_into_dataclasses(flags))
+        configs = tuple(parser.parse_args_into_dataclasses(flags))
     except (ValueError, TypeError) as e:
         raise T1Error(f"{where}: {e}") from None
+    _check_outputs(configs, where)
+    return configs
+
+
+def _check_outputs(configs: tuple, where: str) -> None:
+    """Refuse an output_dir that is, holds or lies inside the starting model or the records:
+    saving there would overwrite the weights the run started from."""
+    from ..atomic import check_not_input
+
+    found = {k: getattr(c, k) for c in configs for k in ("model_name_or_path", "train_file", "output_dir")
+             if getattr(c, k, None)}
+    if "output_dir" in found:
+        try:
+            check_not_input(found["output_dir"], [found.get("model_name_or_path"), found.get("train_file")])
+        except T1Error as e:
+            raise T1Error(f"{where}: output_dir {e}") from None
 
 
 def _unknown(strings: list[str], where: str) -> None:

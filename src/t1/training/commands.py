@@ -27,6 +27,7 @@ def register(subparsers) -> None:
         non_negative_int,
         positive_float,
         positive_int,
+        temperature,
         top_p,
     )
 
@@ -61,7 +62,7 @@ def register(subparsers) -> None:
     source.add_argument("--teacher", help="JSONL with `reasoning` and `query_id`/`id` or `query`")
     source.add_argument("--model", help="T1 model that writes its own traces (e.g. the stage-1 output)")
     reason.add_argument("--samples", type=positive_int, default=4, help="traces sampled per query (default 4)")
-    reason.add_argument("--temperature", type=positive_float, default=0.8)
+    reason.add_argument("--temperature", type=temperature, default=0.8)
     reason.add_argument("--top-p", type=top_p, default=DEFAULT_TOP_P)
     reason.add_argument("--max-new-tokens", type=positive_int, default=256)
     reason.add_argument("--max-rank", type=positive_int, default=1,
@@ -128,7 +129,7 @@ def _mine(args) -> int:
     from ..atomic import check_output_file, write_jsonl
     from .mining import mine_beir
 
-    check_output_file(args.out)
+    check_output_file(args.out, inputs=[args.beir_folder, args.dense_model])
     records = mine_beir(args.beir_folder, args.split, negatives=args.negatives, depth=args.depth,
                         skip_top=args.skip_top, dense_model=args.dense_model, query_instruction=args.query_instruction,
                         seed=args.seed)
@@ -141,7 +142,7 @@ def _distill(args) -> int:
     from ..atomic import check_output_file
     from .distill import score_file
 
-    check_output_file(args.out)
+    check_output_file(args.out, inputs=[args.input])
     n = score_file(args.input, args.out, args.teacher, args.batch_size, args.device)
     print(f"wrote {n} records with {args.teacher} scores to {args.out}")
     return 0
@@ -156,7 +157,7 @@ def _pairs(args) -> int:
         raise T1Error("ask for some pairs: --term N, --title N and/or --sentence N (N >= 1)")
     if bool(args.corpus) == bool(args.source):
         raise T1Error("give either a CORPUS or --source NAME")
-    check_output_file(args.out)
+    check_output_file(args.out, inputs=[args.corpus])
     rows = []
     for domain, counts, read in _pair_plan(args, asked):
         corpus = read()
@@ -201,7 +202,7 @@ def _reason(args) -> int:
     from .reasoning_data import SamplingSettings, merge_teacher, self_generate
     from .records import read_records, write_records
 
-    check_output_file(args.out)
+    check_output_file(args.out, inputs=[args.input, args.teacher, getattr(args, "model", None)])
     records = read_records(args.input)
     if args.teacher:
         merged, missing = merge_teacher(records, args.teacher)
