@@ -11,11 +11,11 @@ Three rules, all on per-query {doc_id: score} maps:
   equal, did not;
 - adaptive: the same weighted sum, with the weights tilted per query towards the list whose top
   hit stands out. Each list's confidence is the standard score of its top hit among its own top
-  `ADAPTIVE_DEPTH` scores, c = (s_1 − mean)/std (0 for a flat list; a short list's missing
-  places count as its minimum, as in the weighted sum), and the weights become
+  `ADAPTIVE_DEPTH` scores, c = (s_1 − mean)/std (0 for a flat list), and the weights become
   w_r · c_r^a / Σ w · c^a, `a` being `ADAPTIVE_SHARPNESS`: a = 0 is the fixed weighted sum, a
   list of equal (or no) scores gets weight 0, and a list whose top hit does not stand out (a
-  weak retriever's, or noise) gets little. Both statistics are invariant to a list's shift and
+  weak retriever's, or noise) gets little; a query with a one-document list keeps the fixed
+  weights. Both statistics are invariant to a list's shift and
   scale, so cosines and BM25 scores compare; both parameters were chosen on training claims
   (`benchmarks/adaptive_fusion.py`, README).
 
@@ -68,34 +68,29 @@ def weighted_sum(rankings: Sequence[Ranking], weights: Sequence[float] | None = 
 
 def confidence(scores: Ranking, depth: int | None = None) -> float:
     """How far a list's top hit stands out: its standard score (s_1 − mean)/std among the list's
-    top `depth` scores (default `ADAPTIVE_DEPTH`), min-max normalised as the weighted sum takes
-    them. A list shorter than `depth` counts its missing places as its minimum (normalised 0), as
-    the weighted sum counts a missing document, so BM25's one match among many documents is a
-    confident list; a list of `depth` equal scores (up to rounding) is not (0), nor is no list."""
-    depth = depth or ADAPTIVE_DEPTH
-    top = sorted(scores.values(), reverse=True)[:depth]
-    if not top:
+    top `depth` scores (default `ADAPTIVE_DEPTH`). Only the scores the list has count: a list of
+    fewer than two scores, or of equal scores (up to rounding), has no confidence (0)."""
+    top = sorted(scores.values(), reverse=True)[:depth or ADAPTIVE_DEPTH]
+    if len(top) < 2 or not top[0] - top[-1] > 1e-9 * max(1.0, abs(top[0])):
         return 0.0
-    span = top[0] - top[-1]
-    flat = not span > 1e-9 * max(1.0, abs(top[0]))
-    values = [1.0 if flat else (s - top[-1]) / span for s in top] + [0.0] * (depth - len(top))
-    mean = math.fsum(values) / len(values)
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
-    return (values[0] - mean) / std if std > 0 else 0.0
+    mean = math.fsum(top) / len(top)
+    std = math.sqrt(math.fsum((s - mean) ** 2 for s in top) / len(top))
+    return (top[0] - mean) / std
 
 
 def adaptive_weights(rankings: Sequence[Ranking], weights: Sequence[float] | None = None,
                      sharpness: float | None = None, depth: int | None = None) -> list[float]:
     """One query's weights of the adaptive fusion: each list's weight times its `confidence` to
     the power `sharpness` (default `ADAPTIVE_SHARPNESS`), summing to 1; the weights as given
-    where no list has any confidence."""
+    (normalised) where no list has any confidence, or where a list holds a single document
+    (BM25's one match: too short a list to judge, so neither followed nor dropped)."""
     weights = _weights(rankings, weights)
     a = ADAPTIVE_SHARPNESS if sharpness is None else sharpness
     if a < 0:
         raise ValueError(f"sharpness must be at least 0, got {a}")
     tilted = [w * (confidence(r, depth) ** a if a else float(bool(r))) for r, w in zip(rankings, weights)]
     total = math.fsum(tilted)
-    if not total > 0:
+    if not total > 0 or any(len(r) == 1 for r in rankings):  # one score: too short to judge
         total = math.fsum(weights) or 1.0
         return [w / total for w in weights]
     return [t / total for t in tilted]
