@@ -174,3 +174,22 @@ def test_eval_takes_fusion_adaptive(tmp_path, weighted_model_path):
     assert (settings["fusion"], settings["dense_weight"]) == ("adaptive", FUSION_WEIGHT)
     results = json.loads((out / "results.json").read_text())
     assert max(results["q2"], key=results["q2"].get) == "d3"
+
+
+def test_a_model_can_save_adaptive_as_its_default(tmp_path, tiny_model_path):
+    from t1 import T1Error, T1Model
+    from t1.evaluation.retrievers import hybrid_fusion
+    from t1.index import Index
+    from t1.model import T1Config
+
+    folder = tmp_path / "adaptive-model"
+    model = T1Model.from_pretrained(str(tiny_model_path), device="cpu", fusion_weight=0.4, fusion="adaptive")
+    model.save_pretrained(folder)
+    assert T1Config.saved(str(folder)).fusion == "adaptive"
+    assert hybrid_fusion(f"hybrid:t1:{folder}") == ("adaptive", 0.4)
+    assert hybrid_fusion(f"hybrid:t1:{folder}", fusion="weighted") == ("weighted", 0.4)  # asked for wins
+    index = Index.open(_index(tmp_path, folder), model=model)
+    assert str(index.ranking(model)) == "hybrid-adaptive(0.4)"
+    assert str(index.ranking(model, fusion="rrf")) == "hybrid-rrf(0.5)"
+    with pytest.raises(T1Error, match="fusion must be one of"):
+        T1Config(fusion="max")

@@ -119,11 +119,12 @@ def _weights(rankings: Sequence[Ranking], weights: Sequence[float] | None) -> li
 
 
 def resolve(method: str | None = None, weight: float | None = None,
-            saved_weight: float | None = None) -> tuple[str, float]:
-    """(method, dense weight) of a hybrid search: what was asked for, else a weighted sum, with
-    the model's `saved_weight` (its `fusion_weight`) for a weighted sum (fixed or adaptive: there
-    it is the prior the lists' confidences tilt), else 0.5."""
-    method = method or DEFAULT_METHOD
+            saved_weight: float | None = None, saved_method: str | None = None) -> tuple[str, float]:
+    """(method, dense weight) of a hybrid search: what was asked for, else the model's
+    `saved_method` (its `fusion`), else a weighted sum; with the model's `saved_weight` (its
+    `fusion_weight`) for a weighted sum (fixed or adaptive: there it is the prior the lists'
+    confidences tilt), else 0.5."""
+    method = method or saved_method or DEFAULT_METHOD
     if method not in METHODS:
         raise T1Error(f"fusion method must be one of {', '.join(METHODS)}, got {method!r}")
     if weight is None:

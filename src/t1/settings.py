@@ -45,6 +45,9 @@ class T1Config:
     # T1's weight in a weighted-sum fusion with BM25, the default search when set: measured on
     # judged queries (`t1.fusion.choose_weight`). None: not measured, search with T1 alone.
     fusion_weight: float | None = None
+    # The fusion method of that default search (`t1.fusion.METHODS`): None is the fixed weighted
+    # sum; "adaptive" tilts the weight per query (measured in README, "Adaptive fusion").
+    fusion: str | None = None
     # Prompt templates. The user turn of a query ({instruction}, {query}; a query without an
     # instruction is the query alone), and a document ({instruction}, {text}; a document without
     # an instruction is its text alone). `chat_template`: None uses the tokenizer's own, a Jinja
@@ -116,6 +119,11 @@ def check(config: T1Config) -> None:
         template = getattr(config, name)
         if not isinstance(template, str) or any(part not in template for part in needed):
             raise T1Error(f"{name} must be a string holding {', '.join(needed)}, got {template!r}")
+    if config.fusion is not None:
+        from .fusion import METHODS
+
+        if config.fusion not in METHODS:
+            raise T1Error(f"fusion must be one of {', '.join(METHODS)}, got {config.fusion!r}")
     if not isinstance(config.tasks, dict) or any(
             not isinstance(v, dict) or set(v) - set(SIDES) for v in config.tasks.values()):
         raise T1Error('tasks must map a task name to {"query": ..., "document": ...}')
