@@ -2,6 +2,7 @@
 BM25 alone and T1 alone, on runs computed once and saved.
 
     python3 benchmarks/ablation_proxy.py prepare          # the other-domain and SciFact proxy sets
+    python3 benchmarks/adaptive_fusion.py prepare-test    # a second, fresh other-domain draw
     python3 benchmarks/adaptive_fusion.py runs  [--out /work/runs/fusion] [--proxy /work/runs/ablation]
     python3 benchmarks/adaptive_fusion.py fit   [--out ...]   # the rule's parameters, on training claims only
     T1_BENCH_OUT=benchmarks/results python3 benchmarks/adaptive_fusion.py table [--out ...]
@@ -10,22 +11,27 @@ BM25 alone and T1 alone, on runs computed once and saved.
 shipped T1 in modes `none` and `generate`) and saves them as JSON under OUT/runs/<set>/; the other
 two steps only read those files, so fitting and evaluating a fusion rule takes seconds.
 
-The sets (the ablation proxy's, `benchmarks/ablation_proxy.py`):
+The sets:
 - `scifact-train`: the curriculum's 100 held-out SciFact *train* claims (never trained on; the
   claims the model's `fusion_weight` was chosen on). The only data the rule is fitted on.
 - `scifact-dev`: the 100 SciFact dev claims (evaluation only).
-- `wordnet`, `foldoc`, `python-docs`, `manpages`: 50 fresh pairs each from other domains
-  (validation only, never fitted on).
-Both SciFact sets search the proxy sub-corpus (every judged abstract plus BM25's top 5 of each
-claim: 867 abstracts), not the full 5,183: encoding those on this project's 2 shared cores costs
-about 40 minutes. Documents are cut at the model's own length (256 tokens).
+- `wordnet`, `foldoc`, `python-docs`, `manpages`: the ablation proxy's 50 fresh pairs each from
+  other domains (validation: never fitted on, but looked at once while the rule was built, see
+  the README).
+- `wordnet-2`, ...: a second fresh draw of 50 pairs per source (`prepare-test`, seed 2), none of
+  whose passages is in a training record or in the first draw: drawn and run after the rule was
+  frozen, so it tests it.
+Both SciFact sets search the ablation proxy's sub-corpus (every judged abstract plus BM25's top 5
+of each claim: 867 abstracts), not the full 5,183: encoding those on this project's 2 shared
+cores costs about 40 minutes. Documents are cut at the model's own length (256 tokens).
 
 `fit` chooses the rule's sharpness and statistic depth (`t1.fusion.ADAPTIVE_*`) on
 `scifact-train` in three worlds: the real lists, BM25's list replaced by an uninformative one
 (uniform random scores over its documents), and T1's replaced the same way; the objective is the
 mean nDCG@10 over the three worlds, so a rule that follows the informative side when one side is
 noise, and keeps the fixed weight's gain where both sides inform, wins. `table` then scores every
-system on every set with paired bootstrap 95% intervals.
+system on every set with paired bootstrap 95% intervals, and the failure case: one side
+replaced by random or constant scores.
 """
 
 from __future__ import annotations
@@ -47,7 +53,33 @@ OOD = ("wordnet", "foldoc", "python-docs", "manpages")
 DEPTH = 100
 
 
-def _sets(proxy: Path):
+def prepare_test(out: Path, proxy: Path, seed: int = 2) -> None:
+    """A second, fresh draw of other-domain pairs (`t1 data pairs --seed 2`), none of whose
+    passages is in a training record or in the proxy's first draw: OUT/ood-test.json, 50 per
+    source, searched like the first. It tests the rule after the first draw was looked at."""
+    import random
+    import subprocess
+
+    from ablation_proxy import OOD_PER_SOURCE, SHIPPED_RUN, SOURCES, _read
+
+    seen = {t for r in _read(SHIPPED_RUN / "train-stage1.jsonl") for t in r["pos"] + r["neg"]}
+    seen |= {t for rows in json.loads((proxy / "ood.json").read_text()).values() for r in rows for t in r["pos"] + r["neg"]}
+    drawn = out / f"ood-draw-seed{seed}.jsonl"
+    if not drawn.exists():
+        cmd = [sys.executable, "-m", "t1", "data", "pairs", "--out", str(drawn), "--seed", str(seed),
+               "--term", "100", "--title", "100", "--sentence", "100", "--negatives", "3"]
+        for source in SOURCES:
+            cmd += ["--source", source]
+        subprocess.run(cmd, check=True)
+    rows, test = _read(drawn), {}
+    for source in SOURCES:
+        fresh = [r for r in rows if r.get("domain") == source and not set(r["pos"]) & seen]
+        test[source] = random.Random(seed).sample(fresh, min(OOD_PER_SOURCE, len(fresh)))
+    (out / "ood-test.json").write_text(json.dumps(test))
+    print({s: len(v) for s, v in test.items()}, file=sys.stderr)
+
+
+def _sets(proxy: Path, test: Path | None = None):
     """(name, instruction, queries, qrels, corpus as Documents) of every set, as the proxy has them."""
     from ablation_proxy import _ood_sets
     from t1.data import Document
@@ -59,6 +91,9 @@ def _sets(proxy: Path):
         yield name, CLAIM, queries, {q: sci["qrels"][q] for q in queries}, corpus
     for source, instruction, queries, qrels, texts in _ood_sets(proxy):
         yield source, instruction, queries, qrels, [Document(i, t) for i, t in texts.items()]
+    if test is not None and (test / "ood-test.json").exists():
+        for source, instruction, queries, qrels, texts in _ood_sets(test, "ood-test.json"):
+            yield f"{source}-2", instruction, queries, qrels, [Document(i, t) for i, t in texts.items()]
 
 
 def runs(out: Path, proxy: Path, model_name: str, systems: list[str]) -> None:
@@ -67,7 +102,7 @@ def runs(out: Path, proxy: Path, model_name: str, systems: list[str]) -> None:
     from t1.settings import QuerySettings
 
     model = load_model(model_name, "cpu")
-    sets = list(_sets(proxy))
+    sets = list(_sets(proxy, out))
     for name in systems:
         spec, mode = SYSTEMS[name]
         for set_name, instruction, queries, qrels, corpus in sets:
@@ -179,14 +214,15 @@ def table(out: Path) -> dict:
     from t1 import fusion
     from t1.evaluation.metrics import paired_bootstrap
 
-    sets = ["scifact-train", "scifact-dev", *OOD]
+    second = [f"{s}-2" for s in OOD if (out / "runs" / f"{s}-2" / "T1 generate.json").exists()]
+    sets = ["scifact-train", "scifact-dev", *OOD, *second]
     per_query: dict[str, dict[str, dict[str, float]]] = {}
     t1_weights: dict[str, dict[str, float]] = {}
     simulated: dict[str, dict[str, float]] = {}
     for set_name in sets:
         saved, qrels = load(out, set_name)
         scores = {name: ndcg(qrels, run) for name, run in saved.items()}
-        for dense in ("T1 generate", "T1 none", "all-MiniLM-L6-v2"):
+        for dense in [n for n in ("T1 generate", "T1 none", "all-MiniLM-L6-v2") if n in saved]:
             for method in ("weighted", "adaptive"):
                 scores[f"{dense} + BM25 {method}"] = ndcg(qrels, fused_run(saved[dense], saved["BM25"], method))
             t1_weights.setdefault(dense, {})[set_name] = round(mean_t1_weight(saved[dense], saved["BM25"]), 3)
@@ -204,8 +240,13 @@ def table(out: Path) -> dict:
                 sim[f"{side} {kind}: the informative side alone"] = round(mean(scores["BM25" if side == "T1" else "T1 generate"]), 1)
         simulated[set_name] = sim
         per_query[set_name] = scores
-    per_query["other domains"] = {name: {f"{s}:{q}": v for s in OOD for q, v in per_query[s][name].items()}
-                                  for name in per_query[OOD[0]]}
+    pools = {"other domains": OOD}
+    if second:
+        pools.update({"other domains, second draw": second, "other domains, both draws": [*OOD, *second]})
+    for pool, members in pools.items():
+        names = set.intersection(*(set(per_query[s]) for s in members))
+        per_query[pool] = {name: {f"{s}:{q}": v for s in members for q, v in per_query[s][name].items()}
+                           for name in sorted(names, key=list(per_query[members[0]]).index)}
 
     def ci(set_name: str, a: str, b: str | dict) -> list[float]:
         theirs = per_query[set_name][b] if isinstance(b, str) else b
@@ -217,6 +258,8 @@ def table(out: Path) -> dict:
                      **{name: round(mean(v), 1) for name, v in scores.items()}})
         cmp = {}
         for mode in ("T1 generate", "T1 none"):
+            if mode not in scores:
+                continue
             better = max((mode, "BM25"), key=lambda n: mean(scores[n]))
             for method in ("adaptive", "weighted"):
                 name = f"{mode} + BM25 {method}"
@@ -231,7 +274,7 @@ def table(out: Path) -> dict:
     print("| set | " + " | ".join(names) + " |")
     print("| --- |" + " ---: |" * len(names))
     for row in rows:
-        print(f"| {row['set']} | " + " | ".join(f"{row[n]:.1f}" for n in names) + " |")
+        print(f"| {row['set']} | " + " | ".join(f"{row[n]:.1f}" if n in row else "–" for n in names) + " |")
     for set_name, cmp in comparisons.items():
         print(set_name, json.dumps(cmp))
     fit_file = out / "fit.json"
@@ -247,13 +290,15 @@ def table(out: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["runs", "fit", "table"])
+    parser.add_argument("command", choices=["prepare-test", "runs", "fit", "table"])
     parser.add_argument("--out", type=Path, default=Path("/work/runs/fusion"))
     parser.add_argument("--proxy", type=Path, default=Path("/work/runs/ablation"), help="ablation_proxy.py prepare's folder")
     parser.add_argument("--model", default="t1-smollm2-135m")
     parser.add_argument("--systems", nargs="*", default=list(SYSTEMS))
     args = parser.parse_args()
-    if args.command == "runs":
+    if args.command == "prepare-test":
+        prepare_test(args.out, args.proxy)
+    elif args.command == "runs":
         runs(args.out, args.proxy, args.model, args.systems)
     elif args.command == "fit":
         fit(args.out)
