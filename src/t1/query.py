@@ -63,7 +63,7 @@ def choose_ranking(index, model, settings: QuerySettings) -> SearchRanking:
     elif not index.has_bm25:
         raise T1Error(f"hybrid search needs BM25: {index.no_bm25}")
     return SearchRanking(*resolve(settings.fusion, settings.fusion_weight, saved,
-                                  model.config.fusion if model is not None else None))
+                                  getattr(model.config, "fusion", None) if model is not None else None))
 
 
 def encode(model, queries: Sequence[str], settings: QuerySettings = QuerySettings(), *,
