@@ -122,9 +122,9 @@ def _scifact_proxy() -> dict:
     return {"queries": queries, "qrels": qrels, "corpus": corpus}
 
 
-def _ood_sets(out: Path):
+def _ood_sets(out: Path, name: str = "ood.json"):
     """Per source: (queries, qrels, corpus), relevance = the record's own positive."""
-    for source, rows in json.loads((out / "ood.json").read_text()).items():
+    for source, rows in json.loads((out / name).read_text()).items():
         texts = sorted({t for r in rows for t in r["pos"] + r["neg"]})
         ids = {t: f"{source}-{i}" for i, t in enumerate(texts)}
         queries = {f"q{i}": r["query"] for i, r in enumerate(rows)}

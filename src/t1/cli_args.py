@@ -111,7 +111,9 @@ def add_fusion_args(p: argparse.ArgumentParser, weight_default: str) -> None:
     from .fusion import METHODS
 
     p.add_argument("--fusion", choices=METHODS, default=None,
-                   help="hybrid: a weighted sum of min-max normalised scores (default) or reciprocal rank fusion")
+                   help="hybrid: a weighted sum of min-max normalised scores (default), reciprocal rank fusion, "
+                        "or adaptive (the weighted sum, its weights tilted per query towards the list whose top "
+                        "hit stands out)")
     p.add_argument("--fusion-weight", type=fraction, default=None,
                    help=f"hybrid: weight of the T1 list, BM25 gets 1 - W (default: {weight_default})")
 

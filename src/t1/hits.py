@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class SearchRanking:
-    """How a search ranks: by T1 alone, or fused with BM25 (`fusion` "rrf" or "weighted", with
-    `weight` on the T1 list). `note` says why a default search is not hybrid."""
+    """How a search ranks: by T1 alone, or fused with BM25 (`fusion` "weighted", "rrf" or
+    "adaptive", with `weight` on the T1 list). `note` says why a default search is not hybrid."""
 
     fusion: str | None = None
     weight: float | None = None

@@ -43,8 +43,9 @@ class QueryResults:
 def choose_ranking(index, model, settings: QuerySettings) -> SearchRanking:
     """Which ranking a search uses, the one rule of every entry point.
 
-    By default (`hybrid` None, no fusion setting) T1 fused with BM25 by a weighted sum, with the
-    `model`'s saved `fusion_weight`, when it has one and `index` has BM25; else T1 alone (with a
+    By default (`hybrid` None, no fusion setting) T1 fused with BM25 by the `model`'s saved
+    `fusion` method (default a weighted sum) with its saved `fusion_weight`, when it has one and
+    `index` has BM25; else T1 alone (with a
     `note` when only BM25 is missing). `hybrid=False`: T1 alone. `hybrid=True`, a `fusion`
     method or a `fusion_weight`: fused with BM25, which must be there; unset settings default as
     `t1.fusion.resolve` says. `model` None: what can be decided before it loads."""
@@ -61,7 +62,8 @@ def choose_ranking(index, model, settings: QuerySettings) -> SearchRanking:
             return SearchRanking(note=f"hybrid search is off: {index.no_bm25}; searching with T1 alone")
     elif not index.has_bm25:
         raise T1Error(f"hybrid search needs BM25: {index.no_bm25}")
-    return SearchRanking(*resolve(settings.fusion, settings.fusion_weight, saved))
+    return SearchRanking(*resolve(settings.fusion, settings.fusion_weight, saved,
+                                  getattr(model.config, "fusion", None) if model is not None else None))
 
 
 def encode(model, queries: Sequence[str], settings: QuerySettings = QuerySettings(), *,

@@ -47,6 +47,9 @@ class T1Config:
     # T1's weight in a weighted-sum fusion with BM25, the default search when set: measured on
     # judged queries (`t1.fusion.choose_weight`). None: not measured, search with T1 alone.
     fusion_weight: float | None = None
+    # The fusion method of that default search (`t1.fusion.METHODS`): None is the fixed weighted
+    # sum; "adaptive" tilts the weight per query (measured in README, "Adaptive fusion").
+    fusion: str | None = None
     # Prompt templates. The user turn of a query ({instruction}, {query}; a query without an
     # instruction is the query alone), and a document ({instruction}, {text}; a document without
     # an instruction is its text alone). `chat_template`: None uses the tokenizer's own, a Jinja
@@ -133,6 +136,9 @@ SCHEMA = {
     "temperature": ((float, int, type(None)), f"a number of at least {MIN_TEMPERATURE}, or null"),
     "top_p": ((float, int, type(None)), "a number above 0 and at most 1, or null"),
     "top_k": ((int, type(None)), "an integer of at least 0, or null"),
+    "fusion": ((str, type(None)), "the name of a fusion method, or null"),
+    "reasoner": ((str, dict, type(None)), "a writer's source (URL, .gguf file, hf:NAME) or an object of it and "
+                                          "its options, or null"),
 }
 TEMPLATE_FIELDS = {"query_template": ("query", ("instruction", "query")),
                    "document_template": ("text", ("instruction", "text"))}
@@ -160,6 +166,11 @@ def check(config: T1Config) -> None:
         from .reasoners import check_spec
 
         check_spec(config.reasoner)
+    if config.fusion is not None:
+        from .fusion import METHODS
+
+        if config.fusion not in METHODS:
+            raise T1Error(f"fusion must be one of {', '.join(METHODS)}, got {config.fusion!r}")
     if not isinstance(config.tasks, dict) or any(
             not isinstance(v, dict) or set(v) - set(SIDES) or not all(isinstance(t, str) for t in v.values())
             for v in config.tasks.values()):

@@ -313,14 +313,15 @@ def parse_retriever(spec: str) -> tuple[str, str]:
 
 def hybrid_fusion(spec: str, fusion: str | None = None, fusion_weight: float | None = None,
                   model=None) -> tuple[str, float]:
-    """(method, dense weight) of the `hybrid:` retriever `spec`: the given ones, else a weighted
-    sum with the T1 model's saved `fusion_weight` (`model`'s, or read from its folder), else 0.5."""
+    """(method, dense weight) of the `hybrid:` retriever `spec`: the given ones, else the T1
+    model's saved `fusion` (a weighted sum by default) and `fusion_weight` (`model`'s, or read
+    from its folder), else a weighted sum at 0.5."""
     from ..fusion import resolve
     from ..model import T1Config
 
     kind, name = parse_retriever(parse_retriever(spec)[1])
     config = (model.config if model is not None else T1Config.saved(name)) if kind == "t1" else None
-    return resolve(fusion, fusion_weight, config.fusion_weight if config is not None else None)
+    return resolve(fusion, fusion_weight, *((config.fusion_weight, config.fusion) if config is not None else ()))
 
 
 def make_retriever(spec: str, corpus, *, model=None, query: QuerySettings = QuerySettings(),
