@@ -39,6 +39,8 @@ def main() -> int:
     parser.add_argument("--url", action="append", default=[], help="an OpenAI-compatible writer (repeatable)")
     parser.add_argument("--prompts", default="t1,bright,hyde")
     parser.add_argument("--no-self", action="store_true", help="leave out T1's own traces")
+    parser.add_argument("--sets", default=None, help="only these sets (comma-separated: scifact, wordnet, foldoc, "
+                                                     "python-docs, manpages; default all)")
     parser.add_argument("--cache", type=Path, default=Path("/work/runs/writers-cache"),
                         help="T1_CACHE of this benchmark: traces are kept, so a rerun asks no writer again")
     args = parser.parse_args()
@@ -61,6 +63,8 @@ def main() -> int:
     scores: dict[str, dict[str, dict[str, float]]] = {}  # "writer / scoring" -> set -> {qid: ndcg}
     stats: dict[str, dict] = {}
     for name, instruction, queries, qrels, corpus in _eval_sets(args.out):
+        if args.sets and name not in args.sets.split(","):
+            continue
         bm25 = BM25Retriever(corpus, show_progress=False)
         plain_bm25 = bm25.retrieve(queries, k=100)
         for writer, spec in writers.items():
@@ -91,7 +95,9 @@ def main() -> int:
     def pooled(key: str, sets) -> dict[str, float]:
         return {f"{s}:{q}": v for s in sets for q, v in scores[key][s].items()}
 
-    groups = {"SciFact claims": ["scifact"], "other domains": [s for s in next(iter(scores.values())) if s != "scifact"]}
+    measured = list(next(iter(scores.values())))
+    groups = {"SciFact claims": ["scifact"], "other domains": [s for s in measured if s != "scifact"]}
+    groups = {g: sets for g, sets in groups.items() if set(sets) <= set(measured) and sets}
     table = {}
     for key in scores:
         writer, scoring = key.split(" / ")

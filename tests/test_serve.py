@@ -104,8 +104,9 @@ def test_health_info_docs_and_page(serve, tiny_model, tiny_model_path):
     assert client.get("/health").json()["status"] == "ok"
     info = client.get("/info").json()
     assert info["model"] == {"name": str(tiny_model_path), "fingerprint": tiny_model.fingerprint(), "dim": 64,
-                             "max_new_tokens": tiny_model.config.max_new_tokens}
+                             "max_new_tokens": tiny_model.config.max_new_tokens, "document_engine": "hf"}
     assert info["index"]["documents"] == len(CORPUS) and info["index"]["dim"] == 64 and info["index"]["bm25"]
+    assert info["index"]["document_engine"] == "hf" and info["reasoner"] is None  # T1 writes its own traces
     assert info["hybrid"] and info["ranking"] == "dense"  # the tiny model has no saved fusion weight
     assert info["auth"] is False and info["limits"]["max_new_tokens"] == TOKENS
     paths = client.get("/openapi.json").json()["paths"]

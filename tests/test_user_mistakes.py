@@ -169,7 +169,8 @@ def test_manifest_missing_a_key(index, capsys, no_model):
 
 def test_verify_checks_checksums(index, capsys):
     assert main(["index", "--verify", str(index)]) == 0
-    assert "30 documents in 4 shards: files present, sizes, rows and sha256 checksums match" in capsys.readouterr().out
+    assert ("30 documents in 4 shards, embedded by the hf document engine: files present, sizes, rows and sha256 "
+            "checksums match") in capsys.readouterr().out
     emb = index / "emb-00001.npy"
     data = bytearray(emb.read_bytes())
     data[-1] ^= 0xFF  # same size, other bytes: only a checksum sees it

@@ -105,7 +105,7 @@ class Engine:
                                                show_progress_bar=False)
         finally:
             if cache is not None:
-                cache.db.close()
+                cache.close()
         given = replace(plan, query=replace(plan.query, reasoning="given"), written=True)
         return given, replace(work, given=[t.text for t in traces])
 
