@@ -125,7 +125,8 @@ class Reasoner:
                     {"temperature": temperature, "top_p": top_p, "seed": s}
                 jobs.append(Job(q * samples + s, messages, s, sampling, max_tokens))
         out: list[Trace | None] = [None] * len(jobs)
-        keys = [self._key(job) for job in jobs]
+        identity = self.identity()  # once: an endpoint's may ask it for its model
+        keys = [self._key(job, identity) for job in jobs]
         if cache is not None:
             found = cache.get_written(keys)
             for i, key in enumerate(keys):
@@ -134,7 +135,7 @@ class Reasoner:
         todo = [job for job in jobs if out[job.row] is None]
         self.stats.cached = len(jobs) - len(todo)
         self.stats.asked = len(todo)
-        identity = json.dumps(self.identity(), sort_keys=True)
+        writer = json.dumps(identity, sort_keys=True)
         bar = tqdm(total=len(todo), desc=f"Reasoning ({self.kind})", disable=not _show(show_progress_bar, len(todo)))
         turn = contextlib.nullcontext() if self.thread_safe else self._turn
         try:
@@ -144,7 +145,7 @@ class Reasoner:
                     bar.update(1)
                     if cache is not None:
                         q = job.row // samples
-                        cache.put_written([{"key": keys[job.row], "writer": identity, "instruction": instruction,
+                        cache.put_written([{"key": keys[job.row], "writer": writer, "instruction": instruction,
                                             "query_id": query_ids[q] if query_ids is not None else None,
                                             "query": queries[q], "reasoning": trace.text, "ended": trace.ended,
                                             "settings": {**job.sampling, "max_tokens": job.max_tokens,
@@ -158,8 +159,9 @@ class Reasoner:
                            len(todo), self.name)
         return out  # type: ignore[return-value]
 
-    def _key(self, job: Job) -> str:
-        blob = json.dumps([self.identity(), job.messages, job.sampling, job.max_tokens, job.sample], sort_keys=True)
+    @staticmethod
+    def _key(job: Job, identity: dict) -> str:
+        blob = json.dumps([identity, job.messages, job.sampling, job.max_tokens, job.sample], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     # ---------------------------------------------------------------- the text of an answer

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..generation.streaming import RowHooks
+from ..prompts import instruction_or_default
 from ..searchable import SearchRanking
 from ..query import encode, search
 from ..settings import QuerySettings
@@ -97,9 +98,7 @@ class Engine:
 
             cache = ReasoningCache(self.cache_path)
         try:
-            instruction = plan.query.instruction
-            if instruction is None:
-                instruction = self.model.config.query_instruction
+            instruction = instruction_or_default(plan.query.instruction, self.model.config.query_instruction)
             tokens = plan.query.max_new_tokens or self.model.config.max_new_tokens
             traces = self.model.reasoner.write(work.texts, instruction, max_tokens=tokens, cache=cache,
                                                show_progress_bar=False)
