@@ -48,7 +48,8 @@ def test_a_written_trace_is_embedded_exactly_as_the_same_trace_given(reasoned, w
     assert out.ended == [True, True]  # finish_reason "stop": the writer ended them
     given = reasoned.encode_query(queries, reasoning=out.reasoning, max_new_tokens=TOKENS)
     np.testing.assert_allclose(out.embeddings, given.embeddings, atol=1e-6)  # one ulp: numpy vs torch normalisation
-    body = writer.requests[0]["body"]
+    # requests run concurrently: pick the first query's, whichever arrived first
+    body = next(r["body"] for r in writer.requests if r["body"]["messages"][-1]["content"].endswith("why do leaves fall"))
     assert body["model"] == "writer-1"  # the first model the endpoint lists
     assert body["temperature"] == 0.0 and body["max_tokens"] == TOKENS and "seed" not in body
     assert body["messages"][0]["role"] == "system" and "Query: why do leaves fall" in body["messages"][1]["content"]
