@@ -109,6 +109,7 @@ def _scifact_proxy() -> dict:
     """Dev + held-out train claims over judged abstracts plus BM25 distractors."""
     sys.path.insert(0, str(Path(__file__).parent))
     from shipped_model import holdout_data
+
     from t1.evaluation.datasets import load_eval_data
     from t1.evaluation.retrievers import BM25Retriever
 

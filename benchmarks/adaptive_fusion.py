@@ -1,4 +1,4 @@
-"""Per-query adaptive fusion (`t1.fusion` method "adaptive") against the fixed-weight default,
+"""Per-query adaptive fusion (`t1.index.fusion` method "adaptive") against the fixed-weight default,
 BM25 alone and T1 alone, on runs computed once and saved.
 
     python3 benchmarks/ablation_proxy.py prepare          # the other-domain and SciFact proxy sets
@@ -25,7 +25,7 @@ Both SciFact sets search the ablation proxy's sub-corpus (every judged abstract 
 of each claim: 867 abstracts), not the full 5,183: encoding those on this project's 2 shared
 cores costs about 40 minutes. Documents are cut at the model's own length (256 tokens).
 
-`fit` chooses the rule's sharpness and statistic depth (`t1.fusion.ADAPTIVE_*`) on
+`fit` chooses the rule's sharpness and statistic depth (`t1.index.fusion.ADAPTIVE_*`) on
 `scifact-train` in three worlds: the real lists, BM25's list replaced by an uninformative one
 (uniform random scores over its documents), and T1's replaced the same way; the objective is the
 mean nDCG@10 over the three worlds, so a rule that follows the informative side when one side is
@@ -82,6 +82,7 @@ def prepare_test(out: Path, proxy: Path, seed: int = 2) -> None:
 def _sets(proxy: Path, test: Path | None = None):
     """(name, instruction, queries, qrels, corpus as Documents) of every set, as the proxy has them."""
     from ablation_proxy import _ood_sets
+
     from t1.data import Document
 
     sci = json.loads((proxy / "scifact.json").read_text())
@@ -149,8 +150,8 @@ def uninformative(run: dict, kind: str, seed: int = NOISE_SEED) -> dict:
 def fused_run(dense: dict, sparse: dict, method: str, prior: float = PRIOR, sharpness: float | None = None,
               depth: int | None = None, k: int = DEPTH) -> dict:
     """Per query, the fused top `k` of a dense and a BM25 run: the fixed weighted sum
-    (`weighted`) or the adaptive rule with these parameters (default: t1.fusion's)."""
-    from t1.fusion import _ranked, adaptive_weights, weighted_sum
+    (`weighted`) or the adaptive rule with these parameters (default: t1.index.fusion's)."""
+    from t1.index.fusion import _ranked, adaptive_weights, weighted_sum
 
     out = {}
     for q in dense.keys() | sparse.keys():
@@ -164,7 +165,7 @@ def fused_run(dense: dict, sparse: dict, method: str, prior: float = PRIOR, shar
 
 
 def mean_t1_weight(dense: dict, sparse: dict, sharpness: float | None = None, depth: int | None = None) -> float:
-    from t1.fusion import adaptive_weights
+    from t1.index.fusion import adaptive_weights
 
     ws = [adaptive_weights([dense.get(q, {}), sparse.get(q, {})], [PRIOR, 1 - PRIOR], sharpness, depth)[0]
           for q in dense.keys() | sparse.keys()]
@@ -210,7 +211,7 @@ def fit(out: Path, dense_name: str = "T1 generate") -> dict:
 
 def table(out: Path) -> dict:
     """Every system on every set, the fusions at the model's weight (fixed) and adaptive (the
-    parameters in t1.fusion), with paired bootstrap 95% CIs; the other-domain sets also pooled."""
+    parameters in t1.index.fusion), with paired bootstrap 95% CIs; the other-domain sets also pooled."""
     from t1 import fusion
     from t1.evaluation.metrics import paired_bootstrap
 

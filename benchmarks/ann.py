@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import report
-from t1.ann import build, recall_at_k
+
 from t1.index import Index
+from t1.index.ann import build, recall_at_k
 
 
 def mixture(dim: int, clusters: int, intrinsic: int, spread: float = 0.6, seed: int = 0):

@@ -28,7 +28,7 @@ def main() -> int:
     from t1.evaluation.datasets import load_eval_data
     from t1.evaluation.metrics import evaluate, paired_bootstrap
     from t1.evaluation.runs import INFO_FILE, RUN_FILE, read_json, read_trec_run
-    from t1.fusion import fuse
+    from t1.index.fusion import fuse
 
     data = load_eval_data(args.dataset, args.split)
     per_query, summary = {}, {}

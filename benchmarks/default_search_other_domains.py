@@ -37,9 +37,9 @@ def main() -> int:
     from t1.data import Document
     from t1.evaluation.metrics import evaluate, paired_bootstrap
     from t1.evaluation.retrievers import make_retriever
+    from t1.index.fusion import fuse
     from t1.model import load_model
     from t1.settings import QuerySettings
-    from t1.fusion import fuse
 
     model = load_model(args.model, "cpu")
     t1_weight = model.config.fusion_weight

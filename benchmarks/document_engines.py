@@ -17,9 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-
 from common import SCIFACT, machine, matmul_peak_gflops, report
 from encode_documents import model_flops
 

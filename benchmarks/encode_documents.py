@@ -14,8 +14,8 @@ import tempfile
 
 import numpy as np
 import torch
-
 from common import SCIFACT, matmul_peak_gflops, report, timed
+
 from t1 import T1Model, load_corpus
 
 

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 import torch
-
 from common import SCIFACT, report, sync
+
 from t1 import T1Model, load_queries
 from t1.batching import pad
 from t1.reasoning import generate_then_embed

@@ -50,9 +50,9 @@ def main() -> int:
 
     from t1.evaluation.datasets import load_eval_data
     from t1.evaluation.retrievers import BM25Retriever, T1Retriever
+    from t1.index.fusion import fuse
     from t1.model import load_model
     from t1.settings import QuerySettings
-    from t1.fusion import fuse
 
     data = load_eval_data(args.dataset, args.split)
     model = load_model(args.model, "cpu")

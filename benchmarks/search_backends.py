@@ -9,9 +9,9 @@ import argparse
 import time
 
 import numpy as np
-
 from common import report
-from t1.search import exact_search
+
+from t1.index.search import exact_search
 
 
 def main() -> None:

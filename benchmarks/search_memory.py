@@ -57,7 +57,7 @@ def peak_mb() -> float:
 
 def child(args) -> None:
     from t1.index import Index
-    from t1.search import exact_search
+    from t1.index.search import exact_search
 
     index = Index.open(args.child)
     queries = np.random.default_rng(1).standard_normal((args.queries, index.manifest["dim"])).astype(np.float32)

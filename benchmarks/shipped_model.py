@@ -53,11 +53,12 @@ def main() -> int:
     args = parser.parse_args()
 
     from t1.evaluation.datasets import load_eval_data
+    from t1.evaluation.fusion_weight import choose_weight
     from t1.evaluation.metrics import evaluate, paired_bootstrap
     from t1.evaluation.retrievers import make_retriever
+    from t1.index.fusion import fuse
     from t1.model import load_model
     from t1.settings import QuerySettings
-    from t1.fusion import choose_weight, fuse
 
     dev = load_eval_data(args.dataset, args.split)
     held = holdout_data(args.dataset, args.holdout)

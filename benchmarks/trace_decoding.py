@@ -50,7 +50,7 @@ def main() -> int:
 
     from t1.evaluation.metrics import evaluate, paired_bootstrap
     from t1.evaluation.retrievers import BM25Retriever, T1Retriever
-    from t1.fusion import fuse
+    from t1.index.fusion import fuse
     from t1.model import load_model
     from t1.settings import QuerySettings
 

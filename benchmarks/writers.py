@@ -48,7 +48,7 @@ def main() -> int:
 
     from t1.evaluation.metrics import evaluate, paired_bootstrap
     from t1.evaluation.retrievers import BM25Retriever, make_retriever
-    from t1.fusion import fuse
+    from t1.index.fusion import fuse
     from t1.model import load_model
     from t1.reasoners import make_reasoner
     from t1.settings import QuerySettings

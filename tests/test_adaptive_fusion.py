@@ -1,4 +1,4 @@
-"""The adaptive fusion (`t1.fusion` method "adaptive"): per query, each list's weight is tilted
+"""The adaptive fusion (`t1.index.fusion` method "adaptive"): per query, each list's weight is tilted
 by how far its top hit stands out, so an uninformative list (equal or random scores) is
 followed little and the informative one is followed."""
 
@@ -10,8 +10,16 @@ import pytest
 from conftest import FUSION_WEIGHT
 
 from t1.cli import main
-from t1.fusion import (ADAPTIVE_DEPTH, ADAPTIVE_SHARPNESS, METHODS, adaptive_weights, confidence, fuse, resolve,
-                       weighted_sum)
+from t1.index.fusion import (
+    ADAPTIVE_DEPTH,
+    ADAPTIVE_SHARPNESS,
+    METHODS,
+    adaptive_weights,
+    confidence,
+    fuse,
+    resolve,
+    weighted_sum,
+)
 from t1.settings import QuerySettings
 
 CORPUS = [{"_id": "d1", "title": "Cells", "text": "cell protein gene brain"},

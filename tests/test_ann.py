@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from t1 import T1Error
-from t1.ann import build, check, default_nlist, default_pq_m, recall_at_k
 from t1.cli import main
 from t1.index import Index
+from t1.index.ann import build, check, default_nlist, default_pq_m, recall_at_k
 
 N, DIM, CLUSTERS, K = 4000, 32, 40, 10
 

@@ -39,9 +39,9 @@ def record(model_path: Path, work: Path) -> dict:
     import torch
 
     from t1 import T1Model
-    from t1.index import Index
     from t1.cli import main
     from t1.data import load_corpus
+    from t1.index import Index
 
     model = T1Model.from_pretrained(str(model_path), device="cpu")
     index = Index.build(model, load_corpus(EXAMPLES / "corpus.jsonl"), work / "index", batch_size=8)

@@ -11,12 +11,17 @@ from t1.errors import T1Error
 from t1.evaluation import bright as bright_mod
 from t1.evaluation.bright import resolve_tasks, run_bright
 from t1.evaluation.datasets import (
-    BRIGHT_LONG_TASKS, BRIGHT_TASKS, EvalData, bright_instruction, load_bright_examples, load_bright_task,
+    BRIGHT_LONG_TASKS,
+    BRIGHT_TASKS,
+    EvalData,
+    bright_instruction,
+    load_bright_examples,
+    load_bright_task,
     load_eval_data,
 )
 from t1.evaluation.retrievers import BM25Retriever, T1Retriever
-from t1.settings import QuerySettings
 from t1.evaluation.runs import ranked, read_trec_run, run_evaluation
+from t1.settings import QuerySettings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bright"
 QUERY_COUNTS = dict(zip(BRIGHT_TASKS, (103, 116, 103, 101, 101, 117, 108, 142, 112, 111, 194, 76)))

@@ -1,6 +1,6 @@
 import pytest
-
 from conftest import shared_data
+
 from t1 import T1Error, load_beir, load_corpus, load_qrels, load_queries
 
 

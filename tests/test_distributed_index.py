@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from interrupt import Killed, encode_counting  # noqa: E402
+from torchrun import torchrun_beside  # noqa: E402
 
 from t1 import Document, T1Model
 from t1.distributed import SINGLE, Group, current, env_world
 from t1.index import Index
-from interrupt import Killed, encode_counting  # noqa: E402
-from torchrun import torchrun_beside  # noqa: E402
 
 WORDS = "cell protein gene river water rock prime integer theorem solar energy carbon robot sensor code".split()
 DOCS = [Document(f"d{i}", " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(3 + i % 4)), f"title {i}")

@@ -8,7 +8,8 @@ from conftest import FUSION_WEIGHT
 
 from t1 import T1Error
 from t1.cli import main
-from t1.fusion import choose_weight, fuse, resolve
+from t1.evaluation.fusion_weight import choose_weight
+from t1.index.fusion import fuse, resolve
 from t1.model import T1Config
 
 CORPUS = [{"_id": "d1", "title": "Cells", "text": "cell protein gene brain"},

@@ -2,7 +2,6 @@
 same greedy traces, the same stop behaviour, the same embedding at <emb_token>; and the callers
 (encode_query, t1 serve, t1 data reason) generating through `model.engine`."""
 
-import numpy as np
 import pytest
 import torch
 from test_model import ForceStop

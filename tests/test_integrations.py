@@ -173,9 +173,10 @@ def test_checkpoint_takes_instructions_from_the_task(tiny_qwen3_path, qwen3, tmp
         a = qwen3.encode_query("two sum", prompt_name=task, reasoning="none").embeddings
         b = qwen3.encode_query("two sum", instruction=bright_instruction(task), reasoning="none").embeddings
         np.testing.assert_allclose(a, b, atol=1e-6)
+    from integration_helpers import BRIGHT_FIXTURE
+
     from t1.evaluation.bright import run_bright
     from t1.settings import QuerySettings
-    from integration_helpers import BRIGHT_FIXTURE
 
     out = tmp_path / "bright"
     summary = run_bright(f"t1:{tiny_qwen3_path}", out, source=str(BRIGHT_FIXTURE), tasks=["leetcode"],
@@ -189,6 +190,7 @@ def test_checkpoint_takes_instructions_from_the_task(tiny_qwen3_path, qwen3, tmp
 def test_mteb_bright_task_names():
     _importorskip("mteb", "mteb")
     import mteb
+
     from t1.integrations.mteb import bright_task
 
     short = [t for t in mteb.get_benchmark("BRIGHT(v1.1)").tasks if "Long" not in t.metadata.name]
@@ -204,6 +206,7 @@ def test_mteb_instruction_comes_from_the_task(tiny_model):
     _importorskip("mteb", "mteb")
     import mteb
     from mteb.types import PromptType
+
     from t1.integrations.mteb import T1Encoder
 
     enc = T1Encoder(tiny_model)
@@ -228,6 +231,7 @@ def test_mteb_instruction_comes_from_the_task(tiny_model):
 def test_mteb_evaluate_local_task_reasons_for_queries_and_honours_exclusions(tiny_model, tmp_path, monkeypatch):
     _importorskip("mteb", "mteb")
     import mteb
+
     from t1.integrations.mteb import T1Encoder
 
     instruction = "Given a question, retrieve passages that answer it"
@@ -275,6 +279,7 @@ def test_mteb_bright_leetcode_excluded_ids_never_ranked(tiny_qwen3_path, tmp_pat
     _importorskip("mteb", "mteb")
     import datasets
     import mteb
+
     from t1.integrations.mteb import T1Encoder
 
     monkeypatch.setattr(datasets, "load_dataset", fixture_bright_load_dataset(datasets.load_dataset))
@@ -308,6 +313,7 @@ def test_langchain_embeddings_with_in_memory_vector_store(tiny_model):
     from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
     from langchain_core.vectorstores import InMemoryVectorStore
+
     from t1.integrations.langchain import T1Embeddings
 
     emb = T1Embeddings(tiny_model, max_new_tokens=4)
@@ -338,6 +344,7 @@ def test_llamaindex_embedding_with_in_memory_vector_store(tiny_model):
     from llama_index.core import VectorStoreIndex
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.core.schema import TextNode
+
     from t1.integrations.llamaindex import T1Embedding
 
     emb = T1Embedding(tiny_model, max_new_tokens=4, embed_batch_size=2)

@@ -14,9 +14,8 @@ import sys
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-
 from interrupt import killing_env
+from safetensors.torch import load_file
 from test_training_trainer import make_records
 
 TIMEOUT = 240

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny_model import GenerationCounter
 
 from t1.cli import main
 from t1.data import Document
@@ -14,7 +15,6 @@ from t1.index import Index
 from t1.query import search
 from t1.reasoning_cache import ReasoningCache
 from t1.settings import DEFAULT_TOP_P, QuerySettings
-from tiny_model import GenerationCounter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -97,9 +97,10 @@ def test_python_snippet_runs(title, code, hub, capsys):
         assert [score for score, _ in hits] == pytest.approx(expected, abs=1e-3)  # printed to 3 decimals
         assert expected == sorted(expected, reverse=True)
     if "mteb" in title:
+        from test_integrations import bright_fixture_expected
+
         from t1.evaluation.datasets import BRIGHT_TASKS
         from t1.integrations.mteb import bright_task
-        from test_integrations import bright_fixture_expected
 
         results, encoder = namespace["results"], namespace["encoder"]
         assert encoder.model.name_or_path == HUB_T1 and len(encoder.traces) == 12

@@ -8,12 +8,12 @@ import textwrap
 
 import numpy as np
 import torch
+from tiny_model import GenerationCounter
 
 from t1 import T1Model
 from t1.cli import main
 from t1.evaluation.datasets import load_reasoning_file
 from t1.reasoning_cache import ReasoningCache
-from tiny_model import GenerationCounter
 
 QUERIES = ["why do cells divide", "what is a prime", "river rock climate", "solar carbon plant"]
 

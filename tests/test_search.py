@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from t1.search import exact_search
+from t1.index.search import exact_search
 
 
 def _chunks(emb, size):

@@ -15,14 +15,7 @@ from t1.cli import main
 from t1.data import Document
 from t1.training import sources
 from t1.training.pairs import TERM_INSTRUCTION, make_pairs
-from t1.training.sources import (
-    SOURCES,
-    read_foldoc,
-    read_manpages,
-    read_python_docs,
-    read_source,
-    read_wordnet,
-)
+from t1.training.sources import SOURCES, read_foldoc, read_manpages, read_python_docs, read_source, read_wordnet
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 FOLDERS = {"wordnet": "wordnet", "foldoc": "dictd", "python-docs": "python", "manpages": "man"}

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import shared_data
+
 from t1 import T1Error
 from t1.cli import main
-from t1.training.collator import Collator, RecordDataset, text_key
 from t1.training.arguments import ModelArguments, T1TrainingArguments, parse_config
+from t1.training.collator import Collator, RecordDataset, text_key
 from t1.training.losses import info_nce
 from t1.training.mining import interleave, mine
 from t1.training.reasoning_data import merge_teacher, score_traces
@@ -190,7 +190,7 @@ def _beir(tmp_path):
 def test_mine_excludes_positives_and_is_deterministic(tmp_path):
     """Negatives come from the evaluation's BM25 (k1 0.9, b 0.4): only documents sharing a term
     with the query are candidates, as in the BM25 baseline's ranking."""
-    from t1.bm25 import BM25Index
+    from t1.index.bm25 import BM25Index
 
     dataset = _beir(tmp_path)
     records = mine(dataset, negatives=3, depth=8, seed=1)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from test_training_trainer import make_records
+from torchrun import torchrun_beside
 
 from t1 import T1Model
 from t1.training.arguments import ModelArguments, T1TrainingArguments
-from test_training_trainer import make_records
-from torchrun import torchrun_beside
 
 
 def test_two_processes_match_one_process(tmp_path, tiny_model_path):

@@ -6,13 +6,12 @@ import random
 
 import pytest
 import torch
+from tiny_model import WORDS
 
 from t1 import T1Model
 from t1.training.arguments import ModelArguments, T1TrainingArguments
 from t1.training.records import Record, write_records
 from t1.training.trainer import T1ForTraining, make_trainer
-from tiny_model import WORDS
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -21,18 +21,19 @@ from .errors import T1Error, disk_error, is_disk_error
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file name beside `path` for a writer that takes a name (faiss, gguf, llama.cpp's
+    quantiser); once the block ends without an error the file becomes `path`, on any error it is
+    removed, leaving what was there untouched. A full disk is one line naming `path`."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
     except OSError as e:
-        raise T1Error(f"{path}: cannot write ({e.strerror or e})") from None
+        raise disk_error(e, path) from None
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException as e:
@@ -41,6 +42,16 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         if is_disk_error(e):  # a full disk, an immutable file: the old file is intact
             raise disk_error(e, path) from None
         raise
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """`open(path, mode)` that replaces `path` only once the block ends without an error, synced."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
 
 
 @contextmanager

@@ -19,8 +19,8 @@ from .cli_args import (
     add_auto_margin_arg,
     add_document_engine_arg,
     add_engine_arg,
-    add_reasoner_args,
     add_fusion_args,
+    add_reasoner_args,
     add_sampling_args,
     add_settings_args,
     device_arg,
@@ -52,7 +52,7 @@ def cmd_index(args) -> int:
                       "HNSW graph")
     documents = load_corpus(args.corpus, skip_empty=args.skip_empty)  # read (and validate) before loading the model
     if args.out:
-        from .index import check_output
+        from .index.build import check_output
 
         check_output(args.out, documents, args.shard_size, args.dtype, inputs=[args.corpus, args.model])
     group = from_env()  # torchrun / accelerate launch: every rank encodes its share of the shards
@@ -76,7 +76,7 @@ def cmd_index(args) -> int:
         if not group.is_main:
             return 0
         if args.ann and args.ann not in index.ann_kinds:
-            from .ann import build as build_ann
+            from .index.ann import build as build_ann
 
             build_ann(index, args.ann)
         extra = " + BM25" if index.has_bm25 else ""
@@ -180,7 +180,7 @@ def cmd_ann(args) -> int:
 
     index = Index.open(args.index)
     if args.action == "build":
-        from .ann import build
+        from .index.ann import build
 
         info = build(index, args.kind or "hnsw", m=args.m, ef_construction=args.ef_construction, nlist=args.nlist,
                      pq_m=args.pq_m, nbits=args.nbits, sample=args.sample, seed=args.seed,
@@ -188,7 +188,7 @@ def cmd_ann(args) -> int:
         settings = ", ".join(f"{k} {v}" for k, v in {**info["params"], **info["search"]}.items())
         print(f"built {info['kind']} over {info['count']} vectors of {args.index} in {info['build_s']} s ({settings})")
         return 0
-    from .ann import check
+    from .index.ann import check
 
     result = check(index, args.kind, queries=args.queries, k=args.k, ef_search=args.ef_search, nprobe=args.nprobe,
                    refine=args.refine, seed=args.seed)
@@ -204,9 +204,8 @@ def cmd_ann(args) -> int:
 def cmd_traces(args) -> int:
     from pathlib import Path
 
-    from .reasoning_cache import FILE_NAME, ReasoningCache
-
     from .atomic import check_output_file
+    from .reasoning_cache import FILE_NAME, ReasoningCache
 
     source = Path(args.cache)
     if not (source.is_file() or (source / FILE_NAME).is_file()):

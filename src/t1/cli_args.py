@@ -108,7 +108,7 @@ def add_sampling_args(p: argparse.ArgumentParser, traces_help: str) -> None:
 
 def add_fusion_args(p: argparse.ArgumentParser, weight_default: str) -> None:
     """--fusion and --fusion-weight of a hybrid ranking (t1 search, eval, bright)."""
-    from .fusion import METHODS
+    from .index.fusion import METHODS
 
     p.add_argument("--fusion", choices=METHODS, default=None,
                    help="hybrid: a weighted sum of min-max normalised scores (default), reciprocal rank fusion, "

@@ -13,12 +13,11 @@ embedding.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import T1Error
 
 _SKIPPED_KEYS = ("GGUF.", "general.architecture", "general.quantization_version")
@@ -63,11 +62,8 @@ def export_gguf(model, out: str | Path) -> Path:
                f"{arch}.vocab_size": len(tokens) + 1, "general.file_type": int(gguf.LlamaFileType.ALL_F32)}
     config = model.backbone.config
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, arch)
+    with atomic_path(out) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), arch)
         for key, field in reader.fields.items():
             if key.startswith(_SKIPPED_KEYS):
                 continue
@@ -86,10 +82,6 @@ def export_gguf(model, out: str | Path) -> Path:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 
@@ -105,16 +97,9 @@ def quantize_gguf(source: str | Path, out: str | Path, kind: str = "q8_0") -> Pa
     if kind not in QUANTIZATIONS:
         raise T1Error(f"unknown GGUF quantisation {kind!r} (choose one of {', '.join(QUANTIZATIONS)})")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = QUANTIZATIONS[kind]
-        if llama_cpp.llama_model_quantize(str(source).encode(), tmp.encode(), params) != 0:
+        if llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params) != 0:
             raise T1Error(f"{source}: llama.cpp could not quantise it to {kind}")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out

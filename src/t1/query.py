@@ -21,8 +21,8 @@ from typing import Sequence
 
 from .data import as_texts
 from .errors import T1Error
-from .hits import Hit, SearchRanking
-from .search import exclusion_sets
+from .index.hits import Hit, SearchRanking
+from .index.search import exclusion_sets
 from .settings import GIVEN, QuerySettings
 
 # What a run needs beside its settings (`Searchable.search_queries` takes both as keywords).
@@ -48,8 +48,8 @@ def choose_ranking(index, model, settings: QuerySettings) -> SearchRanking:
     `index` has BM25; else T1 alone (with a
     `note` when only BM25 is missing). `hybrid=False`: T1 alone. `hybrid=True`, a `fusion`
     method or a `fusion_weight`: fused with BM25, which must be there; unset settings default as
-    `t1.fusion.resolve` says. `model` None: what can be decided before it loads."""
-    from .fusion import resolve
+    `t1.index.fusion.resolve` says. `model` None: what can be decided before it loads."""
+    from .index.fusion import resolve
 
     if settings.hybrid is False:
         return SearchRanking()

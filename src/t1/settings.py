@@ -45,9 +45,9 @@ class T1Config:
     # Named instructions for `prompt_name` (sentence-transformers' `prompts`), e.g. {"scifact": "..."}.
     prompts: dict[str, str] = field(default_factory=dict)
     # T1's weight in a weighted-sum fusion with BM25, the default search when set: measured on
-    # judged queries (`t1.fusion.choose_weight`). None: not measured, search with T1 alone.
+    # judged queries (`t1.evaluation.fusion_weight.choose_weight`). None: not measured, search with T1 alone.
     fusion_weight: float | None = None
-    # The fusion method of that default search (`t1.fusion.METHODS`): None is the fixed weighted
+    # The fusion method of that default search (`t1.index.fusion.METHODS`): None is the fixed weighted
     # sum; "adaptive" tilts the weight per query (measured in README, "Adaptive fusion").
     fusion: str | None = None
     # Prompt templates. The user turn of a query ({instruction}, {query}; a query without an
@@ -167,7 +167,7 @@ def check(config: T1Config) -> None:
 
         check_spec(config.reasoner)
     if config.fusion is not None:
-        from .fusion import METHODS
+        from .index.fusion import METHODS
 
         if config.fusion not in METHODS:
             raise T1Error(f"fusion must be one of {', '.join(METHODS)}, got {config.fusion!r}")
@@ -314,7 +314,7 @@ class QuerySettings:
     auto_margin: float = DEFAULT_AUTO_MARGIN
 
     def __post_init__(self) -> None:
-        from .fusion import METHODS
+        from .index.fusion import METHODS
 
         if isinstance(self.hybrid, str):  # hybrid="rrf": fused, by that method
             object.__setattr__(self, "fusion", self.fusion or self.hybrid)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..atomic import write_json
-from ..bm25 import DEFAULT_B, DEFAULT_K1
 from ..errors import T1Error
+from ..index.bm25 import DEFAULT_B, DEFAULT_K1
 from ..prompts import instruction_or_default
 from ..settings import QuerySettings
 from .datasets import BRIGHT_HUB, BRIGHT_LONG_TASKS, BRIGHT_TASKS, load_bright_task, local_files

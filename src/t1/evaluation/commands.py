@@ -9,11 +9,24 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..backbones import DEFAULT_MODEL
-from ..bm25 import DEFAULT_B, DEFAULT_K1
-from ..cli_args import (DEVICE_HELP, add_auto_margin_arg, add_document_engine_arg, add_engine_arg, add_fusion_args,
-                        add_reasoner_args, add_sampling_args, add_settings_args, device_arg, fraction, model_settings,
-                        non_negative_float, positive_int, query_settings)
+from ..cli_args import (
+    DEVICE_HELP,
+    add_auto_margin_arg,
+    add_document_engine_arg,
+    add_engine_arg,
+    add_fusion_args,
+    add_reasoner_args,
+    add_sampling_args,
+    add_settings_args,
+    device_arg,
+    fraction,
+    model_settings,
+    non_negative_float,
+    positive_int,
+    query_settings,
+)
 from ..errors import T1Error
+from ..index.bm25 import DEFAULT_B, DEFAULT_K1
 from ..prompts import instruction_or_default
 
 RETRIEVER_HELP = ("bm25, st:MODEL (e.g. st:all-minilm-l6-v2), t1:MODEL (t1-smollm2-135m, a folder, a hub id), or "

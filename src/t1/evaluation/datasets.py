@@ -20,8 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..bright_tasks import BRIGHT_LONG_TASKS, BRIGHT_TASKS, STACKEXCHANGE, bright_instruction  # noqa: F401 (re-exported)
-from ..data import (Document, add_judgement, check_id, check_judged, check_text, load_beir, load_corpus, qrels_score,
-                    read_jsonl, read_rows, unique_id)
+from ..data import (
+    Document,
+    add_judgement,
+    check_id,
+    check_judged,
+    check_text,
+    load_beir,
+    load_corpus,
+    qrels_score,
+    read_jsonl,
+    read_rows,
+    unique_id,
+)
 from ..errors import T1Error
 
 BRIGHT_HUB = "xlangai/BRIGHT"

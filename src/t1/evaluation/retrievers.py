@@ -27,13 +27,14 @@ import numpy as np
 
 from ..atomic import save_npy
 from ..backbones import cache_dir
-from ..bm25 import DEFAULT_B, DEFAULT_K1
 from ..data import Document
 from ..errors import T1Error
-from ..fusion import DEFAULT_METHOD, DEFAULT_WEIGHT, METHODS
-from ..index import Index, corpus_hash
+from ..index import Index
+from ..index.bm25 import DEFAULT_B, DEFAULT_K1
+from ..index.format import corpus_hash
+from ..index.fusion import DEFAULT_METHOD, DEFAULT_WEIGHT, METHODS
+from ..index.search import exact_search
 from ..prompts import instruction_or_default
-from ..search import exact_search
 from ..settings import GIVEN, REASONING_MODES, QuerySettings
 
 Results = dict[str, dict[str, float]]
@@ -101,11 +102,11 @@ class Retriever:
 
 
 class BM25Retriever(Retriever):
-    """Lucene-variant BM25 (`t1.bm25`, bm25s) over title + text; BRIGHT's k1 and b by default."""
+    """Lucene-variant BM25 (`t1.index.bm25`, bm25s) over title + text; BRIGHT's k1 and b by default."""
 
     def __init__(self, corpus, k1: float = DEFAULT_K1, b: float = DEFAULT_B, stemmer: str = "english",
                  stopwords: str = "en", show_progress: bool | None = None):
-        from ..bm25 import BM25Index
+        from ..index.bm25 import BM25Index
 
         super().__init__(corpus, show_progress)
         self.bm25 = BM25Index(k1, b, stemmer, stopwords)
@@ -263,7 +264,7 @@ class T1Retriever(Retriever):
 
 
 class HybridRetriever(Retriever):
-    """A dense retriever fused with BM25 (`t1.fusion`): both lists are retrieved `depth` deep with
+    """A dense retriever fused with BM25 (`t1.index.fusion`): both lists are retrieved `depth` deep with
     the query's exclusions already applied, then fused per query. Given reasoning goes to the
     dense side only; BM25 always searches with the query itself."""
 
@@ -281,7 +282,7 @@ class HybridRetriever(Retriever):
         self.settings = {"fusion": self.method, "dense_weight": self.weight, "depth": self.depth}
 
     def _retrieve(self, qids, texts, k, exclude, reasoning) -> Results:
-        from ..fusion import fuse
+        from ..index.fusion import fuse
 
         queries = dict(zip(qids, texts))
         excluded = dict(zip(qids, exclude))
@@ -316,7 +317,7 @@ def hybrid_fusion(spec: str, fusion: str | None = None, fusion_weight: float | N
     """(method, dense weight) of the `hybrid:` retriever `spec`: the given ones, else the T1
     model's saved `fusion` (a weighted sum by default) and `fusion_weight` (`model`'s, or read
     from its folder), else a weighted sum at 0.5."""
-    from ..fusion import resolve
+    from ..index.fusion import resolve
     from ..model import T1Config
 
     kind, name = parse_retriever(parse_retriever(spec)[1])

@@ -223,8 +223,7 @@ class _Sampler:
     def __init__(self, do_sample: bool, temperature: float, top_p: float, top_k: int | None):
         self.warpers = None
         if do_sample:
-            from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
-                                      TopPLogitsWarper)
+            from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
             self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)]
                                                + ([TopKLogitsWarper(top_k)] if top_k else [])

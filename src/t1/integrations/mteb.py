@@ -39,9 +39,8 @@ from ..evaluation.datasets import BRIGHT_TASKS
 from . import load_t1_model
 
 if TYPE_CHECKING:
-    from torch.utils.data import DataLoader
-
     from mteb.abstasks.task_metadata import TaskMetadata
+    from torch.utils.data import DataLoader
 
     from ..model import T1Model
 

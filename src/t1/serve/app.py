@@ -31,10 +31,17 @@ from starlette.exceptions import HTTPException
 
 from ..data import surrogate_problem
 from ..errors import T1Error
-from ..fusion import METHODS
+from ..index.fusion import METHODS
 from ..reasoners import ReasonerError
-from ..settings import (DEFAULT_AUTO_MARGIN, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GIVEN, REASONING_MODES, TRACE_FUSIONS,
-                        QuerySettings)
+from ..settings import (
+    DEFAULT_AUTO_MARGIN,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    GIVEN,
+    REASONING_MODES,
+    TRACE_FUSIONS,
+    QuerySettings,
+)
 from .batcher import Batcher, Busy, Job
 from .engine import Engine, Plan, Work
 from .error_shapes import error_response

@@ -12,8 +12,19 @@ import socket
 import sys
 from pathlib import Path
 
-from ..cli_args import (DEVICE_HELP, add_document_engine_arg, add_engine_arg, add_reasoner_args, add_settings_args,
-                        device_arg, model_from_args, non_negative_float, non_negative_int, positive_float, positive_int)
+from ..cli_args import (
+    DEVICE_HELP,
+    add_document_engine_arg,
+    add_engine_arg,
+    add_reasoner_args,
+    add_settings_args,
+    device_arg,
+    model_from_args,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from ..errors import T1Error
 
 API_KEY_ENV = "T1_API_KEY"

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..generation.streaming import RowHooks
+from ..index.searchable import SearchRanking
 from ..prompts import instruction_or_default
-from ..searchable import SearchRanking
 from ..query import encode, search
 from ..settings import QuerySettings
 

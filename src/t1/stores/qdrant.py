@@ -33,11 +33,11 @@ import numpy as np
 
 from ..data import Document
 from ..errors import T1Error
-from ..manifest import check_shape
-from ..search import check_k, exclusion_sets
-from ..index_build import ShardSink, build_shards, index_spec
-from ..index_format import doc_row
-from ..searchable import Hit, Searchable
+from ..index.build import ShardSink, build_shards, plan_build
+from ..index.format import doc_row
+from ..index.manifest import check_shape
+from ..index.search import check_k, exclusion_sets
+from ..index.searchable import Hit, Searchable
 
 DEFAULT_COLLECTION = "t1"
 DEFAULT_PORT = 6333
@@ -177,31 +177,19 @@ class QdrantIndex(Searchable):
               show_progress_bar: bool | None = None, group=None) -> "QdrantIndex":
         """Encode `documents` with `model` into the store `spec`, resuming an interrupted build;
         under torchrun every rank calls this and upserts its share of the shards."""
-        from ..distributed import current
-
-        if dtype not in ("float16", "float32"):
-            raise T1Error(f"dtype must be float16 or float32, got {dtype!r}")
-        if not documents:
-            raise T1Error("cannot index an empty corpus")
-        group = group or current()
+        plan = plan_build(model, documents, instruction, max_length, shard_size, dtype, batch_size, group)
         _, _, local = parse_spec(spec)
-        if local and group.world > 1:
+        if local and plan.group.world > 1:
             raise T1Error(f"{spec}: a local Qdrant folder can be written by one process only; give a server "
                           "(qdrant://HOST:PORT/COLLECTION) to index with several processes")
         if local:
             Path(parse_spec(spec)[0]["path"]).mkdir(parents=True, exist_ok=True)
         store = cls(spec)
         store._shard_size = shard_size
-        spec_dict = index_spec(model, documents, instruction, max_length, shard_size, dtype)
-
-        def encode(chunk):
-            return model.encode_document([d.full_text for d in chunk], instruction=spec_dict["instruction"],
-                                         max_length=spec_dict["max_length"], batch_size=batch_size,
-                                         show_progress_bar=False)
 
         try:
-            manifest, _ = build_shards(_Sink(store, dtype), model, documents, spec_dict, where=spec, encode=encode,
-                                       group=group, show_progress_bar=show_progress_bar)
+            manifest, _ = build_shards(_Sink(store, dtype), model, documents, plan.spec, where=spec,
+                                       encode=plan.encode, group=plan.group, show_progress_bar=show_progress_bar)
         except BaseException:
             store.close()
             raise
@@ -229,7 +217,7 @@ class QdrantIndex(Searchable):
 
     def check(self, model=None, instruction: str | None = None) -> "QdrantIndex":
         """Refuse `model` / `instruction` when the store was built with others."""
-        from ..index_format import check_built_with
+        from ..index.format import check_built_with
 
         check_built_with(self.manifest, self.spec, model, instruction)
         return self

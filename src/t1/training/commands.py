@@ -25,7 +25,6 @@ def register(subparsers) -> None:
         add_engine_arg,
         device_arg,
         non_negative_int,
-        positive_float,
         positive_int,
         temperature,
         top_p,

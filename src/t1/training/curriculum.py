@@ -470,12 +470,12 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
 
 
 def choose_fusion_weight(config: CurriculumConfig, out: Path, final: Path, log) -> float:
-    """The weight of the final model's list in a weighted-sum fusion with BM25 (`t1.fusion`),
+    """The weight of the final model's list in a weighted-sum fusion with BM25 (`t1.index.fusion`),
     chosen on the held-out train claims (never on the claims the table reports) and saved as
     the model's `fusion_weight`, the default of its hybrid search. Done once (`fusion.json`)."""
     from ..evaluation.datasets import load_eval_data
+    from ..evaluation.fusion_weight import choose_weight
     from ..evaluation.retrievers import BM25Retriever, T1Retriever
-    from ..fusion import choose_weight
     from ..model import T1Config, T1Model
 
     path = out / "fusion.json"

@@ -8,8 +8,8 @@ after each). `register_grpo(train_subparsers)` adds them to the `t1 train` group
 
 from __future__ import annotations
 
-from ..errors import T1Error
 from ..cli_args import add_config_command
+from ..errors import T1Error
 
 
 def register_grpo(train_subparsers) -> None:

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bm25 import BM25Index
 from ..data import BeirDataset, Document, load_beir
 from ..errors import T1Error
-from ..search import exact_search
+from ..index.bm25 import BM25Index
+from ..index.search import exact_search
 
 logger = logging.getLogger(__name__)
 
 
 def bm25_rankings(corpus: list[Document], queries: list[str], depth: int) -> list[list[int]]:
     """Indices into `corpus` of the top `depth` documents per query, best first: the same BM25
-    as the evaluation baseline (`t1.bm25`), so documents matching no query term are left out."""
+    as the evaluation baseline (`t1.index.bm25`), so documents matching no query term are left out."""
     index = BM25Index().index([d.full_text for d in corpus])
     return [[i for i, _ in hits] for hits in index.search(queries, min(depth, len(corpus)))]
 

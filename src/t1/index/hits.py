@@ -1,5 +1,5 @@
 """What a search returns (`Hit`) and how it ranked (`SearchRanking`): shared by the collections
-(`t1.searchable`) and the query pipeline (`t1.query`), below both."""
+(`t1.index.searchable`) and the query pipeline (`t1.query`), below both."""
 
 from __future__ import annotations
 

@@ -19,18 +19,19 @@ import os
 import re
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .atomic import check_output_folder, remove_temporaries, save_npy, write_json, write_jsonl
-from .data import Document
-from .errors import T1Error
-from .index_format import FORMAT_VERSION, SNIPPET_CHARS, corpus_hash, describe_shard_files, doc_row, shard_name
+from ..atomic import check_output_folder, remove_temporaries, save_npy, write_json, write_jsonl
+from ..data import Document
+from ..errors import T1Error
+from ..prompts import instruction_or_default
+from .format import FORMAT_VERSION, SNIPPET_CHARS, corpus_hash, describe_shard_files, doc_row, shard_name
 from .manifest import MANIFEST, read_manifest
-from .prompts import instruction_or_default
 
 SHARD_WAIT_S = 120.0  # how long rank 0 waits for another rank's shard to show on a shared filesystem
 LOCK = ".t1-index.lock"  # held (fcntl) by the process writing the folder; holds its pid
@@ -191,7 +192,7 @@ def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: di
     Rank 0 checks an existing manifest against `spec` and lists the missing shards; each rank
     encodes every world-th of them; rank 0 marks the manifest complete once all exist. Returns
     (the manifest, whether it was complete before this call), the same on every rank."""
-    from .distributed import current
+    from ..distributed import current
 
     group = group or current()
     shard_size = spec["shard_size"]
@@ -301,6 +302,39 @@ def _write_embeddings(folder, embeddings, ids, titles, snippets, shard_size, dty
                 "files": describe_shard_files(folder, shard)}
     write_json(folder / MANIFEST, manifest)
     return manifest
+
+
+@dataclass
+class BuildPlan:
+    """What every store's build starts from (`plan_build`): the settings a resume must match,
+    how a chunk of documents is encoded, and the processes that share the work."""
+
+    spec: dict
+    encode: Callable[[Sequence[Document]], np.ndarray]
+    group: object
+
+
+def plan_build(model, documents: Sequence[Document], instruction: str | None, max_length: int | None,
+               shard_size: int, dtype: str, batch_size: int, group=None) -> BuildPlan:
+    """The one prologue of `Index.build` and `QdrantIndex.build`: the arguments checked, the
+    build's spec, and an encoder of chunks (embeddings in `dtype`) with the spec's settings."""
+    from ..data import check_documents
+    from ..distributed import current
+
+    if dtype not in ("float16", "float32"):
+        raise T1Error(f"dtype must be float16 or float32, got {dtype!r}")
+    if not check_documents(documents):
+        raise T1Error("cannot index an empty corpus")
+    if batch_size < 1:
+        raise T1Error(f"batch size must be at least 1, got {batch_size}")
+    spec = index_spec(model, documents, instruction, max_length, shard_size, dtype)
+
+    def encode(chunk: Sequence[Document]) -> np.ndarray:
+        emb = model.encode_document([d.full_text for d in chunk], instruction=spec["instruction"],
+                                    max_length=spec["max_length"], batch_size=batch_size, show_progress_bar=False)
+        return emb.astype(dtype)
+
+    return BuildPlan(spec, encode, group or current())
 
 
 def index_spec(model, documents: Sequence[Document], instruction: str | None, max_length: int | None,

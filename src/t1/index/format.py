@@ -7,7 +7,7 @@ Layout of an index folder::
     emb-00000.npy        float16/float32 [rows, dim], L2-normalised
     docs-00000.jsonl     {"id", "title", "snippet"} per row, same order
     bm25/                a BM25 index of the same rows, for hybrid search (`bm25=False`: none)
-    ann-hnsw.faiss       optional approximate-search structures (`t1.ann`, `t1 ann build`), listed
+    ann-hnsw.faiss       optional approximate-search structures (`t1.index.ann`, `t1 ann build`), listed
     ann-ivf-pq.faiss     in the manifest's "ann" entry
 
 A shard's .npy is read with plain reads (`NpyShard`), so what a search reads is all that is
@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import Document
-from .errors import T1Error
+from ..data import Document
+from ..errors import T1Error
 from .manifest import describe_file
 
 FORMAT_VERSION = 1

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import T1Error, disk_error
+from ..atomic import atomic_path
+from ..errors import T1Error, disk_error
 from .search import best_first
 
 KINDS = ("hnsw", "ivf-pq")
@@ -153,22 +152,13 @@ def _sample_rows(index, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _write_index(structure, path: Path) -> None:
     faiss = _faiss()
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise disk_error(e, path) from None
-    os.close(fd)
-    try:
-        faiss.write_index(structure, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            faiss.write_index(structure, str(tmp))
     except OSError as e:
         raise disk_error(e, path) from None
     except RuntimeError as e:  # faiss's own write error: a full disk, mostly
         raise T1Error(f"{path}: cannot write ({str(e).strip().splitlines()[-1][:160]}); fix it and re-run the "
                       "same command") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load(index, kind: str):

@@ -5,7 +5,7 @@ top-k per query is merged chunk by chunk. Excluded documents (BRIGHT's `excluded
 from the candidates *before* the top-k cut, so they never push a relevant document out. faiss
 (`faiss.knn`, BLAS-backed) and numpy give the same ranking; faiss is used when installed.
 
-Ties are broken by row position, in exact search and in approximate search (`t1.ann`) alike, so
+Ties are broken by row position, in exact search and in approximate search (`t1.index.ann`) alike, so
 a shorter top-k list is always a prefix of a longer one.
 """
 
@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import T1Error
+from ..errors import T1Error
 
 BACKENDS = ("auto", "numpy", "faiss")
 

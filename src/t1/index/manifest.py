@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .errors import T1Error
+from ..errors import T1Error
 
 MANIFEST = "manifest.json"
 

@@ -10,8 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import as_texts
-from .errors import T1Error
+from ..data import as_texts
+from ..errors import T1Error
 from .hits import Hit, SearchRanking
 
 
@@ -37,8 +37,8 @@ class Searchable:
     def ranking(self, model=None, hybrid: bool | str | None = None, fusion: str | None = None,
                 fusion_weight: float | None = None) -> SearchRanking:
         """Which ranking a search with these settings uses (`t1.query.choose_ranking`)."""
-        from .query import choose_ranking
-        from .settings import QuerySettings
+        from ..query import choose_ranking
+        from ..settings import QuerySettings
 
         return choose_ranking(self, model, QuerySettings(hybrid=hybrid, fusion=fusion, fusion_weight=fusion_weight))
 
@@ -80,7 +80,7 @@ class Searchable:
         `hybrid`, `fusion`, `fusion_weight`, `margin` for reasoning "auto") and its run options
         (`cache`, `query_ids`, `batch_size`, `show_progress_bar`). A warning says when the
         default hybrid ranking is off for want of BM25. Returns (hits per query, reasoning texts)."""
-        from .query import search, split_options
+        from ..query import search, split_options
 
         settings, run, given = split_options(options)
         queries, _ = as_texts(queries, "queries")  # one string is one query, not its characters

@@ -1,5 +1,5 @@
 """An on-disk index of T1 document embeddings (`Index`): shards of .npy, their ids, and a manifest;
-its format is `t1.index_format`, its build `t1.index_build`.
+its format is `format.py`, its build `build.py`.
 
 Opening an index checks every shard file's size and rows against the manifest (file sizes and
 .npy headers only), so a damaged index is an error, not a traceback or a wrong answer;
@@ -20,20 +20,25 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .atomic import write_json
-from .data import Document, check_documents
-from .errors import T1Error
-from .index_build import FolderSink, build_shards, check_writable, index_spec, write_embeddings
-from .index_format import (BM25_DIR, FORMAT_VERSION, REQUIRED_KEYS, NpyShard, check_built_with, folder_problems,
-                           line_offsets, shard_name, shard_paths, shard_rows)
+from ..atomic import write_json
+from ..data import Document
+from ..errors import T1Error
+from .build import FolderSink, build_shards, check_writable, plan_build, write_embeddings
+from .format import (
+    BM25_DIR,
+    FORMAT_VERSION,
+    REQUIRED_KEYS,
+    NpyShard,
+    check_built_with,
+    folder_problems,
+    line_offsets,
+    shard_name,
+    shard_paths,
+    shard_rows,
+)
 from .manifest import MANIFEST, describe_file, read_manifest
 from .search import check_k, exact_search, exclusion_sets, query_matrix
 from .searchable import Hit, Searchable
-
-# Names that moved out of this module, still importable from it.
-from .index_build import ShardSink, check_output  # noqa: E402,F401 isort: skip
-from .index_format import corpus_hash  # noqa: E402,F401 isort: skip
-from .searchable import SearchRanking  # noqa: E402,F401 isort: skip
 
 SEARCH_CHUNK_ROWS = 65536
 # Below 20 queries faiss scores without BLAS; there, chunks that stay in cache are ~2x faster.
@@ -77,30 +82,15 @@ class Index(Searchable):
         Under torchrun / accelerate (an initialized process group, or `group`, a
         `t1.distributed.Group`), every rank calls this with the same arguments and encodes its
         share of the shards; every rank gets the complete index, and rank 0 adds BM25."""
-        from .distributed import current
-
-        if dtype not in ("float16", "float32"):
-            raise T1Error(f"dtype must be float16 or float32, got {dtype!r}")
-        if not check_documents(documents):
-            raise T1Error("cannot index an empty corpus")
-        if batch_size < 1:
-            raise T1Error(f"batch size must be at least 1, got {batch_size}")
-        group = group or current()
         folder = Path(folder)
+        plan = plan_build(model, documents, instruction, max_length, shard_size, dtype, batch_size, group)
         check_writable(folder)
-        spec = index_spec(model, documents, instruction, max_length, shard_size, dtype)
-
-        def encode(chunk):
-            emb = model.encode_document([d.full_text for d in chunk], instruction=spec["instruction"],
-                                        max_length=spec["max_length"], batch_size=batch_size, show_progress_bar=False)
-            return emb.astype(dtype)
-
         sink = FolderSink(folder)
         try:  # rank 0 holds the folder's write lock from the manifest check to the last file
-            manifest, _ = build_shards(sink, model, documents, spec, where=str(folder), encode=encode,
-                                       group=group, show_progress_bar=show_progress_bar)
+            manifest, _ = build_shards(sink, model, documents, plan.spec, where=str(folder), encode=plan.encode,
+                                       group=plan.group, show_progress_bar=show_progress_bar)
             index = cls(folder, manifest)
-            if bm25 and not index.has_bm25 and group.is_main:
+            if bm25 and not index.has_bm25 and plan.group.is_main:
                 index._add_bm25(documents)
         finally:
             sink.release()
@@ -321,7 +311,7 @@ class Index(Searchable):
         return ann
 
     def add_ann(self, kind: str, info: dict) -> None:
-        """Enter a structure `t1.ann.build` wrote in the manifest (with its file's size and
+        """Enter a structure `t1.index.ann.build` wrote in the manifest (with its file's size and
         checksum) and drop any copy of the old one loaded."""
         self.manifest.setdefault("ann", {})[kind] = info
         self.record_files([info["file"]])
@@ -389,7 +379,7 @@ class Index(Searchable):
 
     def search_hybrid(self, query_embeddings: np.ndarray, query_texts: Sequence[str], k: int = 10, exclude=None,
                       fusion: str = "rrf", weight: float = 0.5, depth: int = 100) -> list[list[Hit]]:
-        """Dense and BM25 top-`depth` lists, exclusions removed from both, fused (`t1.fusion`)
+        """Dense and BM25 top-`depth` lists, exclusions removed from both, fused (`t1.index.fusion`)
         with `weight` on the dense list and 1 - weight on BM25. Trace embeddings ([queries,
         traces, dim]) give the dense list of `search_traces`."""
         from .fusion import fuse

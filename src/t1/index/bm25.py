@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import T1Error
+from ..errors import T1Error
 
 SETTINGS_FILE = "t1_bm25.json"
 DEFAULT_K1, DEFAULT_B = 0.9, 0.4  # BRIGHT's (and Anserini's)
@@ -87,7 +87,7 @@ class BM25Index:
     # ---------------------------------------------------------------- persistence
     def save(self, folder: str | Path) -> None:
         """Write the index to `folder` whole or not at all."""
-        from .atomic import atomic_folder
+        from ..atomic import atomic_folder
 
         with atomic_folder(folder) as tmp:
             self.model.save(str(tmp), show_progress=False)

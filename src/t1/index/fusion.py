@@ -6,7 +6,7 @@ Three rules, all on per-query {doc_id: score} maps:
   no score calibration;
 - a weighted sum of min-max normalised scores: score(d) = Σ_r w_r · (s_r(d) − min_r)/(max_r − min_r),
   a document missing from a list counting as that list's minimum (0). The default: with a T1
-  weight chosen on judged queries (`choose_weight`, saved as the model's `fusion_weight`) it beat
+  weight chosen on judged queries (`t1.evaluation.fusion_weight`, saved as the model's `fusion_weight`) it beat
   BM25 alone on SciFact, where reciprocal rank fusion, treating the weaker dense list as an
   equal, did not;
 - adaptive: the same weighted sum, with the weights tilted per query towards the list whose top
@@ -28,12 +28,11 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from .errors import T1Error
+from ..errors import T1Error
 
 Ranking = dict[str, float]
 METHODS = ("weighted", "rrf", "adaptive")  # the default first
 DEFAULT_METHOD, DEFAULT_WEIGHT = "weighted", 0.5
-WEIGHT_GRID = tuple(i / 10 for i in range(11))  # 0.0, 0.1, ..., 1.0
 # The adaptive rule's parameters: chosen on SciFact's held-out *train* claims (README,
 # benchmarks/adaptive_fusion.py fit), never on evaluation data.
 ADAPTIVE_SHARPNESS, ADAPTIVE_DEPTH = 6.0, 50
@@ -132,25 +131,3 @@ def resolve(method: str | None = None, weight: float | None = None,
     if not 0.0 <= weight <= 1.0:
         raise T1Error(f"fusion_weight must be between 0 and 1, got {weight}")
     return method, weight
-
-
-def choose_weight(dense_runs: dict[str, Ranking], bm25_runs: dict[str, Ranking], qrels: dict[str, dict[str, int]],
-                  weights: Sequence[float] = WEIGHT_GRID,
-                  metric: str = "ndcg_cut_10") -> tuple[float, dict[float, float]]:
-    """The dense weight of the weighted-sum fusion that scores best on `qrels`, and each weight's
-    mean `metric` (pytrec_eval's name, `ndcg_cut_10`, or t1's, `ndcg@10`). Runs are
-    {qid: {doc_id: score}}, each list fused whole; ties go to the smaller dense weight."""
-    from .evaluation.metrics import evaluate, metric_key
-
-    key = metric_key(metric)
-    cutoff = key.partition("@")[2]
-    if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
-        raise ValueError(f"need weights between 0 and 1, got {list(weights)}")
-    scores = {}
-    for w in weights:
-        fused = {}
-        for q in set(dense_runs) | set(bm25_runs):
-            lists = [dense_runs.get(q, {}), bm25_runs.get(q, {})]
-            fused[q] = dict(fuse(lists, "weighted", [w, 1.0 - w], k=sum(map(len, lists))))
-        scores[w] = evaluate(qrels, fused, cutoffs=(int(cutoff),) if cutoff else (10,)).mean[key]
-    return min(weights, key=lambda w: (-scores[w], w)), scores
