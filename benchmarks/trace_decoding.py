@@ -98,9 +98,13 @@ def main() -> int:
 
 def own_traces(model, prompts, args, decoding: dict) -> tuple[list[str], list[int]]:
     """The model's own traces, decoded as `decoding` says (extra keywords go to `generate`)."""
+    from t1.settings import GREEDY, Decoding
+
     traces, lengths = [], []
     for i in range(0, len(prompts), args.batch_size):
-        rollout = model.engine.rollout(prompts[i:i + args.batch_size], args.max_new_tokens, **decoding)
+        extra = dict(decoding)
+        sampled = Decoding(True, extra.pop("temperature"), extra.pop("top_p")) if extra.pop("do_sample", False) else GREEDY
+        rollout = model.engine.rollout(prompts[i:i + args.batch_size], args.max_new_tokens, 1, sampled, **extra)
         traces += [model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in rollout.reasoning_ids]
         lengths += [len(ids) for ids in rollout.reasoning_ids]
     return traces, lengths

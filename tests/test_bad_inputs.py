@@ -216,8 +216,8 @@ def test_k_is_capped_at_the_index_size(index, capsys):
 def test_max_length_that_leaves_no_room_then_the_corrected_command(tmp_path, capsys, tiny_model_path):
     out = tmp_path / "idx"
     argv = ["index", "--model", tiny_model_path, "--corpus", EXAMPLES, "--out", out, "--device", "cpu"]
-    fails(capsys, argv + ["--max-length", "1"], "max_document_length must be an integer of at least 2, got 1")
-    fails_after_progress(capsys, argv + ["--max-length", "4", "--document-instruction", "word " * 20],
+    fails(capsys, argv + ["--max-document-length", "1"], "max_document_length must be an integer of at least 2, got 1")
+    fails_after_progress(capsys, argv + ["--max-document-length", "4", "--document-instruction", "word " * 20],
                          "max_document_length=4 leaves no room for text after the instruction")
     assert main([str(a) for a in argv]) == 0  # the failed run left nothing that refuses it
     assert "indexed 30 documents" in capsys.readouterr().out

@@ -10,6 +10,7 @@ from transformers import LogitsProcessorList
 from t1 import T1Error, T1Model
 from t1.generation import ENGINES, make_engine
 from t1.reasoning import stop_token_ids
+from t1.settings import GREEDY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -81,8 +82,9 @@ def test_unknown_engine_is_a_clear_error(tiny_model_path, tiny_model):
 def test_approximate_engines_keep_their_own_cache_entries(tiny_model):
     from t1.generation import trace_settings
 
-    sampling = {"do_sample": False}
-    assert trace_settings(make_engine(tiny_model, "hf"), 8, sampling) == {"max_new_tokens": 8, "do_sample": False}
+    sampling = GREEDY
+    assert trace_settings(make_engine(tiny_model, "hf"), 8, sampling) == {
+        "max_new_tokens": 8, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     assert trace_settings(make_engine(tiny_model, "compile"), 8, sampling) == trace_settings(
         make_engine(tiny_model, "hf"), 8, sampling)
     int8 = engine_or_skip(tiny_model, "int8")

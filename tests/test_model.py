@@ -5,7 +5,9 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from t1 import T1Error, T1Model
 from t1.batching import pad, plan_batches
+from t1.query_encoding import QueryEncoder, RunOptions
 from t1.reasoning import generate_then_embed
+from t1.settings import Decoding, QuerySettings
 
 
 def test_emb_token_added_with_mean_init(tiny_model_path):
@@ -72,14 +74,16 @@ def test_kv_cache_embedding_matches_reencoding(tiny_model):
     width = max(len(p) for p in prompts)
     # row 0 stops with EOS at step 3, row 1 emits <emb_token> at step 5, rows 2-3 run to the limit
     stops = {0: (3, m.tokenizer.eos_token_id), 1: (5, m.emb_token_id)}
-    rollout = generate_then_embed(m, prompts, max_new_tokens=8, do_sample=True, temperature=2.0,
+    sampled = Decoding(True, temperature=2.0, top_p=1.0)
+    rollout = generate_then_embed(m, prompts, max_new_tokens=8, decoding=sampled,
                                   logits_processor=LogitsProcessorList([ForceStop(stops, width, [m.tokenizer.eos_token_id, m.emb_token_id])]))
     assert [len(r) for r in rollout.reasoning_ids] == [3, 5, 8, 8]
     assert rollout.emitted_emb_token == [False, True, False, False]
     # encode_query reports the same: only the row that emitted <emb_token> ended its own trace
     queries = ["why do cells divide", "prime integer theorem proof graph tree energy", "virus", "solar carbon plant"]
     forced = LogitsProcessorList([ForceStop(stops, width, [m.tokenizer.eos_token_id, m.emb_token_id])])
-    encoded = m._generate(prompts, 8, 4, True, False, do_sample=True, temperature=2.0, logits_processor=forced)
+    encoder = QueryEncoder(m, QuerySettings(max_new_tokens=8), RunOptions(batch_size=4))
+    encoded = encoder.rollouts(prompts, sampled, normalize=True, logits_processor=forced)
     assert encoded[2] == [False, True, False, False]
     assert m.encode_query(queries[0], reasoning="none").ended is False  # one query: one flag, not a list
     seqs = [p + r + [m.emb_token_id] for p, r in zip(prompts, rollout.reasoning_ids)]

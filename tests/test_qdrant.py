@@ -134,8 +134,8 @@ def test_cli_and_serve_with_a_store(tiny_model, tiny_model_path, tmp_path, capsy
     assert main(["search", "--store", spec, "--device", "cpu", "--hybrid", "q"]) == 2
     assert "hybrid search needs BM25" in capsys.readouterr().err
     assert main(["index", "--model", str(tiny_model_path), "--corpus", str(corpus), "--store", spec,
-                 "--bm25"]) == 2
-    assert "--bm25 and --ann apply to an index folder" in capsys.readouterr().err
+                 "--ann", "hnsw"]) == 2
+    assert "--ann applies to an index folder" in capsys.readouterr().err
     assert main(["serve", "--store", f"{tmp_path / 'qdrant'}#nothing", "--port", "0"]) == 2
     assert "no t1 collection 'nothing'" in capsys.readouterr().err
 

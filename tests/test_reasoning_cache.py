@@ -13,6 +13,7 @@ from tiny_model import GenerationCounter
 from t1 import T1Model
 from t1.cli import main
 from t1.evaluation.datasets import load_reasoning_file
+from t1.query_encoding import QueryEncoder
 from t1.reasoning_cache import ReasoningCache
 
 QUERIES = ["why do cells divide", "what is a prime", "river rock climate", "solar carbon plant"]
@@ -45,20 +46,18 @@ def test_cached_traces_are_reused_only_for_the_same_settings(tiny_model, tmp_pat
     assert counter.rows == 7
 
 
-def test_cache_never_serves_another_model(tiny_model_path, tmp_path):
+def test_cache_never_serves_another_model(tiny_model_path, tmp_path, monkeypatch):
     cache = ReasoningCache(tmp_path)
     model = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
     model.encode_query(QUERIES[:2], max_new_tokens=4, cache=cache)
     with torch.no_grad():
         model.backbone.get_input_embeddings().weight[7] += 0.5  # another model (other fingerprint)
-    calls = []
-    original = model._generate
-    model._generate = lambda prompts, *a, **k: calls.append(len(prompts)) or original(prompts, *a, **k)
+    calls = generated_rows(monkeypatch)
     model.encode_query(QUERIES[:2], max_new_tokens=4, cache=cache)
     assert calls == [2] and len(cache) == 4
 
 
-def test_cache_keeps_finished_batches_when_the_process_is_killed(tiny_model_path, tmp_path):
+def test_cache_keeps_finished_batches_when_the_process_is_killed(tiny_model_path, tmp_path, monkeypatch):
     script = textwrap.dedent(f"""
         import os, signal
         from t1 import T1Model
@@ -79,9 +78,7 @@ def test_cache_keeps_finished_batches_when_the_process_is_killed(tiny_model_path
     cache = ReasoningCache(tmp_path)
     assert len(cache) == 2  # the two finished batches, whole
     model = T1Model.from_pretrained(str(tiny_model_path), device="cpu")
-    calls = []
-    original = model._generate
-    model._generate = lambda prompts, *a, **k: calls.append(len(prompts)) or original(prompts, *a, **k)
+    calls = generated_rows(monkeypatch)
     model.encode_query(QUERIES, max_new_tokens=4, batch_size=1, cache=cache)
     assert calls == [2] and len(cache) == 4
 
@@ -156,3 +153,11 @@ def test_adaptive_reasoning_reasons_only_when_the_plain_embedding_is_unsure(tiny
     assert counter.rows == 2  # a negative margin never reasons
     always, _ = index.search_queries(tiny_model, QUERIES, k=3, reasoning="auto", margin=10.0, max_new_tokens=3)
     assert counter.rows == 6 and len(always) == 4 and len(never) == 4
+
+
+def generated_rows(monkeypatch) -> list[int]:
+    """The rows of each call that really generates traces (the cache's misses), in order."""
+    calls, original = [], QueryEncoder.rollouts
+    monkeypatch.setattr(QueryEncoder, "rollouts",
+                        lambda self, prompts, *a, **k: calls.append(len(prompts)) or original(self, prompts, *a, **k))
+    return calls

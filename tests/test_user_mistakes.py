@@ -198,7 +198,7 @@ def test_old_index_without_file_entries(index, capsys, tiny_model_path):
 @pytest.mark.parametrize("argv, message", [
     (["index", "--corpus", "{corpus}", "--out", "{tmp}/i", "--shard-size", "-1"], "--shard-size must be at least 1, got -1"),
     (["index", "--corpus", "{corpus}", "--out", "{tmp}/i", "--batch-size", "0"], "--batch-size must be at least 1"),
-    (["index", "--corpus", "{corpus}", "--out", "{tmp}/i", "--max-length", "0"], "--max-length must be at least 1"),
+    (["index", "--corpus", "{corpus}", "--out", "{tmp}/i", "--max-document-length", "0"], "--max-document-length must be at least 1"),
     (["search", "--index", "{tmp}", "-k", "0", "q"], "-k/--k must be at least 1, got 0"),
     (["search", "--index", "{tmp}", "--traces", "0", "q"], "--traces must be at least 1"),
     (["search", "--index", "{tmp}", "--max-new-tokens", "0", "q"], "--max-new-tokens must be at least 1"),

@@ -65,11 +65,13 @@ class GenerationCounter:
     loads a model of its own)."""
 
     def __init__(self, model, monkeypatch):
+        from t1.query_encoding import QueryEncoder
+
         self.rows = 0
-        original = type(model)._generate
+        original = QueryEncoder.rollouts
 
         def counted(this, prompts, *args, **kwargs):
             self.rows += len(prompts)
             return original(this, prompts, *args, **kwargs)
 
-        monkeypatch.setattr(type(model), "_generate", counted)
+        monkeypatch.setattr(QueryEncoder, "rollouts", counted)

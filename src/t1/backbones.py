@@ -75,3 +75,8 @@ def resolve_backbone(name: str) -> str:
             _convert_gguf(key, target)
         return str(target)
     return name
+
+
+def has_adapter(module) -> bool:
+    """Whether `module` is a peft model (its adapter not merged): the one test, everywhere."""
+    return hasattr(module, "peft_config")

@@ -47,9 +47,8 @@ def cmd_index(args) -> int:
         return _verify_index(args.verify)
     if not args.corpus:
         raise T1Error("--corpus is required to build an index (--out or --store)")
-    if args.store and (args.bm25 or args.ann):
-        raise T1Error("--bm25 and --ann apply to an index folder (--out); a Qdrant store (--store) has its own "
-                      "HNSW graph")
+    if args.store and args.ann:
+        raise T1Error("--ann applies to an index folder (--out); a Qdrant store (--store) has its own HNSW graph")
     documents = load_corpus(args.corpus, skip_empty=args.skip_empty)  # read (and validate) before loading the model
     if args.out:
         from .index.build import check_output
@@ -301,15 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_document_engine_arg(p, "--engine")
     p.add_argument("--skip-empty", action="store_true",
                    help="leave out documents with neither title nor text (by default they are indexed, with a warning)")
-    p.add_argument("--max-length", dest="max_document_length", type=positive_int, help=argparse.SUPPRESS)  # old name
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--shard-size", type=positive_int, default=8192)
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
-    bm25 = p.add_mutually_exclusive_group()
-    bm25.add_argument("--no-bm25", action="store_true",
-                      help="no BM25 index (by default one is stored, for hybrid search; rerun without this flag to "
-                           "add it to an existing index without re-encoding)")
-    bm25.add_argument("--bm25", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
+    p.add_argument("--no-bm25", action="store_true",
+                   help="no BM25 index (by default one is stored, for hybrid search; rerun without this flag to add "
+                        "it to an existing index without re-encoding)")
     p.add_argument("--ann", choices=ANN_KINDS, default=None,
                    help="also build an approximate-search structure (faiss; default settings, see `t1 ann build`)")
     p.set_defaults(func=cmd_index)

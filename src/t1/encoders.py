@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .backbones import has_adapter
 from .errors import T1Error
 
 DOCUMENT_ENGINES = ("hf", "bf16")
@@ -83,6 +84,6 @@ def make_document_engine(model, name: str | None = None) -> DocumentEngine:
 
 def _plain(backbone):
     """A copy of the backbone with any unmerged adapter folded in (the weights as they embed)."""
-    if hasattr(backbone, "peft_config"):
+    if has_adapter(backbone):
         return copy.deepcopy(backbone).merge_and_unload()
     return copy.deepcopy(backbone)

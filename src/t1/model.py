@@ -5,8 +5,9 @@ The embedding is the final-layer hidden state (after the final norm) at the spec
 embedding row initialised as the mean of the existing rows; a checkpoint whose tokenizer already
 holds it (a published T1 such as ForwardAILabs/MRE-T1) keeps its own trained row.
 
-`encode_query` / `encode_document` also take sentence-transformers' argument names (`prompt`,
-`prompt_name`, `normalize_embeddings`, `convert_to_numpy`, `convert_to_tensor`, `device`).
+The model embeds token sequences and runs its generation engine; how a query's trace is obtained
+(cached, sampled, streamed, written by another model) is `t1.query_encoding`'s, and
+sentence-transformers' argument names are read by `t1.st_compat`.
 """
 
 from __future__ import annotations
@@ -15,43 +16,26 @@ import contextlib
 import hashlib
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .backbones import DEFAULT_MODEL, resolve_backbone, shipped_model
+from .backbones import DEFAULT_MODEL, has_adapter, resolve_backbone, shipped_model
 from .batching import MAX_BATCH_TOKENS, pad, plan_batches
 from .data import as_texts
 from .errors import T1Error
-from .generation import Engine, make_engine, trace_settings
+from .generation import Engine, make_engine
 from .prompts import DOCUMENT_TEMPLATE, PromptBuilder, instruction_or_default
-from .reasoning import sampling_kwargs, stop_token_ids
-from .settings import CONFIG_NAME, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, T1Config, check, checkpoint_defaults
-from .settings import REASONING_MODES as SEARCH_MODES
+from .query_encoding import QueryEmbeddings, RunOptions, encode_queries, show_bar
+from .settings import CONFIG_NAME, QuerySettings, T1Config, check, checkpoint_defaults
+from .st_compat import document_call, query_call
 
 logger = logging.getLogger(__name__)
-
-# What `encode_query` does itself; reasoning "auto" decides by searching (`t1.query`).
-REASONING_MODES = tuple(m for m in SEARCH_MODES if m != "auto")
-
-
-class QueryEmbeddings(NamedTuple):
-    embeddings: np.ndarray
-    reasoning: list[str]
-    # Per query: the model ended its own trace with <emb_token> (mode generate only; a trace cut
-    # by max_new_tokens or ended by EOS is False). How adaptive the reasoning length is.
-    ended: list[bool] | bool | None = None
-    # Test-time scaling (num_traces > 1): every sampled trace per query, and their normalised
-    # embeddings [queries, traces, dim]; `embeddings` is then their mean (embedding fusion).
-    traces: list[list[str]] | None = None
-    trace_embeddings: np.ndarray | None = None
-
 
 def load_model(model, device: str | None = None, engine: str | None = None, **settings) -> "T1Model":
     """`model` itself when it is a loaded `T1Model`, else `T1Model.from_pretrained(model, ...)`
@@ -310,7 +294,7 @@ class T1Model(torch.nn.Module):
     @property
     def has_adapter(self) -> bool:
         """Whether a peft adapter runs beside the weights (training, or loaded unmerged)."""
-        return hasattr(self.backbone, "peft_config")
+        return has_adapter(self.backbone)
 
     @property
     def dim(self) -> int:
@@ -421,7 +405,7 @@ class T1Model(torch.nn.Module):
         batched by length. Differentiable unless called under no_grad / inference_mode."""
         out: list[torch.Tensor | None] = [None] * len(sequences)
         batches = plan_batches([len(s) for s in sequences], batch_size, max_tokens)
-        for idx in tqdm(batches, desc=desc, disable=not _show(show_progress_bar, len(batches))):
+        for idx in tqdm(batches, desc=desc, disable=not show_bar(show_progress_bar, len(batches))):
             ids, mask = pad([sequences[i] for i in idx], self.tokenizer.pad_token_id, "right")
             emb = self.embed(ids.to(self.device), mask.to(self.device), decoder)
             if normalize:
@@ -430,8 +414,10 @@ class T1Model(torch.nn.Module):
                 out[i] = emb[row]
         return torch.stack(out)
 
-    def _embed_ids(self, sequences, batch_size, max_tokens, normalize, desc, show_progress_bar,
-                   decoder=None) -> np.ndarray:
+    def embed_token_sequences(self, sequences, batch_size: int, max_tokens: int | None = MAX_BATCH_TOKENS,
+                              normalize: bool = True, desc: str = "Encoding", show_progress_bar: bool | None = None,
+                              decoder=None) -> np.ndarray:
+        """`embed_sequences` without gradients, as a float32 array [n, dim]."""
         if not sequences:
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
@@ -439,239 +425,45 @@ class T1Model(torch.nn.Module):
                                        decoder)
         return emb.cpu().numpy()
 
-    def encode_document(
-        self,
-        texts: str | Sequence[str],
-        instruction: str | None = None,
-        batch_size: int = 32,
-        max_length: int | None = None,
-        normalize: bool | None = None,
-        show_progress_bar: bool | None = None,
-        max_tokens_per_batch: int | None = MAX_BATCH_TOKENS,
-        *,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        normalize_embeddings: bool | None = None,
-        convert_to_numpy: bool | None = None,
-        convert_to_tensor: bool | None = None,
-        device: str | torch.device | None = None,
-    ) -> np.ndarray:
-        """Embed documents: one forward pass of ``instruction + text + <emb_token>`` each.
-        `instruction=None` uses the model's document instruction, "" none. Returns
-        float32 [n, dim] in input order (a single string gives [dim]).
-
-        sentence-transformers' names work with their meaning: `prompt` is the instruction,
-        `prompt_name` names one (see `instruction_for`), `normalize_embeddings` is `normalize`,
-        `device` moves the model, `convert_to_tensor=True` returns a tensor on the model's device
-        and `convert_to_numpy=False` a list of tensors."""
-        instruction = self._st_instruction("document", instruction, prompt, prompt_name)
-        normalize = _same("normalize", normalize, "normalize_embeddings", normalize_embeddings)
-        self._st_device(device)
+    def encode_document(self, texts: str | Sequence[str], instruction: str | None = None, batch_size: int = 32,
+                        max_length: int | None = None, normalize: bool | None = None,
+                        show_progress_bar: bool | None = None, max_tokens_per_batch: int | None = MAX_BATCH_TOKENS,
+                        **st_options) -> np.ndarray:
+        """Embed documents: one forward pass of ``instruction + text + <emb_token>`` each, on the
+        model's document engine. `instruction=None` uses the model's document instruction, ""
+        none. Returns float32 [n, dim] in input order (a single string gives [dim]).
+        `st_options`: sentence-transformers' names (`prompt`, `prompt_name`,
+        `normalize_embeddings`, `convert_to_numpy`, `convert_to_tensor`, `device`; `t1.st_compat`)."""
+        instruction, normalize, output = document_call(self, instruction, normalize, st_options)
         texts, single = as_texts(texts, "texts")
         instruction = instruction_or_default(instruction, self.config.document_instruction)
         max_length = max_length or self.config.max_document_length
         seqs = [self.prompts.document(t, instruction, max_length) for t in texts]
-        emb = self._embed_ids(seqs, batch_size, max_tokens_per_batch, self._norm(normalize), "Encoding documents",
-                              show_progress_bar, self.document_engine.decoder)
-        return self._st_output(emb[0] if single else emb, convert_to_numpy, convert_to_tensor)
+        normalize = self.config.normalize if normalize is None else normalize
+        emb = self.embed_token_sequences(seqs, batch_size, max_tokens_per_batch, normalize, "Encoding documents",
+                                         show_progress_bar, self.document_engine.decoder)
+        return output.apply(emb[0] if single else emb, self.device)
 
-    def encode_query(
-        self,
-        queries: str | Sequence[str],
-        instruction: str | None = None,
-        reasoning: str | Sequence[str] = "generate",
-        max_new_tokens: int | None = None,
-        batch_size: int = 8,
-        max_length: int | None = None,
-        normalize: bool | None = None,
-        do_sample: bool | None = None,
-        temperature: float = DEFAULT_TEMPERATURE,
-        top_p: float = DEFAULT_TOP_P,
-        top_k: int | None = None,
-        show_progress_bar: bool | None = None,
-        cache=None,
-        query_ids: Sequence[str] | None = None,
-        num_traces: int = 1,
-        *,
-        hooks=None,
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        normalize_embeddings: bool | None = None,
-        convert_to_numpy: bool | None = None,
-        convert_to_tensor: bool | None = None,
-        device: str | torch.device | None = None,
-    ) -> QueryEmbeddings:
-        """Embed queries after reasoning. `reasoning` is "generate" (the model writes a trace,
-        decoded as the model's settings say (greedy by default) unless `do_sample` is given,
-        with `temperature`, `top_p`, `top_k`), "none" (instruction + query + <emb_token>), or a list of
-        traces supplied by the caller (one per query). Returns (embeddings, reasoning texts).
+    def encode_query(self, queries: str | Sequence[str], settings: QuerySettings | None = None, *,
+                     batch_size: int = 8, show_progress_bar: bool | None = None, cache=None,
+                     query_ids: Sequence[str] | None = None, hooks=None, **options) -> QueryEmbeddings:
+        """Embed queries after reasoning, as `settings` (a `QuerySettings`) and `options` (its
+        fields by name) say: `reasoning` "generate" (the default: the model, or its reasoner,
+        writes a trace), "none" (instruction + query + <emb_token>), or a list of traces, one
+        per query; `max_new_tokens`, `instruction`, `num_traces` (> 1: the mean of that many
+        sampled traces' embeddings, each in `traces` / `trace_embeddings`), `temperature`,
+        `top_p`, `top_k`, `do_sample` (one trace; default as the model's settings say),
+        `max_length`, `normalize`. Returns `QueryEmbeddings` (embeddings, reasoning texts, ...).
 
         `cache` (a `ReasoningCache`) serves traces generated earlier with the same model, prompt
-        and decoding settings and stores new ones; `query_ids` are recorded with them.
-        `num_traces` > 1 samples that many traces per query (sampling is then on) and returns
-        the mean of their normalised embeddings, with each trace in `traces`/`trace_embeddings`.
-        `hooks` (a `t1.generation.streaming.RowHooks`, one trace per query) streams each trace
-        as it is generated and stops the rows whose request went away (`t1 serve`).
-
-        sentence-transformers' names work with their meaning: `prompt` is the instruction,
-        `prompt_name` names one (see `instruction_for`; a BRIGHT task such as "biology" gives
-        BRIGHT's instruction), `normalize_embeddings` is `normalize`, `device` moves the model.
-        Passing `convert_to_numpy` or `convert_to_tensor` returns the embeddings alone, as
-        sentence-transformers does: an array, a tensor on the model's device, or (with
-        `convert_to_numpy=False`) a list of tensors; the traces then are not returned."""
-        instruction = self._st_instruction("query", instruction, prompt, prompt_name)
-        normalize = _same("normalize", normalize, "normalize_embeddings", normalize_embeddings)
-        self._st_device(device)
-        result = self._encode_query(queries, instruction, reasoning, max_new_tokens, batch_size, max_length,
-                                    normalize, do_sample, temperature, top_p, top_k, show_progress_bar, cache,
-                                    query_ids, num_traces, hooks)
-        if convert_to_numpy is None and convert_to_tensor is None:
-            return result
-        return self._st_output(result.embeddings, convert_to_numpy, convert_to_tensor)
-
-    def _encode_query(self, queries, instruction, reasoning, max_new_tokens, batch_size, max_length, normalize,
-                      do_sample, temperature, top_p, top_k, show_progress_bar, cache, query_ids,
-                      num_traces, hooks=None) -> QueryEmbeddings:
-        queries, single = as_texts(queries, "queries")
-        if not queries:
-            return QueryEmbeddings(np.zeros((0, self.dim), dtype=np.float32), [], [])
-        for i, q in enumerate(queries):
-            if not q or not q.strip():
-                raise T1Error(f"query {i} is empty")
-        instruction = instruction_or_default(instruction, self.config.query_instruction)
-        max_length = max_length or self.config.max_query_length
-        max_new_tokens = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
-        prompts, cuts = self.prompts.query_prompts(queries, instruction, max_length)
-        if cuts.count:
-            logger.warning("%s", cuts)
-        normalize = self._norm(normalize)
-
-        if isinstance(reasoning, str) and reasoning not in REASONING_MODES:
-            raise T1Error(f"reasoning must be one of {REASONING_MODES} or a list of texts, got {reasoning!r}")
-        if reasoning == "none" or (reasoning == "generate" and max_new_tokens == 0):
-            texts = [""] * len(queries)
-        elif not isinstance(reasoning, str):
-            texts = list(reasoning)
-            if len(texts) != len(queries):
-                raise T1Error(f"got {len(texts)} reasoning texts for {len(queries)} queries")
-        else:
-            if num_traces < 1:
-                raise T1Error(f"num_traces must be at least 1, got {num_traces}")
-            if hooks is not None and num_traces > 1:
-                raise ValueError("hooks stream one trace per query")
-            if self.reasoner is not None:
-                emb, texts, ended = self._written(prompts, queries, instruction, max_new_tokens, batch_size,
-                                                  show_progress_bar, temperature, top_p, cache, query_ids,
-                                                  num_traces, hooks)
-            else:
-                if do_sample is None and num_traces == 1:
-                    sampling = sampling_kwargs(**self.config.sampling(self.backbone.generation_config))
-                else:
-                    sampling = sampling_kwargs(bool(do_sample) or num_traces > 1, temperature, top_p, top_k)
-                emb, texts, ended = self._generate_cached(prompts, queries, instruction, max_new_tokens, batch_size,
-                                                          show_progress_bar, sampling, cache, query_ids, num_traces,
-                                                          hooks)
-            if num_traces == 1:
-                return _query_result(single, _normalized(emb) if normalize else emb, texts, ended)
-            per_trace = _normalized(emb).reshape(len(queries), num_traces, -1)
-            fused = per_trace.mean(axis=1)
-            traces = [texts[i * num_traces:(i + 1) * num_traces] for i in range(len(queries))]
-            result = QueryEmbeddings(_normalized(fused) if normalize else fused, [t[0] for t in traces],
-                                     ended[::num_traces], traces, per_trace)
-            return QueryEmbeddings(*(None if x is None else x[0] for x in result)) if single else result
-        emb = self._embed_traces(prompts, texts, max_new_tokens, batch_size, normalize, show_progress_bar)
-        return _query_result(single, emb, texts, [False] * len(queries))
-
-    def _embed_traces(self, prompts, texts, max_new_tokens, batch_size, normalize, show_progress_bar) -> np.ndarray:
-        """Embeddings of prompt + a given trace + <emb_token>: the trace cut to `max_new_tokens`
-        tokens, as generation would have stopped it; cuts are counted in one warning."""
-        traces = [self.prompts.reasoning(t, None) for t in texts]
-        cut = [len(t) for t in traces if len(t) > max_new_tokens]
-        if cut:
-            logger.warning("%d of %d reasoning traces cut to max_new_tokens=%d (longest %d tokens); raise "
-                           "--max-new-tokens to keep them whole", len(cut), len(traces), max_new_tokens, max(cut))
-        seqs = [p + t[:max_new_tokens] + [self.emb_token_id] for p, t in zip(prompts, traces)]
-        return self._embed_ids(seqs, batch_size, MAX_BATCH_TOKENS, normalize, "Encoding queries", show_progress_bar)
-
-    def _written(self, prompts, queries, instruction, max_new_tokens, batch_size, show_progress_bar, temperature,
-                 top_p, cache, query_ids, samples, hooks):
-        """Raw embeddings, traces and ended flags of `samples` traces per query written by
-        `self.reasoner` (rows query-major), as `_generate_cached` gives T1's own."""
-        traces = self.reasoner.write(queries, instruction, max_tokens=max(1, max_new_tokens), samples=samples,
-                                     temperature=temperature, top_p=top_p, cache=cache, query_ids=query_ids,
-                                     show_progress_bar=show_progress_bar)
-        texts, ended = [t.text for t in traces], [t.ended for t in traces]
-        if hooks is not None:
-            for row, text in enumerate(texts):
-                hooks.send(row, text)
-        rows = [p for p in prompts for _ in range(samples)]
-        emb = self._embed_traces(rows, texts, max_new_tokens, batch_size, False, show_progress_bar)
-        return emb, texts, ended
-
-    def _generate(self, prompts, max_new_tokens, batch_size, normalize, show_progress_bar, on_batch=None,
-                  hooks=None, **sampling):
-        out = np.zeros((len(prompts), self.dim), dtype=np.float32)
-        texts = [""] * len(prompts)
-        ended = [False] * len(prompts)
-        batches = plan_batches([len(p) for p in prompts], batch_size)
-        stop_ids = stop_token_ids(self) if hooks is not None else None
-        for idx in tqdm(batches, desc="Reasoning", disable=not _show(show_progress_bar, len(batches))):
-            if hooks is not None:  # rows whose request went away are not started
-                idx = [i for i in idx if not hooks.is_abandoned(i)]
-                if not idx:
-                    continue
-            extra = {} if hooks is None else hooks.rollout_kwargs(self.tokenizer, stop_ids, idx)
-            rollout = self.engine.rollout([prompts[i] for i in idx], max_new_tokens, **extra, **sampling)
-            emb = F.normalize(rollout.embeddings, dim=-1) if normalize else rollout.embeddings
-            out[idx] = emb.cpu().numpy()
-            for i, ids, emitted in zip(idx, rollout.reasoning_ids, rollout.emitted_emb_token):
-                texts[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
-                ended[i] = emitted
-            if on_batch is not None:
-                on_batch(idx, out, texts, ended)
-        return out, texts, ended
-
-    def _generate_cached(self, prompts, queries, instruction, max_new_tokens, batch_size, show_progress_bar,
-                         sampling: dict, cache, query_ids, samples: int = 1, hooks=None):
-        """Raw (unnormalised) embeddings, traces and ended flags of `samples` traces per prompt
-        (rows prompt-major); with a cache, only the traces it lacks are generated, and each
-        finished batch is stored at once (but a row that `hooks` says was abandoned: it is cut)."""
-        prompts = [p for p in prompts for _ in range(samples)]
-        queries = [q for q in queries for _ in range(samples)]
-        query_ids = None if query_ids is None else [i for i in query_ids for _ in range(samples)]
-        if cache is None:
-            return self._generate(prompts, max_new_tokens, batch_size, False, show_progress_bar, hooks=hooks,
-                                  **sampling)
-        settings = trace_settings(self.engine, max_new_tokens, sampling)
-        fingerprint = self.fingerprint()
-        keys = [cache.key(fingerprint, p, settings, row % samples) for row, p in enumerate(prompts)]
-        found = cache.get(keys)
-        missing = [i for i, k in enumerate(keys) if k not in found]
-        out = np.zeros((len(prompts), self.dim), dtype=np.float32)
-        texts, ended = [""] * len(prompts), [False] * len(prompts)
-        for i, key in enumerate(keys):
-            if key in found:
-                texts[i], ended[i], out[i] = found[key]
-                if hooks is not None:
-                    hooks.send(i, texts[i])
-        todo = None if hooks is None else hooks.subset(missing)
-
-        def store(idx, emb, new_texts, new_ended):
-            cache.put({"key": keys[missing[j]], "model": self.name_or_path, "instruction": instruction,
-                       "query_id": query_ids[missing[j]] if query_ids is not None else None,
-                       "query": queries[missing[j]], "reasoning": new_texts[j], "ended": new_ended[j],
-                       "embedding": emb[j], "settings": settings}
-                      for j in idx if todo is None or not todo.is_abandoned(j))
-
-        if missing:
-            emb, new_texts, new_ended = self._generate([prompts[i] for i in missing], max_new_tokens, batch_size, False,
-                                                       show_progress_bar, on_batch=store, hooks=todo, **sampling)
-            for j, i in enumerate(missing):
-                out[i], texts[i], ended[i] = emb[j], new_texts[j], new_ended[j]
-        return out, texts, ended
-
-    def _norm(self, normalize: bool | None) -> bool:
-        return self.config.normalize if normalize is None else normalize
+        and decoding and stores new ones, with `query_ids`. `hooks`
+        (`t1.generation.streaming.RowHooks`) streams each trace and stops abandoned rows.
+        sentence-transformers' names work with their meaning (`t1.st_compat`); passing
+        `convert_to_numpy` or `convert_to_tensor` returns the embeddings alone, as it does."""
+        settings, given, output = query_call(self, settings, options)
+        run = RunOptions(batch_size, show_progress_bar, cache, query_ids, hooks)
+        result = encode_queries(self, queries, settings, given, run)
+        return result if output.plain else output.apply(result.embeddings, self.device)
 
     # ---------------------------------------------------------------- sentence-transformers names
     def instruction_for(self, prompt_name: str, side: str = "query") -> str:
@@ -702,59 +494,6 @@ class T1Model(torch.nn.Module):
         raise T1Error(f"unknown prompt_name {prompt_name!r} (known: {', '.join(known)}; "
                       "add your own with T1Model.from_pretrained(..., prompts={name: instruction}))")
 
-    def _st_instruction(self, side: str, instruction, prompt, prompt_name) -> str | None:
-        """`instruction`, or sentence-transformers' `prompt` (the same thing), or the
-        instruction `prompt_name` names; as in sentence-transformers, a prompt given outright
-        wins over `prompt_name`."""
-        if prompt is not None and instruction is not None and prompt != instruction:
-            raise T1Error("pass the instruction as `instruction` or as `prompt`, not both")
-        if prompt is not None:
-            return prompt
-        if instruction is None and prompt_name is not None:
-            return self.instruction_for(prompt_name, side)
-        return instruction
-
-    def _st_device(self, device) -> None:
-        """sentence-transformers' `device`: encode there, moving the model."""
-        if device is None:
-            return
-        if isinstance(device, (list, tuple)):
-            raise T1Error("multi-process encoding over a list of devices is not supported; pass one device")
-        device = torch.device(device)
-        current = self.device
-        if device.type != current.type or (device.index is not None and device.index != current.index):
-            self.to(device)
-            self.use_engine(self.engine.name)  # an engine may hold weights of its own on the old device
-
-    def _st_output(self, emb: np.ndarray, convert_to_numpy: bool | None, convert_to_tensor: bool | None):
-        """sentence-transformers' output forms: `convert_to_tensor` wins; `convert_to_numpy=False`
-        gives a list of tensors (one tensor for a single input); else the float32 array."""
-        if convert_to_tensor:
-            return torch.from_numpy(emb).to(self.device)
-        if convert_to_numpy is False:
-            tensor = torch.from_numpy(emb).to(self.device)
-            return list(tensor) if tensor.ndim == 2 else tensor
-        return emb
-
-
-def _same(name: str, value, alias: str, alias_value):
-    """One setting passed under its t1 name or its sentence-transformers alias."""
-    if alias_value is None:
-        return value
-    if value is not None and value != alias_value:
-        raise T1Error(f"{name}={value!r} and {alias}={alias_value!r} disagree; pass one")
-    return alias_value
-
-
-def _normalized(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def _query_result(single: bool, embeddings: np.ndarray, texts: list[str], ended: list[bool]) -> QueryEmbeddings:
-    """All queries' results, or the one query's when a single string was passed."""
-    parts = (embeddings, texts, ended)
-    return QueryEmbeddings(*(p[0] for p in parts)) if single else QueryEmbeddings(*parts)
-
 
 @contextlib.contextmanager
 def quiet_peft():
@@ -776,7 +515,3 @@ def _looks_like_path(name: str) -> bool:
     parts, or under a folder that exists here (e.g. runs/model)."""
     parts = Path(name).parts
     return name.startswith((".", "/", "~")) or len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
-
-
-def _show(flag: bool | None, n_batches: int) -> bool:
-    return flag if flag is not None else (n_batches > 1 and sys.stderr.isatty())

@@ -23,6 +23,7 @@ from .data import as_texts
 from .errors import T1Error
 from .index.hits import Hit, SearchRanking
 from .index.search import exclusion_sets
+from .query_encoding import QueryEmbeddings, RunOptions, encode_queries
 from .settings import GIVEN, QuerySettings
 
 # What a run needs beside its settings (`Searchable.search_queries` takes both as keywords).
@@ -67,23 +68,17 @@ def choose_ranking(index, model, settings: QuerySettings) -> SearchRanking:
 
 
 def encode(model, queries: Sequence[str], settings: QuerySettings = QuerySettings(), *,
-           given: Sequence[str] | None = None, cache=None, query_ids: Sequence[str] | None = None, batch_size: int = 8,
-           show_progress_bar: bool | None = None, hooks=None):
-    """Query embeddings (`T1Model.encode_query`'s `QueryEmbeddings`) as `settings` say:
-    without reasoning, after generating `settings.traces` traces, or with the traces `given`
-    (reasoning "given"). Reasoning "auto" needs an index: use `search`."""
-    if settings.reasoning == "auto":
-        raise T1Error("reasoning 'auto' decides by searching: it needs an index (t1.query.search)")
-    if (settings.reasoning == GIVEN) != (given is not None):
-        raise T1Error("reasoning 'given' needs the traces (one per query), and only it takes them")
-    traces = settings.traces
-    out = model.encode_query(list(queries), instruction=settings.instruction,
-                             reasoning=list(given) if given is not None else settings.reasoning,
-                             max_new_tokens=settings.max_new_tokens, batch_size=batch_size,
-                             show_progress_bar=show_progress_bar, cache=cache, query_ids=query_ids,
-                             num_traces=traces, temperature=settings.temperature, top_p=settings.top_p,
-                             hooks=hooks if traces == 1 and settings.reasoning == "generate" else None)
-    if hooks is not None and traces > 1:  # sampled traces are not streamed: each query's first, once done
+           given: Sequence[str] | None = None, **run) -> QueryEmbeddings:
+    """Query embeddings as `settings` say: without reasoning, after generating
+    `settings.traces` traces, or with the traces `given` (reasoning "given"). Reasoning "auto"
+    needs an index: use `search`. `run`: `RunOptions`' fields (cache, query ids, batch size,
+    progress, hooks)."""
+    run = RunOptions(**run)
+    hooks, streamed = run.hooks, settings.traces == 1 and settings.reasoning == "generate"
+    if not streamed:
+        run.hooks = None
+    out = encode_queries(model, queries, settings, given, run)
+    if hooks is not None and settings.traces > 1:  # sampled traces are not streamed: each query's first, once done
         for row, text in enumerate(out.reasoning):
             hooks.send(row, text)
     return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .batching import pad
+from .settings import GREEDY, Decoding
 
 
 @dataclass
@@ -47,10 +48,6 @@ def split_trace(completion, stop_ids, emb_token_id: int) -> tuple[list[int], boo
     return completion, False
 
 
-def sampling_kwargs(do_sample: bool, temperature: float, top_p: float, top_k: int | None) -> dict:
-    if not do_sample:
-        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
 
 
 @torch.no_grad()
@@ -59,10 +56,7 @@ def generate_then_embed(
     prompts: list[list[int]],
     max_new_tokens: int,
     num_samples: int = 1,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int | None = None,
+    decoding: Decoding = GREEDY,
     backbone=None,
     **generate_kwargs,
 ) -> Rollout:
@@ -86,7 +80,7 @@ def generate_then_embed(
         pad_token_id=tok.pad_token_id,
         return_dict_in_generate=True,
         use_cache=True,
-        **sampling_kwargs(do_sample, temperature, top_p, top_k),
+        **decoding.kwargs(),
         **generate_kwargs,
     )
     mask = mask.repeat_interleave(num_samples, dim=0)

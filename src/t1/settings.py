@@ -28,6 +28,28 @@ BRIGHT_LLM_LENGTH = 8192
 SIDES = ("query", "document")
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How a trace is decoded: greedy (the default), or sampled with these settings. What every
+    engine (`t1.generation`), the reasoning cache's key and the GRPO policy take, resolved once per search
+    (`QuerySettings.decoding`)."""
+
+    do_sample: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+
+    def kwargs(self) -> dict:
+        """`generate`'s keywords (greedy leaves the checkpoint's sampling settings unset), which
+        are also what a cached trace's settings record."""
+        if not self.do_sample:
+            return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+
+
+GREEDY = Decoding()
+
+
 @dataclass
 class T1Config:
     """Settings saved next to the weights, so a saved model embeds exactly as it did."""
@@ -109,18 +131,17 @@ class T1Config:
         when it names none."""
         return self.tasks.get(task, {}).get(side)
 
-    def sampling(self, generation_config=None) -> dict:
-        """Keyword arguments of `t1.reasoning.sampling_kwargs` for one trace: greedy, or the
-        sampling settings here, each None read from the checkpoint's `generation_config`."""
+    def decoding(self, generation_config=None) -> Decoding:
+        """How this model decodes one trace: greedy, or sampled with the settings here, each None
+        read from the checkpoint's `generation_config`."""
         if not self.do_sample:
-            return {"do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": None}
+            return GREEDY
 
         def pick(name, fallback):
             value = getattr(self, name)
             return value if value is not None else getattr(generation_config, name, None) or fallback
 
-        return {"do_sample": True, "temperature": pick("temperature", 1.0), "top_p": pick("top_p", 1.0),
-                "top_k": pick("top_k", None)}
+        return Decoding(True, pick("temperature", 1.0), pick("top_p", 1.0), pick("top_k", None))
 
 
 MIN_TEMPERATURE = 0.01  # below it, logits / temperature overflow float32 and sampling fails
@@ -292,14 +313,16 @@ DEFAULT_AUTO_MARGIN = 0.02  # reasoning "auto": reason when the top hit leads th
 @dataclass(frozen=True)
 class QuerySettings:
     """How queries are embedded and ranked: the one set of defaults of `t1 search`, `t1 eval`,
-    `t1 bright`, `t1 serve` and `t1.query.search`. Fields left None take the model's
-    (`T1Config`: `max_new_tokens`, `query_instruction`; `fusion_weight` for a hybrid ranking).
+    `t1 bright`, `t1 serve`, `t1.query.search` and `T1Model.encode_query`. Fields left None take
+    the model's (`T1Config`: `max_new_tokens`, `query_instruction`, `max_query_length`,
+    `normalize`, its decoding; `fusion_weight` for a hybrid ranking).
 
     `hybrid` None ranks by the default rule (`t1.query.choose_ranking`: fused with BM25 when the
     model has a saved fusion weight and the index BM25), False by T1 alone, True (or a fusion
     method's name) fused with BM25. `num_traces` > 1 samples that many traces per query with
-    `temperature` and `top_p`, fused as `trace_fusion` says; `auto_margin` applies to reasoning
-    "auto". Frozen, so it can key a cache or a batch (`t1 serve` groups requests by it)."""
+    `temperature`, `top_p` and `top_k`, fused as `trace_fusion` says; `do_sample` decides for one
+    trace (None: as the model's settings say). `auto_margin` applies to reasoning "auto". Frozen,
+    so it can key a cache or a batch (`t1 serve` groups requests by it)."""
 
     reasoning: str = "generate"
     max_new_tokens: int | None = None
@@ -312,6 +335,10 @@ class QuerySettings:
     fusion: str | None = None
     fusion_weight: float | None = None
     auto_margin: float = DEFAULT_AUTO_MARGIN
+    do_sample: bool | None = None
+    top_k: int | None = None
+    max_length: int | None = None  # the whole chat prompt, in tokens (None: the model's max_query_length)
+    normalize: bool | None = None
 
     def __post_init__(self) -> None:
         from .index.fusion import METHODS
@@ -321,15 +348,22 @@ class QuerySettings:
             object.__setattr__(self, "hybrid", True)
         if self.reasoning not in (*REASONING_MODES, GIVEN):
             raise T1Error(f"reasoning must be one of {', '.join(REASONING_MODES)}, got {self.reasoning!r}")
-        if self.max_new_tokens is not None and (not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0):
+        if self.max_new_tokens is not None and (not _is_int(self.max_new_tokens) or self.max_new_tokens < 0):
             raise T1Error(f"max_new_tokens must be an integer of at least 0, got {self.max_new_tokens!r}")
-        if isinstance(self.num_traces, bool) or not isinstance(self.num_traces, int) or self.num_traces < 1:
+        if not _is_int(self.num_traces) or self.num_traces < 1:
             raise T1Error(f"num_traces must be at least 1, got {self.num_traces!r}")
         if self.trace_fusion not in TRACE_FUSIONS:
             raise T1Error(f"trace fusion must be one of {', '.join(TRACE_FUSIONS)}, got {self.trace_fusion!r}")
         if not (MIN_TEMPERATURE <= self.temperature < math.inf) or not 0 < self.top_p <= 1:
             raise T1Error(f"sampling needs temperature >= {MIN_TEMPERATURE} and 0 < top_p <= 1, got "
                           f"{self.temperature}, {self.top_p}")
+        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
+            raise T1Error(f"top_k must be an integer of at least 0, got {self.top_k!r}")
+        if self.max_length is not None and (not _is_int(self.max_length) or self.max_length < 2):
+            raise T1Error(f"max_length must be an integer of at least 2, got {self.max_length!r}")
+        for name in ("do_sample", "normalize"):
+            if getattr(self, name) not in (None, True, False):
+                raise T1Error(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.fusion is not None and self.fusion not in METHODS:
             raise T1Error(f"fusion method must be one of {', '.join(METHODS)}, got {self.fusion!r}")
         if not math.isfinite(self.auto_margin):  # negative is allowed: "auto" then never reasons
@@ -343,3 +377,12 @@ class QuerySettings:
     def traces(self) -> int:
         """Traces sampled per query: `num_traces` where the model reasons, else one."""
         return self.num_traces if self.reasoning in ("generate", "auto") else 1
+
+    def decoding(self, config: T1Config, generation_config=None) -> Decoding:
+        """How each trace is decoded: sampled with these settings for several traces or where
+        `do_sample` says so; greedy where it says not; else as the model's `config` says."""
+        if self.do_sample is None and self.num_traces == 1:
+            return config.decoding(generation_config)
+        if self.do_sample or self.num_traces > 1:
+            return Decoding(True, self.temperature, self.top_p, self.top_k)
+        return GREEDY

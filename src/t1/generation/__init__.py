@@ -24,10 +24,9 @@ from __future__ import annotations
 
 from typing import Callable, Protocol, Sequence
 
-import torch
-
 from ..errors import T1Error
 from ..reasoning import Rollout
+from ..settings import GREEDY, Decoding
 from .llamacpp import LLAMA_CPP_WEIGHTS  # llama-cpp-python itself is imported only by the engine
 
 ENGINES = ("hf", "compile", "int8", *LLAMA_CPP_WEIGHTS)
@@ -45,9 +44,9 @@ class Engine(Protocol):
     exact: bool
 
     def rollout(self, prompts: list[list[int]], max_new_tokens: int, num_samples: int = 1,
-                do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
-                *, streamer=None, stop_rows: Callable[[], Sequence[bool]] | None = None, **extra) -> Rollout:
-        """Generate then embed. `streamer` gets each step's tokens (`put(tensor)`, then `end()`;
+                decoding: Decoding = GREEDY, *, streamer=None, stop_rows: Callable[[], Sequence[bool]] | None = None,
+                **extra) -> Rollout:
+        """Generate then embed, `num_samples` traces per prompt decoded as `decoding` says. `streamer` gets each step's tokens (`put(tensor)`, then `end()`;
         the prompts come first, as Hugging Face streamers expect); `stop_rows()` is asked after
         each step which rows to stop early. `extra` goes to Hugging Face `generate` (e.g.
         `logits_processor`)."""
@@ -94,8 +93,8 @@ def make_engine(model, name: str | None = None) -> Engine:
     raise T1Error(f"unknown engine {name!r} (choose one of {', '.join(ENGINES)})")
 
 
-def trace_settings(engine: Engine, max_new_tokens: int, sampling: dict) -> dict:
+def trace_settings(engine: Engine, max_new_tokens: int, decoding: Decoding) -> dict:
     """The decoding settings a reasoning-cache key records. An approximate engine is part of
     them, so its traces never stand in for the reference's; exact engines share entries."""
-    settings = {"max_new_tokens": max_new_tokens, **sampling}
+    settings = {"max_new_tokens": max_new_tokens, **decoding.kwargs()}
     return settings if engine.exact else {**settings, "engine": engine.name}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..reasoning import Rollout, generate_then_embed
+from ..settings import GREEDY, Decoding
 
 
 class HFEngine:
@@ -17,15 +18,15 @@ class HFEngine:
         """What this engine adds to `generate` (subclasses: a cache, a compile config)."""
         return {}
 
-    def rollout(self, prompts, max_new_tokens, num_samples=1, do_sample=False, temperature=1.0, top_p=1.0,
-                top_k=None, *, streamer=None, stop_rows=None, **extra) -> Rollout:
+    def rollout(self, prompts, max_new_tokens, num_samples=1, decoding: Decoding = GREEDY, *, streamer=None,
+                stop_rows=None, **extra) -> Rollout:
         if streamer is not None:
             extra["streamer"] = streamer
         if stop_rows is not None:
             extra["stopping_criteria"] = _stop_criteria(stop_rows)
         extra.update(self.generate_kwargs(prompts, max_new_tokens, len(prompts) * num_samples))
-        return generate_then_embed(self.model, prompts, max_new_tokens, num_samples, do_sample, temperature,
-                                   top_p, top_k, backbone=self.backbone, **extra)
+        return generate_then_embed(self.model, prompts, max_new_tokens, num_samples, decoding, backbone=self.backbone,
+                                   **extra)
 
 
 def _stop_criteria(stop_rows):

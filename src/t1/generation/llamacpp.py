@@ -23,6 +23,7 @@ import torch
 
 from ..errors import T1Error
 from ..reasoning import Rollout, stop_token_ids
+from ..settings import GREEDY, Decoding
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ class LlamaCppEngine:
             self.lib.llama_model_free(self._model)
             self._model = None
 
-    def rollout(self, prompts, max_new_tokens, num_samples=1, do_sample=False, temperature=1.0, top_p=1.0,
-                top_k=None, *, streamer=None, stop_rows=None, **extra) -> Rollout:
+    def rollout(self, prompts, max_new_tokens, num_samples=1, decoding: Decoding = GREEDY, *, streamer=None,
+                stop_rows=None, **extra) -> Rollout:
         """As `Engine.rollout`; a `logits_processor` here is a list of callables that take the ids
         and the scores as numpy arrays (the scores of one row, 1-D) and return the scores."""
         processors = extra.pop("logits_processor", None) or []
@@ -120,7 +121,7 @@ class LlamaCppEngine:
         rows = [list(p) for p in prompts for _ in range(num_samples)]
         if streamer is not None and len(rows) > self.max_rows:  # a streamer follows one batch: all rows at once
             self._open_context(len(rows))
-        sampler = _Sampler(do_sample, temperature, top_p, top_k)
+        sampler = _Sampler(decoding)
         if streamer is not None:  # Hugging Face streamers get the prompts first, padded on the left as `generate` pads
             width = max(map(len, rows))
             streamer.put(torch.tensor([[0] * (width - len(r)) + r for r in rows]))
@@ -220,12 +221,13 @@ class _Sampler:
     """Greedy: argmax. Sampling: temperature, then top-k, then top-p (Hugging Face's warpers, in
     `generate`'s order), then a draw from torch's generator."""
 
-    def __init__(self, do_sample: bool, temperature: float, top_p: float, top_k: int | None):
+    def __init__(self, decoding: Decoding):
         self.warpers = None
-        if do_sample:
+        if decoding.do_sample:
             from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-            self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)]
+            top_k, top_p = decoding.top_k, decoding.top_p if decoding.top_p is not None else 1.0
+            self.warpers = LogitsProcessorList([TemperatureLogitsWarper(decoding.temperature or 1.0)]
                                                + ([TopKLogitsWarper(top_k)] if top_k else [])
                                                + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
 

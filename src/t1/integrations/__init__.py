@@ -5,10 +5,3 @@
 - `t1.integrations.llamaindex.T1Embedding`: a LlamaIndex `BaseEmbedding` (`pip install t1[llamaindex]`).
 """
 
-
-def load_t1_model(model, device=None, **settings):
-    """`t1.model.load_model`, imported when an adapter is built (not when this package is)."""
-    from ..model import load_model
-
-    return load_model(model, device, **settings)
-

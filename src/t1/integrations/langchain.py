@@ -15,7 +15,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("langchain-core is not installed: pip install 't1[langchain]'") from e
 
 from ..backbones import DEFAULT_MODEL
-from . import load_t1_model
+from ..model import load_model
 
 if TYPE_CHECKING:
     from ..model import T1Model
@@ -41,7 +41,7 @@ class T1Embeddings(Embeddings):
         device: str | None = None,
         **settings: Any,
     ) -> None:
-        self.model = load_t1_model(model, device, **settings)
+        self.model = load_model(model, device, **settings)
         self.query_instruction = query_instruction
         self.document_instruction = document_instruction
         self.prompt_name = prompt_name

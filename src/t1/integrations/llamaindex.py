@@ -16,7 +16,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("llama-index-core is not installed: pip install 't1[llamaindex]'") from e
 
 from ..backbones import DEFAULT_MODEL
-from . import load_t1_model
+from ..model import load_model
 
 
 class T1Embedding(BaseEmbedding):
@@ -35,7 +35,7 @@ class T1Embedding(BaseEmbedding):
 
     def __init__(self, model: Any = DEFAULT_MODEL, *, device: str | None = None,
                  settings: dict | None = None, **kwargs: Any) -> None:
-        t1 = load_t1_model(model, device, **(settings or {}))
+        t1 = load_model(model, device, **(settings or {}))
         kwargs.setdefault("model_name", t1.name_or_path)
         super().__init__(**kwargs)
         self._model = t1

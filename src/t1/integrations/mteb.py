@@ -36,7 +36,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from ..backbones import DEFAULT_MODEL
 from ..evaluation.datasets import BRIGHT_TASKS
-from . import load_t1_model
+from ..model import load_model
 
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -85,7 +85,7 @@ class T1Encoder(AbsEncoder):
         max_document_length: int | None = None,
         **settings: Any,
     ) -> None:
-        self.model = load_t1_model(model_name, device, **settings)
+        self.model = load_model(model_name, device, **settings)
         self.max_query_length = max_query_length or self.model.config.max_query_length
         self.max_document_length = max_document_length or self.model.config.max_document_length
         self.reasoning = reasoning

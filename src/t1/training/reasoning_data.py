@@ -30,7 +30,7 @@ from ..atomic import write_json
 from ..data import read_jsonl
 from ..errors import T1Error
 from ..prompts import instruction_or_default
-from ..settings import DEFAULT_TOP_P
+from ..settings import DEFAULT_TOP_P, Decoding
 from .records import Record
 from .rewards import best_positive_rank, cosine_margin
 
@@ -164,8 +164,7 @@ def _best_of_n(model, batch: list[Record], start: int, s: SamplingSettings) -> l
     prompts = [model.prompts.query_prompt(r.query, instruction_or_default(r.instruction, cfg.query_instruction),
                                           cfg.max_query_length) for r in batch]
     torch.manual_seed(s.seed + start)
-    rollout = model.engine.rollout(prompts, s.max_new_tokens, num_samples=s.samples, do_sample=True,
-                                   temperature=s.temperature, top_p=s.top_p)
+    rollout = model.engine.rollout(prompts, s.max_new_tokens, s.samples, Decoding(True, s.temperature, s.top_p))
     texts = [model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in rollout.reasoning_ids]
     embeddings = rollout.embeddings
     if s.whole_sentences:
