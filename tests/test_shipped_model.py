@@ -10,6 +10,7 @@ import pytest
 from t1 import T1Model
 from t1.backbones import DEFAULT_MODEL, shipped_model
 from t1.data import load_beir
+from t1.settings import GREEDY
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -162,7 +163,7 @@ def test_llama_cpp_reduced_precision_engines_are_near_the_reference_and_cached_a
     engine = make_engine(shipped, name)
     assert (engine.name, engine.exact) == (name, False)
     assert engine.path.name.endswith(f".{weights}.gguf")
-    assert trace_settings(engine, 12, {"do_sample": False})["engine"] == name
+    assert trace_settings(engine, 12, GREEDY)["engine"] == name
     rollout = engine.rollout(prompts, 12)
     assert all(len(r) <= 12 for r in rollout.reasoning_ids)
     assert torch.nn.functional.cosine_similarity(rollout.embeddings, reference.embeddings).min() >= 0.9

@@ -24,6 +24,7 @@ from .cli_args import (
     add_sampling_args,
     add_settings_args,
     device_arg,
+    model_config,
     model_from_args,
     positive_int,
     query_settings,
@@ -153,7 +154,7 @@ def _search(args, index, queries):
     index.use_ann(args.ann, ef_search=args.ef_search, nprobe=args.nprobe, refine=args.refine)
     settings = query_settings(args, reasoning=args.reasoning,
                               hybrid=False if args.dense_only else (True if args.hybrid else None))
-    choose_ranking(index, None, settings)  # a hybrid search without BM25 fails before the model loads
+    ranking = choose_ranking(index, model_config(args), settings)  # decided (or refused) before the model loads
     cache = None
     if args.reasoning in ("generate", "auto") and not args.no_reasoning_cache:
         from .backbones import cache_dir
@@ -162,7 +163,6 @@ def _search(args, index, queries):
         cache = ReasoningCache(args.reasoning_cache or args.index or cache_dir())  # opened before the model loads
     model = model_from_args(args)
     index.check(model)  # opened (and its files checked) before the model loaded
-    ranking = choose_ranking(index, model, settings)
     if ranking.note:
         print(f"t1: note: {ranking.note}", file=sys.stderr)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import fields
 
 from .errors import T1Error
 from .settings import MIN_TEMPERATURE
@@ -142,6 +143,19 @@ def model_from_args(args):
     from .model import load_model
 
     return load_model(args.model, args.device, getattr(args, "engine", None), **model_settings(args))
+
+
+def model_config(args):
+    """The `T1Config` the model of --model will have, read without loading it: its saved
+    settings (none for a config-less checkpoint) with the flags' applied. What a search decides
+    before the weights load (its ranking) is decided on it, once."""
+    from dataclasses import replace
+
+    from .settings import T1Config
+
+    flags = {k: v for k, v in model_settings(args).items() if k in {f.name for f in fields(T1Config)}}
+    saved = T1Config.saved(args.model)
+    return replace(saved, **flags) if saved is not None else T1Config(**flags)
 
 
 def add_settings_args(p: argparse.ArgumentParser, query: bool = True, document: bool = True) -> None:

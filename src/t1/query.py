@@ -44,18 +44,19 @@ class QueryResults:
 def choose_ranking(index, model, settings: QuerySettings) -> SearchRanking:
     """Which ranking a search uses, the one rule of every entry point.
 
-    By default (`hybrid` None, no fusion setting) T1 fused with BM25 by the `model`'s saved
+    By default (`hybrid` None, no fusion setting) T1 fused with BM25 by the model's saved
     `fusion` method (default a weighted sum) with its saved `fusion_weight`, when it has one and
-    `index` has BM25; else T1 alone (with a
-    `note` when only BM25 is missing). `hybrid=False`: T1 alone. `hybrid=True`, a `fusion`
-    method or a `fusion_weight`: fused with BM25, which must be there; unset settings default as
-    `t1.index.fusion.resolve` says. `model` None: what can be decided before it loads."""
+    `index` has BM25; else T1 alone (with a `note` when only BM25 is missing). `hybrid=False`:
+    T1 alone. `hybrid=True`, a `fusion` method or a `fusion_weight`: fused with BM25, which must
+    be there; unset settings default as `t1.index.fusion.resolve` says. `model`: a `T1Model`, or
+    its `T1Config` (`t1 search` decides before the weights load), or None (no saved fusion)."""
     from .index.fusion import resolve
 
     if settings.hybrid is False:
         return SearchRanking()
+    config = getattr(model, "config", model)
+    saved = config.fusion_weight if config is not None else None
     asked = settings.fusion is not None or settings.fusion_weight is not None
-    saved = model.config.fusion_weight if model is not None else None
     if not (settings.hybrid or asked):
         if saved is None:
             return SearchRanking()
@@ -64,7 +65,7 @@ def choose_ranking(index, model, settings: QuerySettings) -> SearchRanking:
     elif not index.has_bm25:
         raise T1Error(f"hybrid search needs BM25: {index.no_bm25}")
     return SearchRanking(*resolve(settings.fusion, settings.fusion_weight, saved,
-                                  getattr(model.config, "fusion", None) if model is not None else None))
+                                  getattr(config, "fusion", None) if config is not None else None))
 
 
 def encode(model, queries: Sequence[str], settings: QuerySettings = QuerySettings(), *,
