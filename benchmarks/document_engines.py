@@ -73,12 +73,39 @@ def main() -> int:
                          "docs_per_s": round(n / (time.perf_counter() - start), 2)})
             print(json.dumps(rows[-1]), file=sys.stderr)
     result = {"model": args.model, "default_engine": default, "threads": torch.get_num_threads(),
-              "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()}, "rows": rows}
+              "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()}, "rows": rows,
+              "projected_hours": projections(rows)}
     if os.environ.get("T1_BENCH_OUT"):
         Path(os.environ["T1_BENCH_OUT"], f"document_engines-{args.tag}.json").write_text(
             json.dumps({"benchmark": "document_engines", "machine": machine(), **result}, indent=2))
     report("document_engines", result)
     return 0
+
+
+# BRIGHT's document counts per task (short documents; the method notes), in BRIGHT's task order.
+BRIGHT_DOCUMENTS = {"biology": 57359, "earth_science": 121249, "economics": 50220, "psychology": 52835,
+                    "robotics": 61961, "stackoverflow": 107081, "sustainable_living": 60792, "leetcode": 413932,
+                    "pony": 7894, "aops": 188002, "theoremqa_questions": 188002, "theoremqa_theorems": 23839}
+SCIFACT_DOCUMENTS = 5183
+
+
+def projections(rows: list[dict]) -> dict:
+    """Hours to index each corpus with each engine, from the rates measured here: SciFact and a
+    100k corpus at the 256-token rate (SciFact's abstracts average ~235 tokens cut at 256), each
+    BRIGHT task at the 512-token rate (the shipped model cuts documents at 512 tokens; most
+    BRIGHT passages are longer). Computed, not timed: the rate times the count."""
+    rate = {(r["engine"], r["length"]): r["docs_per_s"] for r in rows}
+    out = {}
+    for engine in sorted({r["engine"] for r in rows}):
+        short, long = rate.get((engine, 256)), rate.get((engine, 512))
+        hours = {}
+        if short:
+            hours |= {"scifact": round(SCIFACT_DOCUMENTS / short / 3600, 2), "100k": round(1e5 / short / 3600, 1)}
+        if long:
+            hours |= {f"bright/{task}": round(n / long / 3600, 1) for task, n in BRIGHT_DOCUMENTS.items()}
+        if hours:
+            out[engine] = hours
+    return out
 
 
 def _minilm():
