@@ -10,10 +10,12 @@ from conftest import shared_data
 
 from t1 import T1Error
 from t1.cli import main
-from t1.training.arguments import ModelArguments, T1TrainingArguments, parse_config
 from t1.training.collator import Collator, RecordDataset, text_key
+from t1.training.config_parser import parse_config
+from t1.training.contrastive_config import T1TrainingArguments
 from t1.training.losses import info_nce
 from t1.training.mining import interleave, mine
+from t1.training.model_config import ModelArguments
 from t1.training.reasoning_data import merge_teacher, score_traces
 from t1.training.records import Record, read_records
 

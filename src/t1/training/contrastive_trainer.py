@@ -1,4 +1,4 @@
-"""transformers `Trainer` for the two first stages of T1.
+"""transformers `Trainer` for the two first stages of T1 (configured by `contrastive_config`).
 
 Stage 1 (`reasoning=False`): queries in mode `none` (prompt + <emb_token>), `InfoNCELoss`
 against the in-batch and hard-negative documents of the global batch. Stage 2
@@ -23,10 +23,11 @@ from transformers import Trainer, TrainerCallback
 
 from ..errors import T1Error
 from ..model import T1Model
-from .arguments import ModelArguments, T1TrainingArguments
 from .collator import Collator, RecordDataset
+from .contrastive_config import T1TrainingArguments
 from .losses import CachedLoss, InfoNCELoss, ReasoningSFTLoss
 from .losses.functional import next_token_nll
+from .model_config import ModelArguments
 from .modeling import build_model, is_peft, load_weights, resolve_resume
 from .records import read_records
 

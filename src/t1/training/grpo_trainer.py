@@ -5,7 +5,7 @@ one. Group-normalised advantages, the clipped surrogate, the optional KL to the 
 vLLM rollouts are TRL's GRPOTrainer: a TRL reward function is any callable, so ours is an
 object holding the live model. The subclass adds only what TRL lacks: the query index on each
 rollout row, the optional contrastive term in the loss, and T1's settings next to each
-checkpoint. Configuration: `grpo_config.T1GRPOConfig` and `arguments.ModelArguments`.
+checkpoint. Configuration: `grpo_config.T1GRPOConfig` and `model_config.ModelArguments`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from ..atomic import write_json
 from ..errors import T1Error
 from ..prompts import PromptBuilder
 from ..reasoning import stop_token_ids
-from .arguments import ModelArguments, to_dict
 from .collator import RecordDataset, text_key
+from .config_parser import to_dict
 from .grpo_config import T1GRPOConfig
 from .grpo_reward import RetrievalReward
 from .losses import info_nce
-from .modeling import build_model, merged_start, resolve_resume
+from .model_config import ModelArguments
+from .modeling import build_model, is_peft, merged_start, resolve_resume, saved_adapter
 from .records import read_records
 from .reward_curve import METRICS_FILE, MetricsLogger, plot_rewards, read_metrics
 
@@ -150,10 +151,10 @@ def _prepare_policy(model, output_dir: Path, beta: float) -> None:
         # peft's TrainableTokensWrapper (the <emb_token> row of a tied LM head) exposes `weight`
         # but not `bias`, which TRL's fused log-prob head reads. Plain attribute: no new parameter.
         object.__setattr__(head, "bias", getattr(getattr(head, "original_module", None), "bias", None))
-    if not beta or model.has_adapter:
+    if not beta or is_peft(model.backbone):
         return  # no reference, or TRL's reference is the adapter's starting copy
     source = Path(getattr(model, "name_or_path", "") or "")
-    if (source / "t1_config.json").exists() and not (source / "adapter_config.json").exists():
+    if (source / "t1_config.json").exists() and not saved_adapter(source):
         reference = source
     else:
         reference = output_dir / "reference"
@@ -212,7 +213,7 @@ def save_policy(trainer, model, folder: Path) -> None:
     without the frozen reference copy TRL adds for the KL term) and plot the reward curve.
     `trainer.save_model` gathers sharded weights and writes on the main process only."""
     backbone = trainer.model
-    if hasattr(backbone, "peft_config") and "ref" in backbone.peft_config:
+    if is_peft(backbone) and "ref" in backbone.peft_config:
         backbone.delete_adapter("ref")
     trainer.save_model(str(folder))
     if trainer.is_world_process_zero():
