@@ -1,10 +1,12 @@
 """`RetrievalEvaluator` (t1.evaluation.evaluator): the same numbers as `t1 eval`, whichever way
 the model is given, and the one reading of `--reasoning`."""
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from t1 import T1Error, T1Model
 from t1.cli import main
@@ -65,3 +67,54 @@ def test_reasoning_is_read_in_one_place(tmp_path):
         Reasoning.parse("auto", "bm25", files=False)
     with pytest.raises(T1Error, match="not 'generate', 'none' or an existing file"):
         Reasoning.parse("gpt4", "bm25", dataset_is_bright=False)
+
+
+# ---------------------------------------------------------------------------- the trainers call it
+class Spy:
+    """A RetrievalEvaluator that records the models it was called on, and whether they trained."""
+
+    def __init__(self, inner: RetrievalEvaluator):
+        self.inner, self.calls = inner, []
+
+    def __call__(self, model, output_path=None):
+        self.calls.append((model, model.backbone.training, torch.is_grad_enabled()))
+        return self.inner(model, output_path)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_contrastive_trainer_calls_it(tiny_model_path, tmp_path):
+    from test_training_trainer import make_config
+
+    from t1.training.contrastive_trainer import make_trainer
+
+    config = make_config(tmp_path, tiny_model_path, max_steps=2, eval_strategy="steps", eval_steps=1)
+    spy = Spy(evaluator(name="examples"))
+    trainer = make_trainer(*config, reasoning=False, evaluator=spy)
+    trainer.train()
+    assert len(spy.calls) == 2  # eval_steps 1, two steps
+    model, training, grad = spy.calls[-1]
+    assert model is trainer.model.t1 and not training and not grad
+    assert trainer.model.training  # back in training mode after each evaluation
+    logged = [h for h in trainer.state.log_history if "eval_examples_ndcg@10" in h]
+    assert len(logged) == 2 and {h["step"] for h in logged} == {1, 2}
+    # On demand, the numbers are those of the same evaluator called on the trained model.
+    metrics = trainer.evaluate()
+    assert metrics["eval_examples_ndcg@10"] == spy.inner(trainer.model.t1)["examples_ndcg@10"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_grpo_trainer_calls_it(tiny_model_path, tmp_path):
+    from test_grpo import _stage
+
+    from t1.training.grpo_trainer import train_grpo
+
+    rows = [{"query": "cell protein gene", "pos": ["cell protein gene brain"], "neg": ["solar energy", "prime proof"]}
+            for _ in range(4)]
+    records = tmp_path / "train.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spy = Spy(evaluator(name=""))
+    stage = _stage(tiny_model_path, records, tmp_path / "stage3", max_steps=1, save_steps=5, eval_strategy="steps",
+                   eval_steps=1, contrastive_weight=0.0, beta=0.0)
+    _, trainer = train_grpo(*stage, evaluator=spy, stream=io.StringIO())
+    assert len(spy.calls) == 1 and spy.calls[0][0] is trainer.t1 and not spy.calls[0][1]
+    assert any("eval_ndcg@10" in h for h in trainer.state.log_history)

@@ -328,19 +328,24 @@ def dev_data(config: CurriculumConfig):
     return data
 
 
-def _evaluate(data, retriever_spec: str, folder: Path, k: int, model=None, mode: str = "none",
-              settings: EvalSettings | None = None, device: str | None = None) -> dict:
-    """Mean metrics of one run folder (reused when it is complete) and its wall time."""
-    from ..evaluation.retrievers import make_retriever
-    from ..evaluation.runs import INFO_FILE, METRICS_FILE, read_json, run_evaluation
+def dev_evaluator(data, settings: EvalSettings, mode: str = "none", device: str | None = None):
+    """The `RetrievalEvaluator` of the dev split in query mode `mode`."""
+    from ..evaluation.evaluator import RetrievalEvaluator
+
+    query = QuerySettings(reasoning=mode, max_new_tokens=settings.max_new_tokens,
+                          instruction=instruction_or_default(settings.query_instruction, data.query_instruction))
+    return RetrievalEvaluator.from_data(data, k=settings.k, query=query, retriever_options=dict(
+        batch_size=settings.batch_size, device=device, show_progress=False))
+
+
+def _evaluate(data, model, folder: Path, mode: str = "none", settings: EvalSettings | None = None,
+              device: str | None = None) -> dict:
+    """Mean metrics of one run folder (reused when it is complete) and its wall time. `model`: a
+    retriever spec (bm25) or a loaded T1 model."""
+    from ..evaluation.runs import INFO_FILE, METRICS_FILE, read_json
 
     if not (folder / METRICS_FILE).exists():
-        settings = settings or EvalSettings()
-        query = QuerySettings(reasoning=mode, max_new_tokens=settings.max_new_tokens,
-                              instruction=instruction_or_default(settings.query_instruction, data.query_instruction))
-        retriever = make_retriever(retriever_spec, data.corpus, model=model, query=query,
-                                   batch_size=settings.batch_size, device=device, show_progress=False)
-        run_evaluation(data, retriever, folder, k=k, info={"mode": mode})
+        dev_evaluator(data, settings or EvalSettings(), mode, device)(model, folder, info={"mode": mode})
     info = read_json(folder / INFO_FILE)
     return {**read_json(folder / METRICS_FILE), "seconds": info.get("wall_seconds", {}).get("total")}
 
@@ -373,8 +378,7 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
             return
         model = T1Model.from_pretrained(folder, device=config.device, engine=config.engine)
         for mode in modes:
-            metrics = _evaluate(data, f"t1:{folder}", out / "eval" / f"{stage}-{mode}", config.eval.k,
-                                model=model, mode=mode, settings=config.eval, device=config.device)
+            metrics = _evaluate(data, model, out / "eval" / f"{stage}-{mode}", mode, config.eval, config.device)
             rows.append({"stage": stage, "model": folder, "mode": mode, **metrics,
                          "train_seconds": state["train_seconds"].get(stage)})
             log(f"  {STAGE_NAMES[stage]} ({mode}): nDCG@10 {100 * metrics['ndcg@10']:.1f}")
@@ -388,7 +392,7 @@ def run_curriculum(config: CurriculumConfig, log=print) -> str:
 
     if config.eval.bm25:
         rows.append({"stage": "bm25", "model": "BM25", "mode": "-",
-                     **_evaluate(data, "bm25", out / "eval" / "bm25", config.eval.k)})
+                     **_evaluate(data, "bm25", out / "eval" / "bm25", settings=config.eval)})
 
     # Stage 1: contrastive.
     stage1_dir = out / "stage1"

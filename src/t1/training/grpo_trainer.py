@@ -5,7 +5,8 @@ one. Group-normalised advantages, the clipped surrogate, the optional KL to the 
 vLLM rollouts are TRL's GRPOTrainer: a TRL reward function is any callable, so ours is an
 object holding the live model. The subclass adds only what TRL lacks: the query index on each
 rollout row, the optional contrastive term in the loss, and T1's settings next to each
-checkpoint. Configuration: `grpo_config.T1GRPOConfig` and `model_config.ModelArguments`.
+checkpoint. Configuration: `grpo_config.T1GRPOConfig` and `model_config.ModelArguments`. Given
+an `evaluator` (a `RetrievalEvaluator`), `evaluate()` runs it on the live model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..prompts import PromptBuilder
 from ..reasoning import stop_token_ids
 from .collator import RecordDataset, text_key
 from .config_parser import to_dict
+from .evaluate_hook import EvaluatorMixin
 from .grpo_config import T1GRPOConfig
 from .grpo_reward import RetrievalReward
 from .losses import info_nce
@@ -55,7 +57,7 @@ def conversation(query: str, instruction: str | None) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- trainer
-class T1GRPOTrainer(GRPOTrainer):
+class T1GRPOTrainer(EvaluatorMixin, GRPOTrainer):
     """GRPOTrainer plus the query index on each rollout row and the contrastive term. Reward
     and contrastive embeddings run the decoder directly (`T1Model.embed`), not through the
     DDP wrapper; the contrastive gradients join the policy loss's in the same backward pass."""
@@ -67,6 +69,10 @@ class T1GRPOTrainer(GRPOTrainer):
         self.last_advantages: torch.Tensor | None = None
         super().__init__(*args, reward_funcs=[reward], **kwargs)
         self.t1.backbone = self.model  # the PEFT-wrapped policy when TRL wrapped it
+
+    @property
+    def t1_model(self):
+        return self.t1
 
     def _get_train_sampler(self, dataset=None):
         return EpochSeededSampler(super()._get_train_sampler(dataset))
@@ -166,9 +172,10 @@ def _prepare_policy(model, output_dir: Path, beta: float) -> None:
 
 
 def train_grpo(model_args: ModelArguments, args: T1GRPOConfig, callbacks: list | None = None, model=None,
-               stream=None):
+               stream=None, evaluator=None):
     """Run stage 3; return (folder of the final T1 model, trainer). Resumes from the newest
-    checkpoint in output_dir (or `resume_from_checkpoint`)."""
+    checkpoint in output_dir (or `resume_from_checkpoint`). `evaluator` (a `RetrievalEvaluator`)
+    is what `eval_strategy` runs during training."""
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -193,7 +200,7 @@ def train_grpo(model_args: ModelArguments, args: T1GRPOConfig, callbacks: list |
     trainer = T1GRPOTrainer(
         model=model.backbone, args=args, train_dataset=Dataset.from_list(rows), processing_class=model.tokenizer,
         callbacks=[MetricsLogger(output_dir, stream), CheckpointConfig(model), SeedEachStep(), *(callbacks or [])],
-        t1_model=model, reward=reward,
+        t1_model=model, reward=reward, evaluator=evaluator,
     )
     trainer.remove_callback(PrinterCallback)  # MetricsLogger prints one line per step instead
     trainer.remove_callback(ProgressCallback)
