@@ -112,6 +112,18 @@ def test_shipped_recipe_parses_with_its_stage_configs(monkeypatch):
     assert stages.stage3 is None and stages.stage1[1].distill_weight == stages.stage2[1].distill_weight == 200
 
 
+
+def test_every_curriculum_setting_has_help():
+    from t1.training.config_parser import describe
+    from t1.training.curriculum import CurriculumConfig
+
+    lines = describe(CurriculumConfig)
+    assert "  --eval.k  Documents kept per query. (default: 100)" in lines
+    assert "  --traces.max_new_tokens  Trace length limit in tokens. (default: 128)" in lines
+    helps = [line.split("  ", 2)[-1].split(" (default")[0] for line in lines if line.startswith("  --")]
+    assert len(helps) > 40 and all(text.strip() for text in helps)
+
+
 # ---------------------------------------------------------------- loss
 def test_info_nce_matches_cross_entropy_and_masks_shared_positives():
     torch.manual_seed(0)

@@ -168,12 +168,15 @@ def _grpo(args) -> int:
 
 def _curriculum(args) -> int:
     from . import curriculum
+    from .config_parser import describe
     from .curriculum import load_curriculum_config, run_curriculum
 
     argv = list(args.argv)
     if "--help" in argv or "-h" in argv:
         print("usage: t1 train curriculum --config FILE [--section.key VALUE ...] [--stageN.field VALUE ...]\n")
         print(curriculum.__doc__)
+        print("settings:")
+        print("\n".join(describe(curriculum.CurriculumConfig)))
         return 0
     config_path = take_option(argv, "--config")
     table = run_curriculum(load_curriculum_config(config_path, argv))

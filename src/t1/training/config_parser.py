@@ -106,6 +106,27 @@ class ConfigParser(HfArgumentParser):
         return config
 
 
+def redefault(base: type, name: str, default, help: str | None = None):
+    """Field `name` of the dataclass `base` re-declared with another default: the field keeps
+    its `--help` text (or takes `help`), which re-declaring it plainly would drop."""
+    parent = base.__dataclass_fields__[name]
+    return dataclasses.field(default=default, metadata={**parent.metadata, **({"help": help} if help else {})})
+
+
+def describe(kind: type, prefix: str = "") -> list[str]:
+    """One line per field of the dataclass `kind` (`--prefix.name`, its help and default), a
+    nested dataclass field as its own fields: the `--help` of a sectioned config."""
+    lines = []
+    for f in dataclasses.fields(kind):
+        hint = _without_none(typing.get_type_hints(kind)[f.name])
+        if dataclasses.is_dataclass(hint):
+            lines += [f"{prefix}{f.name}: {f.metadata.get('help', '')}", *describe(hint, f"{prefix}{f.name}.")]
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        lines.append(f"  --{prefix}{f.name}  {f.metadata.get('help', '')} (default: {default!r})")
+    return lines
+
+
 def parse_config(types: tuple, argv: list[str], prog: str, settings: dict | None = None) -> tuple:
     """`ConfigParser(types, prog).parse(argv, settings)`: the stages' configs from the command line."""
     return ConfigParser(types, prog=prog).parse(argv, settings)

@@ -14,17 +14,12 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .config_parser import redefault
+
 # Training numbers that make no sense at zero or below, checked before any work (transformers
 # would train one step at max_steps 0, everything at -5, and nothing at a batch size of 0).
 POSITIVE = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "learning_rate",
             "logging_steps", "save_steps")
-
-
-def redefault(base: type, name: str, default, help: str | None = None):
-    """Field `name` of the dataclass `base` re-declared with another default: the field keeps
-    its `--help` text (or takes `help`), which re-declaring it plainly would drop."""
-    parent = base.__dataclass_fields__[name]
-    return field(default=default, metadata={**parent.metadata, **({"help": help} if help else {})})
 
 
 @dataclass

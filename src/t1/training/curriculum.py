@@ -31,6 +31,7 @@ from ..errors import T1Error
 from ..export import export_model
 from ..prompts import instruction_or_default
 from ..settings import QuerySettings
+from .config_parser import redefault
 from .reasoning_data import SamplingSettings
 
 STAGE_NAMES = {"base": "0 · starting model", "stage1": "1 · contrastive", "stage2": "2 · reasoning SFT",
@@ -41,34 +42,45 @@ COLUMNS = ("ndcg@10", "recall@100", "mrr")
 
 @dataclass
 class StageRef:
-    config: str = ""  # the stage's YAML config
-    overrides: dict = field(default_factory=dict)  # field: value, as `--field value` on its command line
+    config: str = field(default="", metadata={"help": "The stage's YAML config (`t1 train contrastive|sft|grpo`)."})
+    overrides: dict = field(default_factory=dict, metadata={
+        "help": "Fields of the stage's config set on top of its file: a mapping in YAML, `--stageN.FIELD VALUE` "
+                "on the command line."})
 
 
 @dataclass
 class TraceSettings(SamplingSettings):
     """Stage-2 traces: a teacher file, or best-of-N from the stage-1 model (`t1 data reason`)."""
 
-    teacher: str | None = None
-    max_new_tokens: int = 128
-    max_records: int | None = None  # traces for the first N records only (stage 2's training set)
-    records: str = "claims"  # claims: the claim records; stage1: stage 1's records (claims + pairs, mixed)
+    teacher: str | None = field(default=None, metadata={
+        "help": "JSONL of teacher traces (`reasoning` and `query_id`/`id` or `query`); unset: best-of-N from the "
+                "stage-1 model."})
+    max_new_tokens: int = redefault(SamplingSettings, "max_new_tokens", 128)
+    max_records: int | None = field(default=None, metadata={
+        "help": "Traces for the first N records only (stage 2's training set)."})
+    records: str = field(default="claims", metadata={
+        "help": "claims: the claim records; stage1: stage 1's records (claims + pairs, mixed)."})
 
 
 @dataclass
 class EvalSettings:
-    split: str = "dev"
-    max_queries: int | None = None  # first N judged queries
-    max_documents: int | None = None  # subsample the corpus (judged documents always kept)
-    k: int = 100
-    max_new_tokens: int | None = None  # reasoning budget in mode generate (None: the model's)
-    query_instruction: str | None = None  # None: the dataset's, else the model's
-    batch_size: int = 8
-    bm25: bool = True  # a BM25 row for reference
-    base: bool = True  # evaluate the starting model too
-    modes: dict = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_MODES.items()})
-    seed: int = 0
-    fusion_mode: str = "generate"  # the query mode whose fusion weight with BM25 is chosen on the held-out claims
+    split: str = field(default="dev", metadata={"help": "The dataset's qrels split the table reports."})
+    max_queries: int | None = field(default=None, metadata={"help": "First N judged queries."})
+    max_documents: int | None = field(default=None, metadata={
+        "help": "Subsample the corpus to N documents (judged documents always kept)."})
+    k: int = field(default=100, metadata={"help": "Documents kept per query."})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "Reasoning budget in mode generate (unset: the model's)."})
+    query_instruction: str | None = field(default=None, metadata={
+        "help": "Query instruction (unset: the dataset's, else the model's)."})
+    batch_size: int = field(default=8, metadata={"help": "Queries per batch."})
+    bm25: bool = field(default=True, metadata={"help": "A BM25 row in the table, for reference."})
+    base: bool = field(default=True, metadata={"help": "Evaluate the starting model too."})
+    modes: dict = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_MODES.items()}, metadata={
+        "help": "Query modes evaluated per stage: base/stage1/stage2/stage3 to lists of none/generate."})
+    seed: int = field(default=0, metadata={"help": "Seed of the corpus subsample."})
+    fusion_mode: str = field(default="generate", metadata={
+        "help": "The query mode whose fusion weight with BM25 is chosen on the held-out claims."})
 
 
 @dataclass
@@ -76,51 +88,56 @@ class PairSettings:
     """Self-supervised pairs (`t1 data pairs`) added to stage 1's records: counts per kind made
     from `corpus`, and/or a records file made beforehand (e.g. `t1 data pairs --source ...`)."""
 
-    corpus: str | None = None  # a corpus file or BEIR folder; None: no pairs made here
-    title: int = 0
-    sentence: int = 0
-    negatives: int = 3
-    seed: int = 0
-    file: str | None = None  # records made beforehand, added as they are
+    corpus: str | None = field(default=None, metadata={
+        "help": "A corpus file or BEIR folder to make pairs from; unset: no pairs made here."})
+    title: int = field(default=0, metadata={"help": "title -> text pairs made from the corpus."})
+    sentence: int = field(default=0, metadata={"help": "sentence -> rest of the passage pairs made from the corpus."})
+    negatives: int = field(default=3, metadata={"help": "BM25 hard negatives per pair."})
+    seed: int = field(default=0, metadata={"help": "Seed of the pairs and of their shuffle into the records."})
+    file: str | None = field(default=None, metadata={"help": "Records made beforehand, added as they are."})
 
 
 @dataclass
 class DistillSettings:
     """Teacher scores (`t1 data distill`) on the stage-1 records, for the stages' `distill_weight`."""
 
-    teacher: str | None = None  # a sentence-transformers model, e.g. all-minilm-l6-v2; None: no scores
-    batch_size: int = 64
+    teacher: str | None = field(default=None, metadata={
+        "help": "A sentence-transformers model, e.g. all-minilm-l6-v2; unset: no scores."})
+    batch_size: int = field(default=64, metadata={"help": "Passages per teacher batch."})
 
 
 @dataclass
 class ExportSettings:
     """Where the final model is also saved, with T1 settings (e.g. max_new_tokens) set for use."""
 
-    folder: str | None = None
-    settings: dict = field(default_factory=dict)
+    folder: str | None = field(default=None, metadata={"help": "Folder the final model is exported to; unset: none."})
+    settings: dict = field(default_factory=dict, metadata={"help": "T1 settings saved with the exported model."})
 
 
 @dataclass
 class CurriculumConfig:
-    output_dir: str = ""
-    dataset: str = ""  # BEIR folder: train split -> records, eval.split -> the table
-    train_split: str = "train"
-    train_file: str | None = None  # records to use instead of mining
-    instruction: str | None = None  # query instruction stored in each mined record
-    max_train_queries: int | None = None  # first N records, for every stage
-    holdout: int = 0  # claims kept out of training (seeded), e.g. to choose the fusion weight on
-    negatives: int = 7
-    depth: int = 50
-    device: str | None = None
-    engine: str | None = None  # generation engine of the traces and the evaluation (None: the device's default)
-    stage1: StageRef = field(default_factory=StageRef)
-    stage2: StageRef = field(default_factory=StageRef)
-    stage3: StageRef = field(default_factory=StageRef)
-    traces: TraceSettings = field(default_factory=TraceSettings)
-    eval: EvalSettings = field(default_factory=EvalSettings)
-    pairs: PairSettings = field(default_factory=PairSettings)
-    distill: DistillSettings = field(default_factory=DistillSettings)
-    export: ExportSettings = field(default_factory=ExportSettings)
+    output_dir: str = field(default="", metadata={"help": "Folder of every piece of the run (resumable)."})
+    dataset: str = field(default="", metadata={
+        "help": "BEIR folder: its train split gives the records, eval.split the table."})
+    train_split: str = field(default="train", metadata={"help": "The qrels split records are mined from."})
+    train_file: str | None = field(default=None, metadata={"help": "Records to use instead of mining."})
+    instruction: str | None = field(default=None, metadata={"help": "Query instruction stored in each mined record."})
+    max_train_queries: int | None = field(default=None, metadata={"help": "First N records, for every stage."})
+    holdout: int = field(default=0, metadata={
+        "help": "Claims kept out of training (seeded), to choose the fusion weight on."})
+    negatives: int = field(default=7, metadata={"help": "BM25 hard negatives mined per record."})
+    depth: int = field(default=50, metadata={"help": "Negatives are drawn from the top DEPTH of BM25."})
+    device: str | None = field(default=None, metadata={"help": "Device of the traces and the evaluation."})
+    engine: str | None = field(default=None, metadata={
+        "help": "Generation engine of the traces and the evaluation (unset: the device's default)."})
+    stage1: StageRef = field(default_factory=StageRef, metadata={"help": "Stage 1 (contrastive): its config."})
+    stage2: StageRef = field(default_factory=StageRef, metadata={"help": "Stage 2 (reasoning SFT): its config."})
+    stage3: StageRef = field(default_factory=StageRef, metadata={"help": "Stage 3 (GRPO): its config; unset: none."})
+    traces: TraceSettings = field(default_factory=TraceSettings, metadata={"help": "Stage 2's traces."})
+    eval: EvalSettings = field(default_factory=EvalSettings, metadata={"help": "The dev evaluation after each stage."})
+    pairs: PairSettings = field(default_factory=PairSettings, metadata={"help": "Self-supervised pairs for stage 1."})
+    distill: DistillSettings = field(default_factory=DistillSettings, metadata={"help": "Teacher scores."})
+    export: ExportSettings = field(default_factory=ExportSettings, metadata={"help": "Where the final model goes."})
 
 
 _SECTIONS = ("stage1", "stage2", "stage3", "traces", "eval", "pairs", "distill", "export")

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
-from .contrastive_config import RecordArguments, redefault
+from .config_parser import redefault
+from .contrastive_config import RecordArguments
 from .rewards import RewardConfig
 
 
