@@ -13,8 +13,10 @@ class EvaluatorMixin:
     """Mixed into a transformers `Trainer` (before it): `evaluator=` (a
     `t1.evaluation.evaluator.RetrievalEvaluator`) replaces the loss on an eval dataset. The
     metrics are logged and passed to the callbacks with the `eval_` prefix, so
-    `metric_for_best_model` and early stopping can use them. Every process evaluates (in
-    memory, no run folder); the T1 model is `self.t1_model`, in eval mode under no_grad."""
+    `metric_for_best_model` and early stopping can use them. Every process evaluates, in memory
+    (no run folder): a T1 model's document index is built once, its shards shared among the
+    ranks (`t1.index.build`), and cached by the model's fingerprint, which follows the weights.
+    The T1 model is `self.t1_model`, in eval mode under no_grad."""
 
     def __init__(self, *args, evaluator=None, **kwargs):
         self.evaluator = evaluator
