@@ -328,10 +328,12 @@ def test_training_numbers_that_must_be_positive(tmp_path, capsys, flag):
 
 @pytest.mark.parametrize("types", ["stage12", "grpo"])
 def test_every_training_field_has_help(types):
-    from t1.training.arguments import ModelArguments, T1TrainingArguments, _Parser
+    from t1.training.config_parser import ConfigParser
+    from t1.training.contrastive_config import T1TrainingArguments
     from t1.training.grpo_config import T1GRPOConfig
+    from t1.training.model_config import ModelArguments
 
-    parser = _Parser((ModelArguments, T1TrainingArguments if types == "stage12" else T1GRPOConfig), prog="t")
+    parser = ConfigParser((ModelArguments, T1TrainingArguments if types == "stage12" else T1GRPOConfig), prog="t")
     silent = sorted({a.dest for a in parser._actions if a.dest != "help" and not (a.help or "").strip()})
     assert silent == []  # 16 re-declared fields printed no explanation
 

@@ -149,7 +149,7 @@ def test_bm25_protocol_end_to_end_and_resume(tmp_path):
 
     before = (out / "biology" / "metrics.json").stat().st_mtime_ns
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(bright_mod, "run_evaluation", fail)
+    monkey.setattr(bright_mod, "RetrievalEvaluator", fail)
     monkey.setattr(bright_mod, "load_bright_task", fail)
     try:
         logs.clear()

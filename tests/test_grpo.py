@@ -12,10 +12,11 @@ from transformers import TrainerCallback
 
 from t1 import T1Error, T1Model
 from t1.cli import main
-from t1.training.arguments import ModelArguments, parse_config
-from t1.training.grpo import build_policy, conversation, fit_query, train_grpo
+from t1.training.config_parser import parse_config
 from t1.training.grpo_config import T1GRPOConfig
 from t1.training.grpo_reward import DocumentPool, RetrievalReward
+from t1.training.grpo_trainer import build_policy, conversation, fit_query, train_grpo
+from t1.training.model_config import ModelArguments
 from t1.training.records import Record
 from t1.training.rewards import group_advantages, trace_reward
 
@@ -95,7 +96,7 @@ def test_reward_scores_the_inference_embedding(tiny_model, tmp_path):
     expected_rows = [(q[0], n, True), (q[0], n, False), (q[1], n, False), (q[2], 0, True)]
     for row, (query_vec, length, emitted) in enumerate(expected_rows):
         expected = trace_reward(d @ query_vec, positive[row], length, emitted,
-                                stage.max_completion_length, stage.reward)
+                                stage.max_completion_length, stage)
         assert out[row] == pytest.approx(expected.total, abs=1e-4)
     assert reward.last[0].format == 1.0 and reward.last[1].format == 0.0
 
@@ -120,7 +121,7 @@ def test_config_file_then_flags(tmp_path):
         "--config", str(path), "--max_steps", "3", "--reward_k", "5", "--num_generations", "4", "--use_peft", "false"],
         prog="t1 train grpo")
     assert (config.learning_rate, config.max_steps) == (1e-6, 3)  # YAML's "1e-6" string read as a float
-    assert (config.reward.rank_metric, config.reward.k, config.num_generations) == ("rr", 5, 4)
+    assert (config.reward_rank_metric, config.reward_k, config.num_generations) == ("rr", 5, 4)
     assert model_args.use_peft is False and model_args.lora_target_modules == ["q_proj", "v_proj"]
     assert config.bf16 is False and config.remove_unused_columns is False  # CPU: no bf16 by default
 
@@ -320,6 +321,12 @@ def test_curriculum_flags_are_typed(tmp_path):
         load_curriculum_config(path, ["--eval.k", "ten"])
     with pytest.raises(T1Error, match="unknown setting"):
         load_curriculum_config(path, ["--evl.k", "1"])
+    with pytest.raises(T1Error, match="eval.bm25 must be bool, got 'maybe'"):
+        load_curriculum_config(path, ["--eval.bm25", "maybe"])
+    with pytest.raises(T1Error, match="unknown setting.s. eval.kk"):
+        load_curriculum_config(path, ["--eval.kk", "1"])
+    config = load_curriculum_config(path, ["--eval.modes", "{stage1: [generate]}", "--export.folder", "null"])
+    assert config.eval.modes == {"stage1": ["generate"]} and config.export.folder is None
 
 
 def test_curriculum_with_holdout_pairs_file_teacher_and_no_stage3(tiny_model_path, tmp_path):

@@ -58,7 +58,7 @@ def test_stage1_killed_while_saving_a_checkpoint_resumes_to_the_same_model(tmp_p
     assert _run(reference, plain).returncode == 0
 
     # The 3rd checkpoint: weights written, then SIGKILL before its optimizer and trainer state.
-    dying = killing_env(tmp_path, kill="t1.training.trainer:T1Trainer._save:3:after")
+    dying = killing_env(tmp_path, kill="t1.training.contrastive_trainer:T1Trainer._save:3:after")
     assert _run(killed, dying).returncode == -signal.SIGKILL
     out = tmp_path / "killed"
     assert (out / "checkpoint-3" / "model.safetensors").exists()
@@ -94,7 +94,7 @@ def test_stage3_killed_after_logging_a_step_resumes_with_one_row_per_step(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
 
     # Step 2 logged to metrics.jsonl, then SIGKILL before checkpoint-2 is written.
-    dying = killing_env(tmp_path, kill="t1.training.grpo:MetricsLogger.on_log:2:after")
+    dying = killing_env(tmp_path, kill="t1.training.grpo_trainer:MetricsLogger.on_log:2:after")
     assert _run(killed, dying).returncode == -signal.SIGKILL
     out = tmp_path / "killed"
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -61,24 +61,25 @@ def test_length_and_format():
 
 
 def test_trace_reward_combines_the_weighted_terms():
-    config = RewardConfig(rank_metric="ndcg", k=10, rank_weight=1.0, margin_weight=0.5,
-                          length_weight=0.05, format_weight=0.2)
+    config = RewardConfig(reward_rank_metric="ndcg", reward_k=10, reward_rank_weight=1.0, reward_margin_weight=0.5,
+                          reward_length_weight=0.05, reward_format_weight=0.2)
     r = trace_reward(SCORES, POSITIVE, length=32, emitted_emb_token=True, max_length=128, config=config)
     assert r.rank == pytest.approx(0.570641, abs=1e-6)
     assert r.margin == pytest.approx(-0.4)
     assert r.length == 0.25 and r.format == 1.0 and r.best_rank == 3
     assert r.total == pytest.approx(0.570641 - 0.5 * 0.4 - 0.05 * 0.25 + 0.2, abs=1e-6)
 
-    rr = RewardConfig(rank_metric="rr", rank_weight=2.0, margin_weight=0.0, length_weight=0.0, format_weight=0.0)
+    rr = RewardConfig(reward_rank_metric="rr", reward_rank_weight=2.0, reward_margin_weight=0.0,
+                      reward_length_weight=0.0, reward_format_weight=0.0)
     r = trace_reward(SCORES, POSITIVE, length=10, emitted_emb_token=False, max_length=128, config=rr)
     assert r.total == pytest.approx(2 / 3)
 
 
 def test_reward_config_validation():
     with pytest.raises(ValueError, match="rank_metric"):
-        RewardConfig(rank_metric="map")
+        RewardConfig(reward_rank_metric="map")
     with pytest.raises(ValueError, match="reward_k must be >= 1"):
-        RewardConfig(k=0)
+        RewardConfig(reward_k=0)
 
 
 def test_group_advantages_by_hand():

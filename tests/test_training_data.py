@@ -10,10 +10,12 @@ from conftest import shared_data
 
 from t1 import T1Error
 from t1.cli import main
-from t1.training.arguments import ModelArguments, T1TrainingArguments, parse_config
 from t1.training.collator import Collator, RecordDataset, text_key
+from t1.training.config_parser import parse_config
+from t1.training.contrastive_config import T1TrainingArguments
 from t1.training.losses import info_nce
 from t1.training.mining import interleave, mine
+from t1.training.model_config import ModelArguments
 from t1.training.reasoning_data import merge_teacher, score_traces
 from t1.training.records import Record, read_records
 
@@ -108,6 +110,18 @@ def test_shipped_recipe_parses_with_its_stage_configs(monkeypatch):
     assert config.holdout == 100 and config.distill.teacher == "all-minilm-l6-v2" and config.export.folder is None
     stages = stage_configs(config)
     assert stages.stage3 is None and stages.stage1[1].distill_weight == stages.stage2[1].distill_weight == 200
+
+
+
+def test_every_curriculum_setting_has_help():
+    from t1.training.config_parser import describe
+    from t1.training.curriculum import CurriculumConfig
+
+    lines = describe(CurriculumConfig)
+    assert "  --eval.k  Documents kept per query. (default: 100)" in lines
+    assert "  --traces.max_new_tokens  Trace length limit in tokens. (default: 128)" in lines
+    helps = [line.split("  ", 2)[-1].split(" (default")[0] for line in lines if line.startswith("  --")]
+    assert len(helps) > 40 and all(text.strip() for text in helps)
 
 
 # ---------------------------------------------------------------- loss

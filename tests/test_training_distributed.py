@@ -10,7 +10,8 @@ from test_training_trainer import make_records
 from torchrun import torchrun_beside
 
 from t1 import T1Model
-from t1.training.arguments import ModelArguments, T1TrainingArguments
+from t1.training.contrastive_config import T1TrainingArguments
+from t1.training.model_config import ModelArguments
 
 
 def test_two_processes_match_one_process(tmp_path, tiny_model_path):
@@ -25,7 +26,7 @@ def test_two_processes_match_one_process(tmp_path, tiny_model_path):
                                                    "grad_cache_chunk_size": 1, "per_device_train_batch_size": 2}))
 
     def one_process():  # the same global batch in this process
-        from t1.training.trainer import make_trainer
+        from t1.training.contrastive_trainer import make_trainer
 
         one = T1TrainingArguments(**sgd, output_dir=str(tmp_path / "one"), per_device_train_batch_size=4)
         trainer = make_trainer(ModelArguments(**model), one, reasoning=True)
@@ -33,7 +34,7 @@ def test_two_processes_match_one_process(tmp_path, tiny_model_path):
         trainer.save_model(one.output_dir)
         return trainer
 
-    trainer, _ = torchrun_beside(["t1.training", "train", "sft", "--config", tmp_path / "two.yaml"], one_process)
+    trainer, _ = torchrun_beside(["t1", "train", "sft", "--config", tmp_path / "two.yaml"], one_process)
 
     def logged(name):
         state = json.loads((tmp_path / name / "checkpoint-1" / "trainer_state.json").read_text())

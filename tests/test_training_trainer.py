@@ -9,9 +9,10 @@ import torch
 from tiny_model import WORDS
 
 from t1 import T1Model
-from t1.training.arguments import ModelArguments, T1TrainingArguments
+from t1.training.contrastive_config import T1TrainingArguments
+from t1.training.contrastive_trainer import T1ForTraining, make_trainer
+from t1.training.model_config import ModelArguments
 from t1.training.records import Record, write_records
-from t1.training.trainer import T1ForTraining, make_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,9 +18,10 @@ from ..index.bm25 import DEFAULT_B, DEFAULT_K1
 from ..prompts import instruction_or_default
 from ..settings import QuerySettings
 from .datasets import BRIGHT_HUB, BRIGHT_LONG_TASKS, BRIGHT_TASKS, load_bright_task, local_files
+from .evaluator import Reasoning, RetrievalEvaluator
 from .metrics import bright_metrics, format_headline
-from .retrievers import T1_MODES, hybrid_fusion, make_retriever, parse_retriever
-from .runs import INFO_FILE, METRICS_FILE, read_json, run_evaluation
+from .retrievers import hybrid_fusion, parse_retriever
+from .runs import INFO_FILE, METRICS_FILE, read_json
 
 SUMMARY_FILE = "summary.json"
 _SETTINGS = ("retriever", "long", "reasoning", "k", "query_instruction", "document_instruction", "max_new_tokens",
@@ -98,11 +99,9 @@ def run_bright(
         query = replace(query, fusion=fusion, fusion_weight=fusion_weight)
         kind, model_name = parse_retriever(model_name)
     tasks = resolve_tasks(tasks, long)
-    mode = reasoning if reasoning in T1_MODES else "generate"
+    chosen = Reasoning.parse(reasoning, retriever, files=False)
+    mode, given = chosen.mode, chosen.given_set
     query = replace(query, reasoning=mode)
-    given = reasoning if reasoning and reasoning not in T1_MODES else None
-    if kind != "t1" and reasoning in ("generate", "auto"):
-        raise T1Error(f"{retriever} cannot generate reasoning; use a T1 model or a BRIGHT reasoning set (e.g. gpt4)")
     if kind != "t1" and (model_settings or index_root):
         raise T1Error(f"T1 settings, lengths and index folders apply to T1 models, not to {retriever}")
 
@@ -144,14 +143,15 @@ def run_bright(
         if model is not None:  # the model's instructions for this task (its settings, else BRIGHT's)
             name = f"{task}_long" if long else task
             task_query, document = model.instruction_for(name, "query"), model.instruction_for(name, "document")
-        r = make_retriever(retriever, data.corpus, model=model,
-                           query=replace(query, instruction=instruction_or_default(query.instruction, task_query)),
-                           document_instruction=instruction_or_default(document_instruction, document),
-                           index_folder=Path(index_root) / task if index_root else None,
-                           batch_size=batch_size, device=device, k1=k1, b=b, reasoning_cache=reasoning_cache,
-                           show_progress=show_progress)
-        evaluation = run_evaluation(data, r, task_dir, k=k, info={"task": task, "long": long, "reasoning_set": given})
-        log(f"{task}: {format_headline(evaluation.mean, bright_metrics(long))} ({len(data.queries)} queries, "
+        evaluator = RetrievalEvaluator.from_data(
+            data, k=k, query=replace(query, instruction=instruction_or_default(query.instruction, task_query)),
+            retriever_options=dict(document_instruction=instruction_or_default(document_instruction, document),
+                                   index_folder=Path(index_root) / task if index_root else None,
+                                   batch_size=batch_size, device=device, k1=k1, b=b, reasoning_cache=reasoning_cache,
+                                   show_progress=show_progress))
+        evaluator(evaluator.retriever(retriever, loaded=model), task_dir,
+                  info={"task": task, "long": long, "reasoning_set": given})
+        log(f"{task}: {format_headline(evaluator.last.mean, bright_metrics(long))} ({len(data.queries)} queries, "
             f"{len(data.corpus)} docs)")
         write_json(out / SUMMARY_FILE, summarize(out))
     summary = summarize(out)

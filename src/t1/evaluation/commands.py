@@ -69,42 +69,32 @@ def _add_retriever_args(p: argparse.ArgumentParser, default: str | None = None) 
 def cmd_eval(args) -> int:
     from ..atomic import check_output_folder
     from .datasets import is_bright_source, load_eval_data, load_reasoning_file
-    from .retrievers import T1_MODES, make_retriever, parse_retriever
-    from .runs import INFO_FILE, describe, read_json, run_evaluation
+    from .evaluator import Reasoning, RetrievalEvaluator
+    from .runs import INFO_FILE, describe, read_json
 
     check_output_folder(args.out)
-    kind, inner = parse_retriever(args.retriever)
-    if kind == "hybrid":
-        kind = parse_retriever(inner)[0]
-    reasoning, mode, reason_set = args.reasoning, "generate", None
-    if reasoning in T1_MODES:
-        mode = reasoning
-        if kind != "t1" and reasoning in ("generate", "auto"):
-            raise T1Error(f"{args.retriever} cannot generate reasoning; use a T1 model or --reasoning FILE")
-    elif reasoning and not Path(reasoning).is_file():
-        if not is_bright_source(args.dataset):
-            raise T1Error(f"--reasoning {reasoning!r}: not 'generate', 'none' or an existing file")
-        reason_set = reasoning  # a BRIGHT reasoning set, e.g. gpt4
-    data = load_eval_data(args.dataset, args.split, long=args.long, reasoning=reason_set)
-    if reasoning and reason_set is None and reasoning not in T1_MODES:
-        given = load_reasoning_file(reasoning)
+    reasoning = Reasoning.parse(args.reasoning, args.retriever, dataset_is_bright=is_bright_source(args.dataset))
+    data = load_eval_data(args.dataset, args.split, long=args.long, reasoning=reasoning.given_set)
+    if reasoning.given_file:
+        given = load_reasoning_file(reasoning.given_file)
         lacking = [q for q in data.queries if q not in given]
         if lacking:
-            raise T1Error(f"{reasoning}: no reasoning for query {lacking[0]!r}")
+            raise T1Error(f"{reasoning.given_file}: no reasoning for query {lacking[0]!r}")
         data.reasoning = {q: given[q] for q in data.queries}
 
+    query = query_settings(args, reasoning=reasoning.mode)
+    evaluator = RetrievalEvaluator.from_data(
+        data, k=args.k, query=replace(query, instruction=instruction_or_default(args.query_instruction,
+                                                                                 data.query_instruction)),
+        retriever_options=dict(document_instruction=args.document_instruction, batch_size=args.batch_size,
+                               device=args.device, engine=args.engine, k1=args.k1, b=args.b,
+                               reasoning_cache=not args.no_reasoning_cache, show_progress=_progress(args),
+                               model_settings=model_settings(args)))
     start = time.perf_counter()
-    query = query_settings(args, reasoning=mode)
-    retriever = make_retriever(
-        args.retriever, data.corpus,
-        query=replace(query, instruction=instruction_or_default(args.query_instruction, data.query_instruction)),
-        document_instruction=args.document_instruction, batch_size=args.batch_size, device=args.device,
-        engine=args.engine, k1=args.k1, b=args.b, reasoning_cache=not args.no_reasoning_cache,
-        show_progress=_progress(args), model_settings=model_settings(args))
-    load_s = round(time.perf_counter() - start, 2)
-    info = {"split": args.split, "reasoning": reasoning, "load_seconds": load_s}
-    evaluation = run_evaluation(data, retriever, args.out, k=args.k, info=info)
-    print(f"{data.name} · {retriever.name}: {describe(evaluation, read_json(Path(args.out) / INFO_FILE))}")
+    retriever = evaluator.retriever(args.retriever)
+    info = {"split": args.split, "reasoning": args.reasoning, "load_seconds": round(time.perf_counter() - start, 2)}
+    evaluator(retriever, args.out, info=info)
+    print(f"{data.name} · {retriever.name}: {describe(evaluator.last, read_json(Path(args.out) / INFO_FILE))}")
     print(f"wrote {args.out}")
     return 0
 

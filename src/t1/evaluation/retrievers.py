@@ -35,10 +35,9 @@ from ..index.format import corpus_hash
 from ..index.fusion import DEFAULT_METHOD, DEFAULT_WEIGHT, METHODS
 from ..index.search import exact_search
 from ..prompts import instruction_or_default
-from ..settings import GIVEN, REASONING_MODES, QuerySettings
+from ..settings import GIVEN, QuerySettings
 
 Results = dict[str, dict[str, float]]
-T1_MODES = REASONING_MODES
 MINILM_ALIASES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
 

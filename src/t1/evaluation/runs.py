@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..atomic import atomic_open, check_output_folder, write_json, write_jsonl
 from ..errors import T1Error
-from .metrics import Evaluation, evaluate, format_headline
+from .metrics import CUTOFFS, Evaluation, evaluate, format_headline
 
 RUN_FILE = "run.trec"
 RESULTS_FILE = "results.json"
@@ -89,20 +89,25 @@ def read_metrics(path: str | Path) -> dict[str, float]:
     return metrics
 
 
-def run_evaluation(data, retriever, out: str | Path, k: int = 1000, info: dict | None = None) -> Evaluation:
-    """Retrieve `data.queries` with `retriever`, score against `data.qrels`, write the run folder.
-
-    `data` is an `EvalData`; its `excluded` ids are removed before the top-k cut and its
-    `reasoning` (given traces, e.g. BRIGHT's GPT-4 reasoning) is passed to the retriever.
-    """
-    out = check_output_folder(out)
+def retrieve_and_score(data, retriever, k: int = 1000, cutoffs=CUTOFFS) -> tuple[dict, Evaluation, float]:
+    """(results, their `Evaluation`, seconds spent retrieving) of `retriever` on `data` (an
+    `EvalData`): its `excluded` ids are removed before the top-k cut and its `reasoning` (given
+    traces, e.g. BRIGHT's GPT-4 reasoning) is passed to the retriever."""
     start = time.perf_counter()
     results = retriever.retrieve(data.queries, k=k, exclude=data.excluded or None, reasoning=data.reasoning)
     retrieve_s = time.perf_counter() - start
     leaked = [(q, d) for q, docs in results.items() for d in docs if d in data.excluded.get(q, ())]
     if leaked:  # a retriever bug, not a user mistake
         raise AssertionError(f"excluded document {leaked[0][1]!r} returned for query {leaked[0][0]!r}")
-    evaluation = evaluate(data.qrels, results)
+    return results, evaluate(data.qrels, results, cutoffs), retrieve_s
+
+
+def run_evaluation(data, retriever, out: str | Path, k: int = 1000, info: dict | None = None,
+                   cutoffs=CUTOFFS) -> Evaluation:
+    """Retrieve `data.queries` with `retriever`, score against `data.qrels` (`retrieve_and_score`),
+    write the run folder `out`. `info` is added to run.json."""
+    out = check_output_folder(out)
+    results, evaluation, retrieve_s = retrieve_and_score(data, retriever, k, cutoffs)
 
     (out / METRICS_FILE).unlink(missing_ok=True)  # metrics.json marks a finished run: never an old one
     write_trec_run(out / RUN_FILE, results, tag=retriever.name)

@@ -1,10 +1,14 @@
-"""Command-line entry points: `t1 train contrastive|sft` and `t1 data mine|reason|pairs`.
+"""Command-line entry points: `t1 train contrastive|sft|grpo|curriculum` and
+`t1 data mine|reason|pairs|distill`.
 
 Training takes a YAML config and per-field flags on top, as TRL's scripts do (`--help` lists
-every field), and runs the same way on one CPU and on many GPUs:
+every field; `config_parser`), and runs the same way on one CPU and on many GPUs:
 
     t1 train contrastive --config configs/stage1-smollm2-cpu.yaml --max_steps 100 --lora_r 8
-    torchrun --nproc_per_node 8 -m t1.training train contrastive --config configs/stage1-qwen3-4b-8gpu.yaml
+    torchrun --nproc_per_node 8 -m t1 train contrastive --config configs/stage1-qwen3-4b-8gpu.yaml
+    t1 train grpo --config configs/stage3-smollm2-cpu.yaml [--max_steps 2 --reward_k 5 ...]
+    accelerate launch --num_processes 8 -m t1 train grpo --config configs/stage3-qwen3-4b-8gpu.yaml
+    t1 train curriculum --config configs/curriculum-smollm2.yaml [--eval.max_queries 20 --stage3.max_steps 5]
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ def register(subparsers) -> None:
     stages = train.add_subparsers(dest="stage", required=True)
     for name, help_text in STAGES.items():
         add_config_command(stages, name, help_text, _train)
-    from .grpo_commands import register_grpo
-
-    register_grpo(stages)
+    add_config_command(stages, "grpo",
+                       "stage 3: GRPO on sampled reasoning traces, rewarded by retrieval (TRL's GRPOTrainer); "
+                       "re-running resumes from the newest checkpoint; --plot PNG only plots the reward curve", _grpo)
+    add_config_command(stages, "curriculum",
+                       "stages 1 → 2 → 3, evaluated on a dev split after each, into one table (resumable); "
+                       "--section.key value overrides the config, --stageN.field value a stage's", _curriculum)
 
     data = subparsers.add_parser("data", help="build training records")
     tools = data.add_subparsers(dest="tool", required=True)
@@ -113,14 +120,67 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
-    from .arguments import ModelArguments, T1TrainingArguments, parse_config
-    from .trainer import train
+    from .config_parser import parse_config
+    from .contrastive_config import T1TrainingArguments
+    from .contrastive_trainer import train
+    from .model_config import ModelArguments
 
     model_args, training_args = parse_config((ModelArguments, T1TrainingArguments), args.argv,
                                              prog=f"t1 train {args.stage}")
     folder = train(model_args, training_args, reasoning=args.stage == "sft")
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"saved the trained model to {folder}")
+    return 0
+
+
+def take_option(argv: list[str], option: str) -> str | None:
+    """Remove `option VALUE` from `argv`; return VALUE (None when absent)."""
+    if option not in argv:
+        return None
+    i = argv.index(option)
+    if i + 1 >= len(argv):
+        raise T1Error(f"{option} needs a value")
+    value = argv[i + 1]
+    del argv[i: i + 2]
+    return value
+
+
+def _grpo(args) -> int:
+    from .config_parser import parse_config
+    from .grpo_config import T1GRPOConfig
+    from .grpo_trainer import train_grpo
+    from .model_config import ModelArguments
+    from .reward_curve import plot_rewards
+
+    argv = list(args.argv)
+    plot = take_option(argv, "--plot")
+    model_args, config = parse_config((ModelArguments, T1GRPOConfig), argv, prog="t1 train grpo")
+    if plot:
+        print(f"wrote {plot_rewards(config.output_dir, plot)}")
+        return 0
+    final, trainer = train_grpo(model_args, config)
+    if trainer.state.global_step < trainer.state.max_steps:
+        print(f"stopped at step {trainer.state.global_step}; re-run the same command to resume")
+        return 1
+    print(f"saved the trained model to {final}")
+    return 0
+
+
+def _curriculum(args) -> int:
+    from . import curriculum
+    from .config_parser import describe
+    from .curriculum import load_curriculum_config, run_curriculum
+
+    argv = list(args.argv)
+    if "--help" in argv or "-h" in argv:
+        print("usage: t1 train curriculum --config FILE [--section.key VALUE ...] [--stageN.field VALUE ...]\n")
+        print(curriculum.__doc__)
+        print("settings:")
+        print("\n".join(describe(curriculum.CurriculumConfig)))
+        return 0
+    config_path = take_option(argv, "--config")
+    table = run_curriculum(load_curriculum_config(config_path, argv))
+    print(table)
     return 0
 
 

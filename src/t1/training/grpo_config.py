@@ -1,4 +1,5 @@
-"""Stage-3 configuration: TRL's `GRPOConfig` plus T1's reward and pool settings.
+"""Stage-3 configuration: TRL's `GRPOConfig` plus the records' settings (`RecordArguments`),
+the reward's (`rewards.RewardConfig`, the `reward_*` fields) and the document pool's.
 
 Generation is GRPOConfig's own: `num_generations` (G traces per query), `max_completion_length`
 (the trace budget), `temperature`, `top_p`, `top_k`. The InfoNCE temperature is therefore
@@ -8,33 +9,23 @@ Generation is GRPOConfig's own: `num_generations` (G traces per query), `max_com
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from trl import GRPOConfig
 
-from .arguments import RecordArguments, redefault
+from .config_parser import redefault
+from .contrastive_config import RecordArguments
 from .rewards import RewardConfig
 
 
 @dataclass
-class T1GRPOConfig(RecordArguments, GRPOConfig):
+class T1GRPOConfig(RecordArguments, RewardConfig, GRPOConfig):
     max_queries: int | None = field(default=None, metadata={"help": "Use the first N records only."})
     doc_refresh_steps: int = field(default=10, metadata={
         "help": "Pool document embeddings are recomputed every K optimizer steps."})
     embed_batch_size: int = field(default=16, metadata={"help": "Sequences per embedding forward pass."})
     contrastive_weight: float = field(default=0.0, metadata={
         "help": "Weight of InfoNCE (query + sampled trace) added to the policy loss; 0: off."})
-    reward_rank_metric: Literal["ndcg", "rr"] = field(default="ndcg", metadata={
-        "help": "Rank term: nDCG@k of the positives in the pool, or reciprocal rank of the best one."})
-    reward_k: int = field(default=10, metadata={"help": "k of the rank term's nDCG@k."})
-    reward_rank_weight: float = field(default=1.0, metadata={"help": "Weight of the rank term."})
-    reward_margin_weight: float = field(default=0.5, metadata={
-        "help": "Weight of (best positive − best negative) cosine."})
-    reward_length_weight: float = field(default=0.05, metadata={
-        "help": "Penalty weight on the share of max_completion_length the trace used."})
-    reward_format_weight: float = field(default=0.2, metadata={
-        "help": "Bonus when the model ends its trace with <emb_token> itself."})
     # Defaults that differ from GRPOConfig's: small, single-device runs.
     num_generations: int | None = redefault(GRPOConfig, "num_generations", 8)
     max_completion_length: int | None = redefault(GRPOConfig, "max_completion_length", 128)
@@ -62,14 +53,7 @@ class T1GRPOConfig(RecordArguments, GRPOConfig):
             raise ValueError("max_queries must be >= 1")
         if self.contrastive_weight < 0:
             raise ValueError("contrastive_weight must be >= 0")
-        self.reward  # noqa: B018 (checks the reward settings)
         if self.bf16 is None:
             self.bf16 = torch.cuda.is_available()
         self.remove_unused_columns = False  # the reward needs each row's query_index
         self.finish_post_init(T1GRPOConfig)
-
-    @property
-    def reward(self) -> RewardConfig:
-        return RewardConfig(rank_metric=self.reward_rank_metric, k=self.reward_k, rank_weight=self.reward_rank_weight,
-                            margin_weight=self.reward_margin_weight, length_weight=self.reward_length_weight,
-                            format_weight=self.reward_format_weight)

@@ -76,7 +76,6 @@ class RetrievalReward:
         self.model = model
         self.records = records
         self.config = config
-        self.reward_config = config.reward
         self.pool = DocumentPool(model, config.doc_refresh_steps, config.max_document_length, config.embed_batch_size)
         self.stop_ids = set(stop_token_ids(model))
         self._prompt_ids: dict[int, list[int]] = {}
@@ -129,7 +128,7 @@ class RetrievalReward:
             d = self.pool.embed(docs, step).to(q.device)
             scores = (q.float() @ d.T).cpu().numpy()
         budget = self.config.max_completion_length
-        self.last = [trace_reward(scores[row], positive[row], len(trace), emitted, budget, self.reward_config)
+        self.last = [trace_reward(scores[row], positive[row], len(trace), emitted, budget, self.config)
                      for row, (trace, emitted) in enumerate(split)]
         if log_metric is not None:
             for name, value in self._summaries(split, len(docs)).items():

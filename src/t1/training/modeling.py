@@ -17,7 +17,7 @@ import torch
 from ..errors import T1Error
 from ..model import CONFIG_NAME, T1Model, quiet_peft
 from ..settings import T1Config
-from .arguments import ModelArguments
+from .model_config import ModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,13 @@ TRAINER_STATE = "trainer_state.json"
 
 
 def is_peft(module) -> bool:
+    """Whether `module` carries a peft adapter (the one spelling of this check in training)."""
     return hasattr(module, "peft_config")
+
+
+def saved_adapter(folder: str | Path) -> bool:
+    """Whether the saved model in `folder` is a LoRA adapter (over a base named in its config)."""
+    return (Path(folder) / "adapter_config.json").exists()
 
 
 def lora_config(args: ModelArguments, t1: T1Model):
@@ -101,7 +107,7 @@ def merged_start(args: ModelArguments, output_dir: str | Path) -> ModelArguments
     from accelerate import PartialState
 
     folder = Path(args.model_name_or_path)
-    if not (folder / "adapter_config.json").exists():
+    if not saved_adapter(folder):
         return args
     start = Path(output_dir) / "start"
     with PartialState().main_process_first():

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -70,16 +70,23 @@ def merge_teacher(records: list[Record], teacher_path: str | Path) -> tuple[list
 
 @dataclass
 class SamplingSettings:
-    samples: int = 4
-    temperature: float = 0.8
-    top_p: float = DEFAULT_TOP_P  # the search default (`t1.settings`)
-    max_new_tokens: int = 256
-    max_rank: int = 1
-    batch_size: int = 8
-    seed: int = 0
-    whole_sentences: bool = False  # cut each trace back to its last complete sentence
-    negatives: int | None = None  # score against the first N hard negatives (None: all)
-    max_document_length: int | None = None  # None: the model's
+    """Best-of-N self-generated traces (`t1 data reason --model`)."""
+
+    samples: int = field(default=4, metadata={"help": "Traces sampled per query."})
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=DEFAULT_TOP_P, metadata={"help": "Nucleus sampling top-p (the search default)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Trace length limit in tokens."})
+    max_rank: int = field(default=1, metadata={
+        "help": "Keep a trace only if the best positive ranks at most this high among the record's documents "
+                "(1: above every negative)."})
+    batch_size: int = field(default=8, metadata={"help": "Queries per generation batch."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    whole_sentences: bool = field(default=False, metadata={
+        "help": "Cut each trace back to its last complete sentence."})
+    negatives: int | None = field(default=None, metadata={
+        "help": "Score against the first N hard negatives (unset: all)."})
+    max_document_length: int | None = field(default=None, metadata={
+        "help": "Document length in tokens (unset: the model's)."})
 
 
 def score_traces(queries: torch.Tensor, documents: torch.Tensor, n_positive: int) -> tuple[list[int], list[float]]:

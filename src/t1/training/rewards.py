@@ -17,28 +17,41 @@ Everything here is pure NumPy, so each value can be checked by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
-RANK_METRICS = ("ndcg", "rr")
+RankMetric = Literal["ndcg", "rr"]
+RANK_METRICS = get_args(RankMetric)
 
 
 @dataclass
 class RewardConfig:
-    """Weights and settings of the trace reward (the `reward_*` fields of a stage-3 config)."""
+    """Weights and settings of the trace reward. These are the `reward_*` fields of a stage-3
+    config (`T1GRPOConfig` is a `RewardConfig`), declared here only."""
 
-    rank_metric: str = "ndcg"  # "ndcg" (nDCG@k) or "rr" (reciprocal rank of the best positive)
-    k: int = 10
-    rank_weight: float = 1.0
-    margin_weight: float = 0.5
-    length_weight: float = 0.05
-    format_weight: float = 0.2
+    reward_rank_metric: RankMetric = field(default="ndcg", metadata={
+        "help": "Rank term: nDCG@k of the positives in the pool, or reciprocal rank of the best one."})
+    reward_k: int = field(default=10, metadata={"help": "k of the rank term's nDCG@k."})
+    reward_rank_weight: float = field(default=1.0, metadata={"help": "Weight of the rank term."})
+    reward_margin_weight: float = field(default=0.5, metadata={
+        "help": "Weight of (best positive − best negative) cosine."})
+    reward_length_weight: float = field(default=0.05, metadata={
+        "help": "Penalty weight on the share of max_completion_length the trace used."})
+    reward_format_weight: float = field(default=0.2, metadata={
+        "help": "Bonus when the model ends its trace with <emb_token> itself."})
 
     def __post_init__(self):
-        if self.rank_metric not in RANK_METRICS:
-            raise ValueError(f"reward_rank_metric must be one of {RANK_METRICS}, got {self.rank_metric!r}")
-        if self.k < 1:
+        self.check_reward()
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:  # cooperative: T1GRPOConfig's other bases check their own fields
+            parent()
+
+    def check_reward(self) -> None:
+        if self.reward_rank_metric not in RANK_METRICS:
+            raise ValueError(f"reward_rank_metric must be one of {RANK_METRICS}, got {self.reward_rank_metric!r}")
+        if self.reward_k < 1:
             raise ValueError("reward_k must be >= 1")
 
 
@@ -106,15 +119,15 @@ class TraceReward:
 def trace_reward(scores, positive, length: int, emitted_emb_token: bool, max_length: int,
                  config: RewardConfig) -> TraceReward:
     """Reward of one trace from its similarity `scores` to the pool and the `positive` mask."""
-    if config.rank_metric == "ndcg":
-        rank = ndcg_at_k(scores, positive, config.k)
+    if config.reward_rank_metric == "ndcg":
+        rank = ndcg_at_k(scores, positive, config.reward_k)
     else:
         rank = reciprocal_rank(scores, positive)
     margin = cosine_margin(scores, positive)
     frac = length_fraction(length, max_length)
     fmt = format_score(emitted_emb_token)
-    total = (config.rank_weight * rank + config.margin_weight * margin
-             - config.length_weight * frac + config.format_weight * fmt)
+    total = (config.reward_rank_weight * rank + config.reward_margin_weight * margin
+             - config.reward_length_weight * frac + config.reward_format_weight * fmt)
     return TraceReward(total, rank, margin, frac, fmt, best_positive_rank(scores, positive))
 
 

@@ -1,10 +1,11 @@
-"""transformers `Trainer` for the two first stages of T1.
+"""transformers `Trainer` for the two first stages of T1 (configured by `contrastive_config`).
 
 Stage 1 (`reasoning=False`): queries in mode `none` (prompt + <emb_token>), `InfoNCELoss`
 against the in-batch and hard-negative documents of the global batch. Stage 2
 (`reasoning=True`): `ReasoningSFTLoss`, one forward pass over prompt + reasoning + <emb_token>
 giving both the query embedding and the next-token loss of the trace and its <emb_token>.
 `grad_cache_chunk_size` wraps either in `CachedLoss`. The Trainer only calls the loss module.
+Given an `evaluator` (a `RetrievalEvaluator`), `evaluate()` runs it on the live model.
 
 Everything distributed is the Trainer's (accelerate: DDP, mixed precision, gradient
 accumulation, checkpoints); the only cross-process step of our own is the all-gather of
@@ -23,10 +24,12 @@ from transformers import Trainer, TrainerCallback
 
 from ..errors import T1Error
 from ..model import T1Model
-from .arguments import ModelArguments, T1TrainingArguments
 from .collator import Collator, RecordDataset
+from .contrastive_config import T1TrainingArguments
+from .evaluate_hook import EvaluatorMixin
 from .losses import CachedLoss, InfoNCELoss, ReasoningSFTLoss
 from .losses.functional import next_token_nll
+from .model_config import ModelArguments
 from .modeling import build_model, is_peft, load_weights, resolve_resume
 from .records import read_records
 
@@ -70,12 +73,16 @@ class _EpochCallback(TrainerCallback):
         self.dataset.epoch = math.floor((state.epoch or 0) + 1e-6)
 
 
-class T1Trainer(Trainer):
+class T1Trainer(EvaluatorMixin, Trainer):
     loss_is_scaled_for_ga = False  # the Trainer divides the loss by the accumulation steps
 
     def __init__(self, *args, loss: torch.nn.Module, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss = loss
+
+    @property
+    def t1_model(self) -> T1Model:
+        return self.accelerator.unwrap_model(self.model).t1
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs:
@@ -131,7 +138,7 @@ def make_loss(args: T1TrainingArguments, reasoning: bool) -> torch.nn.Module:
 
 
 def make_trainer(model_args: ModelArguments, args: T1TrainingArguments, reasoning: bool, t1: T1Model | None = None,
-                 callbacks=()) -> T1Trainer:
+                 callbacks=(), evaluator=None) -> T1Trainer:
     records = read_records(args.train_file, require_reasoning=reasoning)
     global_batch = args.per_device_train_batch_size * args.world_size
     if len(records) < global_batch:
@@ -146,14 +153,15 @@ def make_trainer(model_args: ModelArguments, args: T1TrainingArguments, reasonin
     )
     return T1Trainer(
         model=T1ForTraining(t1), args=args, data_collator=collator, train_dataset=dataset,
-        callbacks=[_EpochCallback(dataset), *callbacks], loss=make_loss(args, reasoning),
+        callbacks=[_EpochCallback(dataset), *callbacks], loss=make_loss(args, reasoning), evaluator=evaluator,
     )
 
 
-def train(model_args: ModelArguments, args: T1TrainingArguments, reasoning: bool) -> Path:
+def train(model_args: ModelArguments, args: T1TrainingArguments, reasoning: bool, evaluator=None) -> Path:
     """Run stage 1 (`reasoning=False`) or stage 2, resuming from the newest checkpoint in
-    output_dir (or `resume_from_checkpoint`); the final model goes to output_dir."""
-    trainer = make_trainer(model_args, args, reasoning)
+    output_dir (or `resume_from_checkpoint`); the final model goes to output_dir. `evaluator`
+    (a `RetrievalEvaluator`) is what `eval_strategy` runs during training."""
+    trainer = make_trainer(model_args, args, reasoning, evaluator=evaluator)
     trainer.train(resume_from_checkpoint=resolve_resume(args.output_dir, args.resume_from_checkpoint))
     trainer.save_model(args.output_dir)
     return Path(args.output_dir)

@@ -5,7 +5,8 @@ one. Group-normalised advantages, the clipped surrogate, the optional KL to the 
 vLLM rollouts are TRL's GRPOTrainer: a TRL reward function is any callable, so ours is an
 object holding the live model. The subclass adds only what TRL lacks: the query index on each
 rollout row, the optional contrastive term in the loss, and T1's settings next to each
-checkpoint. Configuration: `grpo_config.T1GRPOConfig` and `arguments.ModelArguments`.
+checkpoint. Configuration: `grpo_config.T1GRPOConfig` and `model_config.ModelArguments`. Given
+an `evaluator` (a `RetrievalEvaluator`), `evaluate()` runs it on the live model.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from ..atomic import write_json
 from ..errors import T1Error
 from ..prompts import PromptBuilder
 from ..reasoning import stop_token_ids
-from .arguments import ModelArguments, to_dict
 from .collator import RecordDataset, text_key
+from .config_parser import to_dict
+from .evaluate_hook import EvaluatorMixin
 from .grpo_config import T1GRPOConfig
 from .grpo_reward import RetrievalReward
 from .losses import info_nce
-from .modeling import build_model, merged_start, resolve_resume
+from .model_config import ModelArguments
+from .modeling import build_model, is_peft, merged_start, resolve_resume, saved_adapter
 from .records import read_records
 from .reward_curve import METRICS_FILE, MetricsLogger, plot_rewards, read_metrics
 
@@ -54,7 +57,7 @@ def conversation(query: str, instruction: str | None) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- trainer
-class T1GRPOTrainer(GRPOTrainer):
+class T1GRPOTrainer(EvaluatorMixin, GRPOTrainer):
     """GRPOTrainer plus the query index on each rollout row and the contrastive term. Reward
     and contrastive embeddings run the decoder directly (`T1Model.embed`), not through the
     DDP wrapper; the contrastive gradients join the policy loss's in the same backward pass."""
@@ -66,6 +69,10 @@ class T1GRPOTrainer(GRPOTrainer):
         self.last_advantages: torch.Tensor | None = None
         super().__init__(*args, reward_funcs=[reward], **kwargs)
         self.t1.backbone = self.model  # the PEFT-wrapped policy when TRL wrapped it
+
+    @property
+    def t1_model(self):
+        return self.t1
 
     def _get_train_sampler(self, dataset=None):
         return EpochSeededSampler(super()._get_train_sampler(dataset))
@@ -150,10 +157,10 @@ def _prepare_policy(model, output_dir: Path, beta: float) -> None:
         # peft's TrainableTokensWrapper (the <emb_token> row of a tied LM head) exposes `weight`
         # but not `bias`, which TRL's fused log-prob head reads. Plain attribute: no new parameter.
         object.__setattr__(head, "bias", getattr(getattr(head, "original_module", None), "bias", None))
-    if not beta or model.has_adapter:
+    if not beta or is_peft(model.backbone):
         return  # no reference, or TRL's reference is the adapter's starting copy
     source = Path(getattr(model, "name_or_path", "") or "")
-    if (source / "t1_config.json").exists() and not (source / "adapter_config.json").exists():
+    if (source / "t1_config.json").exists() and not saved_adapter(source):
         reference = source
     else:
         reference = output_dir / "reference"
@@ -165,9 +172,10 @@ def _prepare_policy(model, output_dir: Path, beta: float) -> None:
 
 
 def train_grpo(model_args: ModelArguments, args: T1GRPOConfig, callbacks: list | None = None, model=None,
-               stream=None):
+               stream=None, evaluator=None):
     """Run stage 3; return (folder of the final T1 model, trainer). Resumes from the newest
-    checkpoint in output_dir (or `resume_from_checkpoint`)."""
+    checkpoint in output_dir (or `resume_from_checkpoint`). `evaluator` (a `RetrievalEvaluator`)
+    is what `eval_strategy` runs during training."""
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -192,7 +200,7 @@ def train_grpo(model_args: ModelArguments, args: T1GRPOConfig, callbacks: list |
     trainer = T1GRPOTrainer(
         model=model.backbone, args=args, train_dataset=Dataset.from_list(rows), processing_class=model.tokenizer,
         callbacks=[MetricsLogger(output_dir, stream), CheckpointConfig(model), SeedEachStep(), *(callbacks or [])],
-        t1_model=model, reward=reward,
+        t1_model=model, reward=reward, evaluator=evaluator,
     )
     trainer.remove_callback(PrinterCallback)  # MetricsLogger prints one line per step instead
     trainer.remove_callback(ProgressCallback)
@@ -212,7 +220,7 @@ def save_policy(trainer, model, folder: Path) -> None:
     without the frozen reference copy TRL adds for the KL term) and plot the reward curve.
     `trainer.save_model` gathers sharded weights and writes on the main process only."""
     backbone = trainer.model
-    if hasattr(backbone, "peft_config") and "ref" in backbone.peft_config:
+    if is_peft(backbone) and "ref" in backbone.peft_config:
         backbone.delete_adapter("ref")
     trainer.save_model(str(folder))
     if trainer.is_world_process_zero():
