@@ -80,3 +80,8 @@ def resolve_backbone(name: str) -> str:
 def has_adapter(module) -> bool:
     """Whether `module` is a peft model (its adapter not merged): the one test, everywhere."""
     return hasattr(module, "peft_config")
+
+
+def saved_adapter(folder) -> bool:
+    """Whether the model saved in `folder` is a LoRA adapter (over a base its config names)."""
+    return (Path(folder) / "adapter_config.json").exists()

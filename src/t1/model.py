@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .backbones import DEFAULT_MODEL, has_adapter, resolve_backbone, shipped_model
+from .backbones import DEFAULT_MODEL, has_adapter, resolve_backbone, saved_adapter, shipped_model
 from .batching import MAX_BATCH_TOKENS, pad, plan_batches
 from .data import as_texts
 from .errors import T1Error
@@ -206,7 +206,7 @@ class T1Model(torch.nn.Module):
         files = _weight_files(folder)
         if (folder / CONFIG_NAME).exists():
             config = T1Config.load(folder)
-            if (folder / "adapter_config.json").exists():
+            if saved_adapter(folder):
                 from peft import PeftModel
 
                 files += _weight_files(Path(resolve_backbone(config.backbone)))

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
+from ..backbones import has_adapter
 from ..errors import T1Error
 from ..model import T1Model
 from .collator import Collator, RecordDataset
@@ -30,7 +31,7 @@ from .evaluate_hook import EvaluatorMixin
 from .losses import CachedLoss, InfoNCELoss, ReasoningSFTLoss
 from .losses.functional import next_token_nll
 from .model_config import ModelArguments
-from .modeling import build_model, is_peft, load_weights, resolve_resume
+from .modeling import build_model, load_weights, resolve_resume
 from .records import read_records
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class T1ForTraining(torch.nn.Module):
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
         backbone = self.t1.backbone
-        base = backbone.get_base_model() if is_peft(backbone) else backbone
+        base = backbone.get_base_model() if has_adapter(backbone) else backbone
         base.activation_checkpointing_enable(activation_checkpointing_kwargs, every_n_layers=every_n_layers, offload=offload)
 
 

@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from ..atomic import write_json
+from ..backbones import has_adapter, saved_adapter
 from ..errors import T1Error
 from ..prompts import PromptBuilder
 from ..reasoning import stop_token_ids
@@ -32,7 +33,7 @@ from .grpo_config import T1GRPOConfig
 from .grpo_reward import RetrievalReward
 from .losses import info_nce
 from .model_config import ModelArguments
-from .modeling import build_model, is_peft, merged_start, resolve_resume, saved_adapter
+from .modeling import build_model, merged_start, resolve_resume
 from .records import read_records
 from .reward_curve import METRICS_FILE, MetricsLogger, plot_rewards, read_metrics
 
@@ -157,7 +158,7 @@ def _prepare_policy(model, output_dir: Path, beta: float) -> None:
         # peft's TrainableTokensWrapper (the <emb_token> row of a tied LM head) exposes `weight`
         # but not `bias`, which TRL's fused log-prob head reads. Plain attribute: no new parameter.
         object.__setattr__(head, "bias", getattr(getattr(head, "original_module", None), "bias", None))
-    if not beta or is_peft(model.backbone):
+    if not beta or has_adapter(model.backbone):
         return  # no reference, or TRL's reference is the adapter's starting copy
     source = Path(getattr(model, "name_or_path", "") or "")
     if (source / "t1_config.json").exists() and not saved_adapter(source):
@@ -220,7 +221,7 @@ def save_policy(trainer, model, folder: Path) -> None:
     without the frozen reference copy TRL adds for the KL term) and plot the reward curve.
     `trainer.save_model` gathers sharded weights and writes on the main process only."""
     backbone = trainer.model
-    if is_peft(backbone) and "ref" in backbone.peft_config:
+    if has_adapter(backbone) and "ref" in backbone.peft_config:
         backbone.delete_adapter("ref")
     trainer.save_model(str(folder))
     if trainer.is_world_process_zero():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..backbones import has_adapter, saved_adapter
 from ..errors import T1Error
 from ..model import CONFIG_NAME, T1Model, quiet_peft
 from ..settings import T1Config
@@ -23,16 +24,6 @@ logger = logging.getLogger(__name__)
 
 FIXED_SETTINGS = ("backbone", "emb_token", "format_version")
 TRAINER_STATE = "trainer_state.json"
-
-
-def is_peft(module) -> bool:
-    """Whether `module` carries a peft adapter (the one spelling of this check in training)."""
-    return hasattr(module, "peft_config")
-
-
-def saved_adapter(folder: str | Path) -> bool:
-    """Whether the saved model in `folder` is a LoRA adapter (over a base named in its config)."""
-    return (Path(folder) / "adapter_config.json").exists()
 
 
 def lora_config(args: ModelArguments, t1: T1Model):
@@ -77,7 +68,7 @@ def build_model(args: ModelArguments, device: torch.device | str | None = None, 
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
     t1 = T1Model.from_pretrained(args.model_name_or_path, device=device, dtype=dtype, merge_adapter=False)
     apply_settings(t1, args)
-    if is_peft(t1.backbone):
+    if has_adapter(t1.backbone):
         if not args.use_peft:
             t1.backbone = t1.backbone.merge_and_unload()
             t1.backbone.requires_grad_(True)
@@ -150,7 +141,7 @@ def load_weights(t1: T1Model, folder: str | Path) -> None:
 
     folder = Path(folder)
     adapter = folder / "adapter_model.safetensors"
-    if is_peft(t1.backbone):
+    if has_adapter(t1.backbone):
         from peft import set_peft_model_state_dict
 
         if not adapter.exists():
