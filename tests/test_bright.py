@@ -6,19 +6,12 @@ from pathlib import Path
 import pytest
 from conftest import shared_data
 
+from t1.bright_tasks import BRIGHT_LONG_TASKS, BRIGHT_TASKS, bright_instruction
 from t1.data import Document
 from t1.errors import T1Error
 from t1.evaluation import bright as bright_mod
 from t1.evaluation.bright import resolve_tasks, run_bright
-from t1.evaluation.datasets import (
-    BRIGHT_LONG_TASKS,
-    BRIGHT_TASKS,
-    EvalData,
-    bright_instruction,
-    load_bright_examples,
-    load_bright_task,
-    load_eval_data,
-)
+from t1.evaluation.datasets import EvalData, load_bright_examples, load_bright_task, load_eval_data
 from t1.evaluation.retrievers import BM25Retriever, T1Retriever
 from t1.evaluation.runs import ranked, read_trec_run, run_evaluation
 from t1.settings import QuerySettings

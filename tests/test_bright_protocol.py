@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from tiny_model import build_tiny_model
 
+from t1.bright_tasks import BRIGHT_LONG_TASKS, BRIGHT_TASKS, bright_instruction
 from t1.cli import build_parser, main
 from t1.cli_args import model_settings
 from t1.errors import T1Error
-from t1.evaluation.datasets import BRIGHT_LONG_TASKS, BRIGHT_TASKS, bright_instruction
 from t1.prompts import PromptBuilder
 from t1.settings import BRIGHT_LLM_LENGTH, T1Config, load_settings, write_settings
 
@@ -199,10 +199,9 @@ def test_settings_file_changes_template_lengths_and_decoding(tiny_model_path, tm
     seen = {}
     rollout = model.engine.rollout
 
-    def record(prompts, max_new_tokens, **sampling):
-        seen.update({k: v for k, v in sampling.items() if k in ("do_sample", "temperature", "top_p", "top_k")},
-                    max_new_tokens=max_new_tokens, prompt_length=max(map(len, prompts)))
-        return rollout(prompts, max_new_tokens, **sampling)
+    def record(prompts, max_new_tokens, num_samples, decoding, **extra):
+        seen.update(decoding.kwargs(), max_new_tokens=max_new_tokens, prompt_length=max(map(len, prompts)))
+        return rollout(prompts, max_new_tokens, num_samples, decoding, **extra)
 
     monkeypatch.setattr(model.engine, "rollout", record)
     model.encode_query([LONG_TEXT], instruction="Find")

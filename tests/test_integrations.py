@@ -11,7 +11,7 @@ from integration_helpers import fixture_bright_load_dataset, local_retrieval_tas
 from tiny_qwen3 import EMB_TOKEN, PADDED_ROWS, build_tiny_qwen3
 
 from t1 import QueryEmbeddings, T1Error, T1Model
-from t1.evaluation.datasets import BRIGHT_LONG_TASKS, BRIGHT_TASKS, bright_instruction
+from t1.bright_tasks import BRIGHT_LONG_TASKS, BRIGHT_TASKS, bright_instruction
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from integration_helpers import BRIGHT_FIXTURE, HUB_T1, fixture_bright_load_dataset, patch_from_pretrained
 from tiny_qwen3 import build_tiny_qwen3
 
-from t1.evaluation.datasets import bright_instruction
+from t1.bright_tasks import bright_instruction
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 OPTIONAL = {"mteb": "mteb", "langchain_core": "langchain", "llama_index": "llamaindex"}
@@ -99,7 +99,7 @@ def test_python_snippet_runs(title, code, hub, capsys):
     if "mteb" in title:
         from test_integrations import bright_fixture_expected
 
-        from t1.evaluation.datasets import BRIGHT_TASKS
+        from t1.bright_tasks import BRIGHT_TASKS
         from t1.integrations.mteb import bright_task
 
         results, encoder = namespace["results"], namespace["encoder"]

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Callable
 
 from ..atomic import write_json
+from ..bright_tasks import BRIGHT_LONG_TASKS, BRIGHT_TASKS
 from ..errors import T1Error
 from ..index.bm25 import DEFAULT_B, DEFAULT_K1
 from ..prompts import instruction_or_default
 from ..settings import QuerySettings
-from .datasets import BRIGHT_HUB, BRIGHT_LONG_TASKS, BRIGHT_TASKS, load_bright_task, local_files
+from .datasets import BRIGHT_HUB, load_bright_task, local_files
 from .evaluator import Reasoning, RetrievalEvaluator
 from .metrics import bright_metrics, format_headline
 from .retrievers import hybrid_fusion, parse_retriever

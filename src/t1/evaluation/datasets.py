@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..bright_tasks import BRIGHT_LONG_TASKS, BRIGHT_TASKS, STACKEXCHANGE, bright_instruction  # noqa: F401 (re-exported)
+from ..bright_tasks import BRIGHT_TASKS, bright_instruction
 from ..data import (
     Document,
     add_judgement,

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_open
+from ..bright_tasks import BRIGHT_TASKS
 from ..errors import T1Error
-from .datasets import BRIGHT_TASKS
 from .metrics import bright_metrics, pretty_name
 from .runs import INFO_FILE, METRICS_FILE, read_json, read_metrics
 

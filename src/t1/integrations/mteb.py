@@ -35,7 +35,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("mteb is not installed: pip install 't1[mteb]'") from e
 
 from ..backbones import DEFAULT_MODEL
-from ..evaluation.datasets import BRIGHT_TASKS
+from ..bright_tasks import BRIGHT_TASKS
 from ..model import load_model
 
 if TYPE_CHECKING:
