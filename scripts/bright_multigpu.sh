@@ -5,7 +5,7 @@
 #
 # BRIGHT_DIR is a local copy of xlangai/BRIGHT (examples/, documents/ or long_documents/, as
 # `t1 bright --dataset` reads it); MODEL defaults to ForwardAILabs/MRE-T1 and SETTINGS to
-# settings/mre-t1.json. LONG=1 runs the 8 long-document tasks; GPUS=N overrides the GPU count;
+# configs/settings/mre-t1.json. LONG=1 runs the 8 long-document tasks; GPUS=N overrides the GPU count;
 # TASKS="biology pony" runs those tasks only; DEVICE=cpu (with GPUS=1) tries the script on a CPU.
 #
 # 1. documents: every task's corpus indexed by all GPUs at once (torchrun ... t1 index) into
@@ -19,7 +19,7 @@ set -euo pipefail
 DATA=${1:?usage: scripts/bright_multigpu.sh BRIGHT_DIR OUT [MODEL] [SETTINGS]}
 OUT=${2:?usage: scripts/bright_multigpu.sh BRIGHT_DIR OUT [MODEL] [SETTINGS]}
 MODEL=${3:-ForwardAILabs/MRE-T1}
-SETTINGS=${4:-$(dirname "$0")/../settings/mre-t1.json}
+SETTINGS=${4:-$(dirname "$0")/../configs/settings/mre-t1.json}
 GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}
 DEVICE=${DEVICE:-cuda}
 ONLY=${TASKS:-}

@@ -145,7 +145,7 @@ def test_instructions_equal_brights_configs():
 
 # ------------------------------------------------------------------ the settings file
 def test_mre_t1_settings_file_holds_brights_instructions_and_lengths():
-    settings = load_settings(Path(__file__).parents[1] / "settings" / "mre-t1.json")
+    settings = load_settings(Path(__file__).parents[1] / "configs" / "settings" / "mre-t1.json")
     assert (settings["max_query_length"], settings["max_document_length"]) == (BRIGHT_LLM_LENGTH, BRIGHT_LLM_LENGTH)
     expected = {t: bright_instruction(t) for t in BRIGHT_TASKS}
     expected.update({f"{t}_long": bright_instruction(t, long=True) for t in BRIGHT_LONG_TASKS})

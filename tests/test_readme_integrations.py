@@ -149,7 +149,7 @@ def test_bright_command_runs(command, hub, tmp_path, monkeypatch, tiny_qwen3_pat
     argv = shlex.split(command)
     assert argv[:2] == ["t1", "bright"]
     argv = [f"t1:{tiny_qwen3_path}" if a == f"t1:{HUB_T1}" else str(BRIGHT_FIXTURE) if a == "xlangai/BRIGHT"
-            else str(README.parent / a) if a.startswith("settings/") else a for a in argv[2:]]
+            else str(README.parent / a) if a.startswith("configs/") else a for a in argv[2:]]
     monkeypatch.chdir(tmp_path)
     assert main(["bright", *argv, "--tasks", "biology", "leetcode", "--max-new-tokens", "4", "--device", "cpu",
                  "--no-progress"]) == 0

@@ -162,7 +162,7 @@ def add_settings_args(p: argparse.ArgumentParser, query: bool = True, document: 
     """--settings FILE and the length flags: T1 settings applied when the model loads."""
     p.add_argument("--settings", default=None, metavar="FILE",
                    help="JSON file of T1 settings (prompt templates, instructions per task, lengths, decoding, "
-                        "max_new_tokens) that override the model's; see settings/mre-t1.json")
+                        "max_new_tokens) that override the model's; see configs/settings/mre-t1.json")
     if query:
         p.add_argument("--max-query-length", type=positive_int, default=None,
                        help="tokens of a query's whole prompt; a longer query is cut and reported (default: the "
