@@ -45,6 +45,8 @@ def cmd_index(args) -> int:
 
     if args.verify:
         return _verify_index(args.verify)
+    if args.update or args.delete or args.delete_id or args.compact:
+        return _update_index(args)
     if not args.corpus:
         raise T1Error("--corpus is required to build an index (--out or --store)")
     if args.store and (args.bm25 or args.ann):
@@ -87,6 +89,50 @@ def cmd_index(args) -> int:
     finally:
         if group.world > 1:
             leave()
+
+
+def _update_index(args) -> int:
+    """`t1 index --update` / `--delete` / `--delete-id` / `--compact` on an existing folder: one
+    new generation each (`t1.index.update`), reported on one line."""
+    from .index import Index
+
+    if not args.out:
+        raise T1Error("--update, --delete and --compact change an index folder: give it with --out")
+    if sum(map(bool, (args.update, args.delete or args.delete_id, args.compact))) > 1:
+        raise T1Error("give one of --update, --delete / --delete-id and --compact at a time")
+    if args.update and not args.corpus:
+        raise T1Error("--update needs --corpus: the documents to add or replace")
+    if not args.update and args.corpus:
+        raise T1Error("--corpus with an existing index: add --update to add or replace its documents")
+    index = Index.open(args.out)  # before the model loads: a damaged or missing index fails now
+    if args.compact:
+        report = index.compact()
+    elif args.update:
+        from .data import load_corpus
+
+        documents = load_corpus(args.corpus, skip_empty=args.skip_empty)
+        model = model_from_args(args)
+        report = index.update(model, documents, batch_size=args.batch_size, instruction=args.document_instruction)
+    else:
+        report = index.delete([*_read_ids(args.delete), *(args.delete_id or [])])
+    print(f"{args.out}: {report}")
+    return 0
+
+
+def _read_ids(path) -> list[str]:
+    """Document ids, one a line (blank lines skipped)."""
+    if path is None:
+        return []
+    from .data import surrogate_problem
+
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise T1Error(f"{path}: cannot read ids ({getattr(e, 'strerror', None) or e})") from None
+    for n, line in enumerate(lines, 1):
+        if surrogate_problem(line):
+            raise T1Error(f"{path}:{n}: {surrogate_problem(line)}")
+    return [line.strip() for line in lines if line.strip()]
 
 
 def _verify_index(folder) -> int:
@@ -312,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     bm25.add_argument("--bm25", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
     p.add_argument("--ann", choices=ANN_KINDS, default=None,
                    help="also build an approximate-search structure (faiss; default settings, see `t1 ann build`)")
+    p.add_argument("--update", action="store_true",
+                   help="add the --corpus documents to the existing index in --out: new ids added, changed texts "
+                        "re-encoded, unchanged ones skipped (same model, instruction and engine as the build)")
+    p.add_argument("--delete", metavar="IDS_FILE", help="delete the documents whose ids are listed (one a line)")
+    p.add_argument("--delete-id", metavar="ID", action="append", help="delete this document (repeatable)")
+    p.add_argument("--compact", action="store_true",
+                   help="merge the index's segments, drop deleted rows, rebuild its ANN structures")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="reason about queries and search an index")
