@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from .cli_args import (
     DEVICE_HELP,
@@ -126,7 +127,7 @@ def _read_ids(path) -> list[str]:
     from .data import surrogate_problem
 
     try:
-        lines = open(path, encoding="utf-8").read().splitlines()
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise T1Error(f"{path}: cannot read ids ({getattr(e, 'strerror', None) or e})") from None
     for n, line in enumerate(lines, 1):

@@ -28,15 +28,7 @@ from ..atomic import write_json
 from ..data import Document
 from ..errors import T1Error
 from .build import FolderSink, build_shards, check_writable, plan_build, write_embeddings
-from .format import (
-    BM25_DIR,
-    FORMAT_VERSION,
-    REQUIRED_KEYS,
-    NpyShard,
-    check_built_with,
-    folder_problems,
-    line_offsets,
-)
+from .format import BM25_DIR, FORMAT_VERSION, REQUIRED_KEYS, NpyShard, check_built_with, folder_problems, line_offsets
 from .manifest import MANIFEST, describe_file, read_manifest
 from .search import best_first, check_k, exact_search, exclusion_sets, query_matrix
 from .searchable import Hit, Searchable

@@ -176,8 +176,6 @@ def compact(index) -> UpdateReport:
     """Merge the live rows of every segment into one new segment (tombstones dropped), keep the
     BM25 (already that of the live documents, in this order), and rebuild each approximate
     structure over the result."""
-    from .folder import Index
-
     start = time.perf_counter()
     with hold_lock(index.folder):
         cur = _newest(index)
@@ -205,7 +203,7 @@ def compact(index) -> UpdateReport:
             from .ann import build
 
             params = cur.manifest["ann"][kind].get("params", {})
-            info = build(Index(cur.folder, m), kind, record=False,
+            info = build(type(cur)(cur.folder, m), kind, record=False,
                          **{k: v for k, v in params.items() if k in ("m", "ef_construction")},
                          show_progress_bar=False)
             m["ann"][kind] = info
@@ -220,9 +218,7 @@ def compact(index) -> UpdateReport:
 # ---------------------------------------------------------------- the steps
 def _newest(index):
     """The folder's newest generation, read under the lock (not the caller's, maybe older)."""
-    from .folder import Index
-
-    cur = Index.open(index.folder)
+    cur = type(index).open(index.folder)
     cur.manifest["retired"] = remove_unreferenced(cur.folder, cur.manifest)
     return cur
 
