@@ -22,6 +22,7 @@ TYPES: dict[str, tuple] = {
     "dim": (int,), "dtype": (str,), "count": (int,), "shard_size": (int,), "shards": (int,),
     "corpus_hash": (str,), "complete": (bool,), "files": (dict,), "bm25": (dict,), "ann": (dict,),
     "built_by": (dict,), "generation": (int,), "segments": (list,), "deleted": (list,), "retired": (dict,),
+    "rows": (int,),
 }
 AT_LEAST = {"generation": 0, "dim": 1, "shard_size": 1, "max_length": 1, "count": 0, "shards": 0}
 DTYPES = ("float16", "float32")
