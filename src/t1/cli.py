@@ -111,7 +111,12 @@ def _update_index(args) -> int:
     elif args.update:
         from .data import load_corpus
 
+        from .backbones import DEFAULT_MODEL
+
         documents = load_corpus(args.corpus, skip_empty=args.skip_empty)
+        if args.model == DEFAULT_MODEL:  # not named: the index's own (its fingerprint is checked all the same)
+            args.model = index.manifest["model"]["name"]
+        args.document_engine = args.document_engine or index.manifest.get("engine", "hf")  # as the build embedded
         model = model_from_args(args)
         report = index.update(model, documents, batch_size=args.batch_size, instruction=args.document_instruction)
     else:

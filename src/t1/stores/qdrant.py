@@ -270,10 +270,12 @@ class QdrantIndex(Searchable):
         return set(doc_ids) - found
 
     # ---------------------------------------------------------------- updating
-    def update(self, model, documents: Sequence[Document], batch_size: int = 32, instruction: str | None = None):
+    def update(self, model, documents: Sequence[Document], batch_size: int = 32, instruction: str | None = None,
+               encode=None):
         """Add new documents and replace changed ones by id (unchanged ones are skipped), with
         the model, instruction and document engine the store was built with. Returns an
-        `UpdateReport` (`t1.index.update`)."""
+        `UpdateReport` (`t1.index.update`). `encode` (texts -> embeddings) replaces the model's
+        own encoding, for a caller that runs the model elsewhere (`t1 serve`)."""
         from ..data import check_documents
         from ..index.format import content_hash
         from ..index.update import UpdateReport, _duplicates, check_same_build
@@ -291,8 +293,10 @@ class QdrantIndex(Searchable):
                 new.append(d)
         if new:
             m, models = self.manifest, _models()
-            emb = model.encode_document([d.full_text for d in new], instruction=m["instruction"],
-                                        max_length=m["max_length"], batch_size=batch_size, show_progress_bar=False)
+            texts = [d.full_text for d in new]
+            emb = np.asarray(encode(texts) if encode is not None else model.encode_document(
+                texts, instruction=m["instruction"], max_length=m["max_length"], batch_size=batch_size,
+                show_progress_bar=False))
             first = m.get("rows", m["count"])  # positions keep growing: ties rank older documents first
             for start in range(0, len(new), UPSERT_BATCH):
                 part = new[start : start + UPSERT_BATCH]
