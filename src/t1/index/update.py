@@ -41,10 +41,10 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_folder, save_npy, write_json, write_jsonl
+from ..atomic import atomic_folder, remove_temporaries, save_npy, write_json, write_jsonl
 from ..data import Document, check_documents
 from ..errors import T1Error
-from .build import hold_lock
+from .build import hold_lock, is_own
 from .format import check_built_with, content_hash, corpus_hash, describe_shard_file, doc_row, shard_name
 from .manifest import MANIFEST
 from .segments import (
@@ -219,6 +219,7 @@ def compact(index) -> UpdateReport:
 def _newest(index):
     """The folder's newest generation, read under the lock (not the caller's, maybe older)."""
     cur = type(index).open(index.folder)
+    remove_temporaries(cur.folder, own=lambda name: is_own(name, temporary=True))  # a killed writer's
     cur.manifest["retired"] = remove_unreferenced(cur.folder, cur.manifest)
     return cur
 
