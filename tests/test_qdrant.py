@@ -186,3 +186,17 @@ def test_update_and_delete_by_id_match_a_fresh_store(tiny_model, tmp_path):
             fresh.close()
     finally:
         store.close()
+
+
+def test_cli_update_and_delete_a_store(tiny_model_path, tmp_path, capsys):
+    corpus, more = tmp_path / "c.jsonl", tmp_path / "more.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in DOCS[:4]))
+    more.write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in DOCS[3:]))
+    spec = f"{tmp_path / 'qdrant'}#docs"
+    common = ["--model", str(tiny_model_path), "--device", "cpu"]
+    assert main(["index", *common, "--corpus", str(corpus), "--store", spec]) == 0
+    capsys.readouterr()
+    assert main(["index", *common, "--corpus", str(more), "--store", spec, "--update"]) == 0
+    assert "3 added, 0 replaced, 1 unchanged" in capsys.readouterr().out
+    assert main(["index", "--delete-id", "d0", "--delete-id", "zz", "--store", spec]) == 0
+    assert "1 deleted, 1 not found (not found: zz); generation 2, 6 documents" in capsys.readouterr().out

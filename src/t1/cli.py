@@ -97,21 +97,37 @@ def _update_index(args) -> int:
     new generation each (`t1.index.update`), reported on one line."""
     from .index import Index
 
-    if not args.out:
-        raise T1Error("--update, --delete and --compact change an index folder: give it with --out")
+    if not (args.out or args.store):
+        raise T1Error("--update, --delete and --compact change an existing index: give it with --out (or --store)")
+    if args.store and args.compact:
+        raise T1Error("--compact applies to an index folder (--out); a Qdrant store compacts itself")
     if sum(map(bool, (args.update, args.delete or args.delete_id, args.compact))) > 1:
         raise T1Error("give one of --update, --delete / --delete-id and --compact at a time")
     if args.update and not args.corpus:
         raise T1Error("--update needs --corpus: the documents to add or replace")
     if not args.update and args.corpus:
         raise T1Error("--corpus with an existing index: add --update to add or replace its documents")
-    index = Index.open(args.out)  # before the model loads: a damaged or missing index fails now
+    if args.store:
+        from .stores import open_store
+
+        index = open_store(args.store)
+    else:
+        index = Index.open(args.out)  # before the model loads: a damaged or missing index fails now
+    try:
+        report = _apply_update(args, index)
+    finally:
+        if args.store:
+            index.close()
+    print(f"{args.out or args.store}: {report}")
+    return 0
+
+
+def _apply_update(args, index):
     if args.compact:
         report = index.compact()
     elif args.update:
-        from .data import load_corpus
-
         from .backbones import DEFAULT_MODEL
+        from .data import load_corpus
 
         documents = load_corpus(args.corpus, skip_empty=args.skip_empty)
         if args.model == DEFAULT_MODEL:  # not named: the index's own (its fingerprint is checked all the same)
@@ -121,8 +137,7 @@ def _update_index(args) -> int:
         report = index.update(model, documents, batch_size=args.batch_size, instruction=args.document_instruction)
     else:
         report = index.delete([*_read_ids(args.delete), *(args.delete_id or [])])
-    print(f"{args.out}: {report}")
-    return 0
+    return report
 
 
 def _read_ids(path) -> list[str]:
