@@ -145,6 +145,9 @@ def main() -> int:
     parser.add_argument("--base", type=int, default=None, help="documents in the base index (default: all but 1,101)")
     parser.add_argument("--adds", default="1,100,1000", help="documents added by each update, in turn")
     parser.add_argument("--latency-s", type=float, default=10.0, help="seconds of queries, idle and while updating")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"],
+                        help="float32: a document's stored embedding then hardly depends on the batch it was encoded "
+                             "in, so the ranking comparison tests the index, not float16 rounding")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
 
@@ -159,10 +162,10 @@ def main() -> int:
     model = model_of(args.model)
     q = model.encode_query(queries, reasoning="none").embeddings
     result = {"corpus": source, "model": args.model, "threads": torch.get_num_threads(), "machine": where,
-              "note": "2 CPU cores shared with other jobs: timings are indicative", "base_documents": len(base)}
+              "note": "2 CPU cores shared with other jobs: timings are indicative", "base_documents": len(base), "dtype": args.dtype}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        index = Index.build(model, base, Path(tmp) / "idx", show_progress_bar=False)
+        index = Index.build(model, base, Path(tmp) / "idx", show_progress_bar=False, dtype=args.dtype)
         result["build_base_s"] = round(time.perf_counter() - start, 2)
         updates, taken = [], 0
         for n in adds:
@@ -178,7 +181,7 @@ def main() -> int:
         result["updates"] = updates
         resulting = docs[: n_base + taken]
         start = time.perf_counter()
-        fresh = Index.build(model, resulting, Path(tmp) / "fresh", show_progress_bar=False)
+        fresh = Index.build(model, resulting, Path(tmp) / "fresh", show_progress_bar=False, dtype=args.dtype)
         result["rebuild_s"] = round(time.perf_counter() - start, 2)
         result["rebuild_documents"] = len(resulting)
         index = index.reopen()
@@ -192,7 +195,7 @@ def main() -> int:
         index.reopen().compact()
         result["compact_s"] = round(time.perf_counter() - start, 2)
         index = index.reopen()
-        fresh = Index.build(model, resulting[100:], Path(tmp) / "fresh2", show_progress_bar=False)
+        fresh = Index.build(model, resulting[100:], Path(tmp) / "fresh2", show_progress_bar=False, dtype=args.dtype)
         d_c, h_c = hits(index, model, queries, q)
         d_f, h_f = hits(fresh, model, queries, q)
         result["after_delete_and_compact_vs_fresh"] = {"dense": compare(d_c, d_f), "hybrid": compare(h_c, h_f)}
