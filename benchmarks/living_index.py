@@ -51,14 +51,14 @@ def load(args):
     return docs, queries[: args.queries], source, machine()
 
 
-def model_of(name: str):
+def model_of(name: str, engine: str):
     from t1 import T1Model
 
     if name == "tiny":
         from tiny_model import build_tiny_model
 
         name = str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))
-    return T1Model.from_pretrained(name, device="cpu")
+    return T1Model.from_pretrained(name, device="cpu", document_engine=engine)
 
 
 def hits(index, model, queries, q):
@@ -148,6 +148,10 @@ def main() -> int:
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"],
                         help="float32: a document's stored embedding then hardly depends on the batch it was encoded "
                              "in, so the ranking comparison tests the index, not float16 rounding")
+    parser.add_argument("--engine", default="hf", choices=["hf", "bf16"],
+                        help="document engine; hf (the reference, default here): a document's embedding does not "
+                             "depend on its batch, so the ranking comparison tests the index; bf16 (the default on "
+                             "CPUs with native bf16) varies with the batch by ~5e-4, rebuild or update alike")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
 
@@ -159,10 +163,10 @@ def main() -> int:
     adds = [int(n) for n in args.adds.split(",")]
     n_base = args.base or len(docs) - sum(adds)
     base, pool = docs[:n_base], docs[n_base : n_base + sum(adds)]
-    model = model_of(args.model)
+    model = model_of(args.model, args.engine)
     q = model.encode_query(queries, reasoning="none").embeddings
     result = {"corpus": source, "model": args.model, "threads": torch.get_num_threads(), "machine": where,
-              "note": "2 CPU cores shared with other jobs: timings are indicative", "base_documents": len(base), "dtype": args.dtype}
+              "note": "2 CPU cores shared with other jobs: timings are indicative", "base_documents": len(base), "dtype": args.dtype, "engine": args.engine}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         index = Index.build(model, base, Path(tmp) / "idx", show_progress_bar=False, dtype=args.dtype)

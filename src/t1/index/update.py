@@ -22,10 +22,10 @@ document frequencies and the average length, so any commit changes the stored sc
 document anyway; merging per-segment term statistics at query time instead would re-implement
 bm25s's scoring. Of the two ways to re-index, tokenising the texts again would need the full
 texts, which an index folder does not keep (only 300-character snippets), and is slower:
-measured on SciFact's 5,183 abstracts (`benchmarks/living_index.py`, 2 CPU cores shared with
-other jobs), re-indexing the kept words took 1.1 s (reading them 0.17 s, bm25s indexing 0.80 s,
-saving 0.14 s) against 1.8 s when tokenising again (0.90 s of it tokenising); a whole commit of
-one document into a 4,082-document index took 1.1 s, most of it this. Compaction keeps the BM25
+measured on SciFact's 5,183 abstracts (`benchmarks/living_index.py`, three runs on 2 CPU cores
+shared with other jobs), re-indexing the kept words took 0.5-1.1 s (reading them 0.12-0.17 s,
+bm25s indexing 0.3-0.8 s, saving 0.1 s) against 1.1-1.9 s when tokenising again (0.75-0.9 s of it
+tokenising); a whole commit of one document into a 4,082-document index took 0.9-1.2 s. Compaction keeps the BM25
 as it is: it indexes the live documents in the order the compacted rows take.
 
 Dense scores need nothing: a document's embedding does not depend on the others. An approximate
