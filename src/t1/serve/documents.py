@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -75,11 +76,13 @@ class DocumentWriter:
 
     def __init__(self):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="t1-writer")
+        self._lock = threading.Lock()  # `pending` is counted up on the event loop, down on the writer
         self.pending = 0
         self.state: dict = {"updates": 0, "last": None, "last_error": None}
 
     def submit(self, fn) -> Future:
-        self.pending += 1
+        with self._lock:
+            self.pending += 1
 
         def run():
             try:
@@ -92,7 +95,8 @@ class DocumentWriter:
                     logger.error("update failed", exc_info=e)
                 raise
             finally:
-                self.pending -= 1
+                with self._lock:
+                    self.pending -= 1
 
         return self._executor.submit(run)
 
