@@ -360,3 +360,48 @@ def test_llamaindex_embedding_with_in_memory_vector_store(tiny_model):
     assert len(hits) == 2 and hits[0].score >= hits[1].score
     scores = np.array(tiny_model.encode_document(DOCS)) @ np.array(query)
     assert hits[0].node.get_content() == DOCS[int(np.argmax(scores))]
+
+
+# ------------------------------------------------------------------ vector stores over an index folder (#36)
+def test_langchain_vector_store_over_an_index_folder(tiny_model, tmp_path):
+    _importorskip("langchain_core", "langchain")
+    from langchain_core.documents import Document
+
+    from t1.index import Index
+    from t1.integrations.langchain import T1Embeddings, T1VectorStore
+
+    emb = T1Embeddings(tiny_model, reasoning="none")
+    store = T1VectorStore(tmp_path / "idx", emb)
+    assert store.similarity_search("cells", k=2) == []
+    assert store.add_documents([Document(page_content=t, id=str(i)) for i, t in enumerate(DOCS)]) == ["0", "1", "2"]
+    store.add_texts(["volcano lava eruption"], [{"title": "Volcanoes"}], ids=["v"])
+    assert len(Index.open(tmp_path / "idx")) == 4 and Index.open(tmp_path / "idx").generation == 1
+    hits = store.similarity_search_with_score("volcano lava eruption", k=4)
+    q = tiny_model.encode_query("volcano lava eruption", reasoning="none").embeddings
+    want = Index.open(tmp_path / "idx").search(q, k=4)[0]
+    assert [(d.id, round(s, 5)) for d, s in hits] == [(h.id, round(h.score, 5)) for h in want]
+    assert any(d.metadata["title"] == "Volcanoes" for d, _ in hits)
+    assert store.delete(["v"]) is True and store.delete(["v"]) is False
+    assert "v" not in [d.id for d in store.similarity_search("volcano", k=4)]
+
+
+def test_llamaindex_vector_store_over_an_index_folder(tiny_model, tmp_path):
+    _importorskip("llama_index.core", "llamaindex")
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.core.schema import TextNode
+
+    from t1.index import Index
+    from t1.integrations.llamaindex import T1Embedding, T1VectorStore
+
+    emb = T1Embedding(tiny_model, reasoning="none")
+    store = T1VectorStore(tmp_path / "idx", tiny_model)
+    index = VectorStoreIndex([TextNode(text=t, id_=str(i)) for i, t in enumerate(DOCS)], embed_model=emb,
+                             storage_context=StorageContext.from_defaults(vector_store=store))
+    index.insert_nodes([TextNode(text="volcano lava eruption", id_="v", metadata={"title": "Volcanoes"})])
+    assert len(Index.open(tmp_path / "idx")) == 4
+    hits = index.as_retriever(similarity_top_k=4).retrieve("volcano lava eruption")
+    q = tiny_model.encode_query("volcano lava eruption", reasoning="none").embeddings
+    want = Index.open(tmp_path / "idx").search(q, k=4)[0]
+    assert [(h.node.node_id, round(h.score, 5)) for h in hits] == [(w.id, round(w.score, 5)) for w in want]
+    store.delete("v")
+    assert "v" not in [h.node.node_id for h in index.as_retriever(similarity_top_k=4).retrieve("volcano")]

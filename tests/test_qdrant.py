@@ -160,3 +160,43 @@ def test_cli_and_serve_with_a_store(tiny_model, tiny_model_path, tmp_path, capsy
             assert r.status_code == 422
     finally:
         store.close()
+
+
+def test_update_and_delete_by_id_match_a_fresh_store(tiny_model, tmp_path):
+    """`QdrantIndex.update` / `delete` (#36): new ids added, changed texts re-encoded, unchanged
+    ones skipped; the hits equal those of a store built from the resulting corpus."""
+    spec = f"{tmp_path / 'qdrant'}#docs"
+    store = QdrantIndex.build(tiny_model, DOCS[:5], spec, show_progress_bar=False)
+    try:
+        changed = Document("d1", "river water rock and a flood", "title 1")
+        report = store.update(tiny_model, [*DOCS[5:], changed, DOCS[2]])
+        assert (report.added, report.replaced, report.unchanged) == (["d5", "d6"], ["d1"], ["d2"])
+        report = store.delete(["d3", "nope"])
+        assert report.deleted == ["d3"] and report.not_found == ["nope"] and len(store) == 6
+        assert store.manifest["generation"] == 2
+        result = [d for d in [*DOCS[:5], *DOCS[5:]] if d.id != "d3"]
+        result = [changed if d.id == "d1" else d for d in result]
+        fresh = QdrantIndex.build(tiny_model, result, f"{tmp_path / 'fresh'}#docs", show_progress_bar=False)
+        q = tiny_model.encode_query(QUERIES, reasoning="none").embeddings
+        try:
+            for got, want in zip(store.search(q, k=6), fresh.search(q, k=6)):
+                assert {h.id for h in got} == {h.id for h in want}
+                np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-3)
+        finally:
+            fresh.close()
+    finally:
+        store.close()
+
+
+def test_cli_update_and_delete_a_store(tiny_model_path, tmp_path, capsys):
+    corpus, more = tmp_path / "c.jsonl", tmp_path / "more.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in DOCS[:4]))
+    more.write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in DOCS[3:]))
+    spec = f"{tmp_path / 'qdrant'}#docs"
+    common = ["--model", str(tiny_model_path), "--device", "cpu"]
+    assert main(["index", *common, "--corpus", str(corpus), "--store", spec]) == 0
+    capsys.readouterr()
+    assert main(["index", *common, "--corpus", str(more), "--store", spec, "--update"]) == 0
+    assert "3 added, 0 replaced, 1 unchanged" in capsys.readouterr().out
+    assert main(["index", "--delete-id", "d0", "--delete-id", "zz", "--store", spec]) == 0
+    assert "1 deleted, 1 not found (not found: zz); generation 2, 6 documents" in capsys.readouterr().out

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from .cli_args import (
     DEVICE_HELP,
@@ -46,6 +47,8 @@ def cmd_index(args) -> int:
 
     if args.verify:
         return _verify_index(args.verify)
+    if args.update or args.delete or args.delete_id or args.compact:
+        return _update_index(args)
     if not args.corpus:
         raise T1Error("--corpus is required to build an index (--out or --store)")
     if args.store and args.ann:
@@ -87,6 +90,70 @@ def cmd_index(args) -> int:
     finally:
         if group.world > 1:
             leave()
+
+
+def _update_index(args) -> int:
+    """`t1 index --update` / `--delete` / `--delete-id` / `--compact` on an existing folder: one
+    new generation each (`t1.index.update`), reported on one line."""
+    from .index import Index
+
+    if not (args.out or args.store):
+        raise T1Error("--update, --delete and --compact change an existing index: give it with --out (or --store)")
+    if args.store and args.compact:
+        raise T1Error("--compact applies to an index folder (--out); a Qdrant store compacts itself")
+    if sum(map(bool, (args.update, args.delete or args.delete_id, args.compact))) > 1:
+        raise T1Error("give one of --update, --delete / --delete-id and --compact at a time")
+    if args.update and not args.corpus:
+        raise T1Error("--update needs --corpus: the documents to add or replace")
+    if not args.update and args.corpus:
+        raise T1Error("--corpus with an existing index: add --update to add or replace its documents")
+    if args.store:
+        from .stores import open_store
+
+        index = open_store(args.store)
+    else:
+        index = Index.open(args.out)  # before the model loads: a damaged or missing index fails now
+    try:
+        report = _apply_update(args, index)
+    finally:
+        if args.store:
+            index.close()
+    print(f"{args.out or args.store}: {report}")
+    return 0
+
+
+def _apply_update(args, index):
+    if args.compact:
+        report = index.compact()
+    elif args.update:
+        from .backbones import DEFAULT_MODEL
+        from .data import load_corpus
+
+        documents = load_corpus(args.corpus, skip_empty=args.skip_empty)
+        if args.model == DEFAULT_MODEL:  # not named: the index's own (its fingerprint is checked all the same)
+            args.model = index.manifest["model"]["name"]
+        args.document_engine = args.document_engine or index.manifest.get("engine", "hf")  # as the build embedded
+        model = model_from_args(args)
+        report = index.update(model, documents, batch_size=args.batch_size, instruction=args.document_instruction)
+    else:
+        report = index.delete([*_read_ids(args.delete), *(args.delete_id or [])])
+    return report
+
+
+def _read_ids(path) -> list[str]:
+    """Document ids, one a line (blank lines skipped)."""
+    if path is None:
+        return []
+    from .data import surrogate_problem
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise T1Error(f"{path}: cannot read ids ({getattr(e, 'strerror', None) or e})") from None
+    for n, line in enumerate(lines, 1):
+        if surrogate_problem(line):
+            raise T1Error(f"{path}:{n}: {surrogate_problem(line)}")
+    return [line.strip() for line in lines if line.strip()]
 
 
 def _verify_index(folder) -> int:
@@ -308,6 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "it to an existing index without re-encoding)")
     p.add_argument("--ann", choices=ANN_KINDS, default=None,
                    help="also build an approximate-search structure (faiss; default settings, see `t1 ann build`)")
+    p.add_argument("--update", action="store_true",
+                   help="add the --corpus documents to the existing index in --out: new ids added, changed texts "
+                        "re-encoded, unchanged ones skipped (same model, instruction and engine as the build)")
+    p.add_argument("--delete", metavar="IDS_FILE", help="delete the documents whose ids are listed (one a line)")
+    p.add_argument("--delete-id", metavar="ID", action="append", help="delete this document (repeatable)")
+    p.add_argument("--compact", action="store_true",
+                   help="merge the index's segments, drop deleted rows, rebuild its ANN structures")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="reason about queries and search an index")

@@ -4,6 +4,8 @@
     build       encoding a corpus into shards, resumably, under the folder's lock
     format      the files of a folder (shards, ids, snippets) and their checks
     manifest    `manifest.json`: what was built, with which model, and each file's size and checksum
+    segments    the generations of a folder: which segments, tombstones and BM25 a manifest names
+    update      updating a folder in place (upsert, delete, compact), one new generation each
     searchable  `Searchable`: what every collection offers (an index folder, a Qdrant store)
     search      exact top-k over row chunks, exclusions, tie-breaking
     hits        `Hit` and `SearchRanking`, what a search returns and how it ranked

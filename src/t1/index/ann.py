@@ -48,8 +48,10 @@ def _faiss():
     return faiss
 
 
-def file_name(kind: str) -> str:
-    return f"ann-{kind}.faiss"
+def file_name(kind: str, generation: int = 0) -> str:
+    """A structure's file; after the first generation each gets its own name, so that a reader
+    of an older generation never finds another structure under the name it knew."""
+    return f"ann-{kind}.faiss" if not generation else f"ann-{kind}-g{generation:06d}.faiss"
 
 
 def check_search_settings(ann: str | None, ef_search=None, nprobe=None, refine=None) -> None:
@@ -74,14 +76,16 @@ def default_pq_m(dim: int) -> int:
 def build(index, kind: str, *, m: int = 32, ef_construction: int = 200, nlist: int | None = None,
           pq_m: int | None = None, nbits: int | None = None, sample: int | None = None, seed: int = 0,
           ef_search: int = DEFAULT_EF_SEARCH, nprobe: int | None = None, refine: int = DEFAULT_REFINE,
-          show_progress_bar: bool | None = None) -> dict:
+          show_progress_bar: bool | None = None, record: bool = True) -> dict:
     """Build structure `kind` over `index` (an `Index`), store it in the index folder, record it
     in the manifest, and return its manifest entry. The vectors are read in chunks; IVF-PQ is
-    trained on `sample` random rows (default: 64 per list, at least 65,536, at most all)."""
+    trained on `sample` random rows (default: 64 per list, at least 65,536, at most all).
+    The structure covers every row of the index's generation, deleted ones too (searches exclude
+    them); `record=False` leaves the manifest to the caller (a compaction)."""
     faiss = _faiss()
     if kind not in KINDS:
         raise T1Error(f"ANN kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    n, dim = len(index), index.manifest["dim"]
+    n, dim = index.rows, index.manifest["dim"]
     start = time.perf_counter()
     params: dict = {}
     train_rows = 0
@@ -127,18 +131,20 @@ def build(index, kind: str, *, m: int = 32, ef_construction: int = 200, nlist: i
     bar.close()
     if structure.ntotal != n:
         raise T1Error(f"{index.folder}: read {structure.ntotal} vectors, the manifest says {n}")
-    _write_index(structure, index.folder / file_name(kind))
-    info = {"kind": kind, "file": file_name(kind), "params": params, "search": search, "count": n,
+    name = file_name(kind, index.generation)
+    _write_index(structure, index.folder / name)
+    info = {"kind": kind, "file": name, "params": params, "search": search, "count": n,
             "corpus_hash": index.manifest["corpus_hash"], "train_rows": train_rows, "seed": seed,
             "build_s": round(time.perf_counter() - start, 2), "faiss": faiss.__version__}
-    index.add_ann(kind, info)  # its size and checksum: opening and --verify check them
+    if record:
+        index.add_ann(kind, info)  # its size and checksum: opening and --verify check them
     return info
 
 
 def _sample_rows(index, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(positions, rows as float32) of `size` distinct random rows of the index, read chunk by
     chunk."""
-    n = len(index)
+    n = index.rows
     picked = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False)) if size < n else np.arange(n)
     out = np.empty((len(picked), index.manifest["dim"]), dtype=np.float32)
     filled = 0
@@ -168,12 +174,13 @@ def load(index, kind: str):
     if info is None or not (index.folder / info["file"]).exists():
         raise T1Error(f"{index.folder}: no {kind} structure; build it with `t1 ann build --index {index.folder} "
                       f"--kind {kind}`")
-    if info["count"] != len(index) or info["corpus_hash"] != index.manifest["corpus_hash"]:
+    if info["count"] > index.rows or info["corpus_hash"] != index.manifest["corpus_hash"]:
         raise T1Error(f"{index.folder}: the {kind} structure was built over other vectors; rebuild it with "
                       f"`t1 ann build --index {index.folder} --kind {kind}`")
     structure = _read_index(index, kind, info["file"])
-    if structure.ntotal != len(index):
-        raise T1Error(f"{index.folder / info['file']}: holds {structure.ntotal} vectors, the index {len(index)}")
+    if structure.ntotal != info["count"]:
+        raise T1Error(f"{index.folder / info['file']}: holds {structure.ntotal} vectors, the manifest says "
+                      f"{info['count']}")
     return structure
 
 
@@ -244,7 +251,7 @@ def check(index, kind: str | None = None, queries: int = 1000, k: int = 10, ef_s
         raise T1Error(f"{index.folder}: no approximate structure to check; build one with `t1 ann build`")
     if queries < 1 or k < 1:
         raise T1Error(f"queries and k must be positive, got {queries} and {k}")
-    positions, q = _sample_rows(index, min(queries, len(index)), seed + 1)
+    positions, q = _sample_rows(index, min(queries, index.rows), seed + 1)
     excluded = [np.array([p], dtype=np.int64) for p in positions]
     structure, info = index.ann_index(resolved), index.manifest["ann"][resolved]
     start = time.perf_counter()

@@ -36,7 +36,7 @@ from .manifest import MANIFEST, read_manifest
 SHARD_WAIT_S = 120.0  # how long rank 0 waits for another rank's shard to show on a shared filesystem
 LOCK = ".t1-index.lock"  # held (fcntl) by the process writing the folder; holds its pid
 # What t1 writes into an index folder; `.NAME.XXXX.tmp` and `.NAME.XXXX` are its temporaries
-OWN = re.compile(r"manifest\.json|emb-\d{5,}\.npy|docs-\d{5,}\.jsonl|bm25|ann-[a-z0-9-]+\.faiss|"
+OWN = re.compile(r"manifest\.json|emb-\d{5,}\.npy|docs-\d{5,}\.jsonl|bm25|ann-[a-z0-9-]+\.faiss|seg-\d{6,}|bm25-\d{6,}|"
                  r"reasoning-cache\.sqlite(-wal|-shm|-journal)?|\.t1-index\.lock")
 TEMPORARY = re.compile(r"\.(?P<name>.+?)\.(old\.)?[a-z0-9_]+(\.tmp)?")
 

@@ -6,6 +6,10 @@ Opening an index checks every shard file's size and rows against the manifest (f
 `Index.verify` (`t1 index --verify`) also compares the sha256 checksums. Indexes written before
 the manifest recorded the files are still opened (sizes checked against the .npy headers).
 
+An index folder is also updated in place (`update`, `delete`, `compact`; `t1.index.update`):
+each update is a new *generation* of segments and tombstones (`t1.index.segments`). An `Index`
+object is one generation, whatever writers do meanwhile; `reopen` returns the newest.
+
 Exact search reads the shards in row chunks with plain file reads (no memory map), so its memory
 is bounded by the chunk size (`Index.chunk_rows`), not by the index size; hits' titles and
 snippets are read line by line from the docs files rather than loaded all at once.
@@ -24,21 +28,11 @@ from ..atomic import write_json
 from ..data import Document
 from ..errors import T1Error
 from .build import FolderSink, build_shards, check_writable, plan_build, write_embeddings
-from .format import (
-    BM25_DIR,
-    FORMAT_VERSION,
-    REQUIRED_KEYS,
-    NpyShard,
-    check_built_with,
-    folder_problems,
-    line_offsets,
-    shard_name,
-    shard_paths,
-    shard_rows,
-)
+from .format import BM25_DIR, FORMAT_VERSION, REQUIRED_KEYS, NpyShard, check_built_with, folder_problems, line_offsets
 from .manifest import MANIFEST, describe_file, read_manifest
-from .search import check_k, exact_search, exclusion_sets, query_matrix
+from .search import best_first, check_k, exact_search, exclusion_sets, query_matrix
 from .searchable import Hit, Searchable
+from .segments import bm25_dir, deleted, generation, live_positions, segment_problems, shard_table, total_rows
 
 SEARCH_CHUNK_ROWS = 65536
 # Below 20 queries faiss scores without BLAS; there, chunks that stay in cache are ~2x faster.
@@ -58,6 +52,7 @@ class Index(Searchable):
         self._ann_setting = {"ann": "auto", "ef_search": None, "nprobe": None, "refine": None}
         self._ann_loaded: dict = {}
         self._line_offsets: dict[int, np.ndarray] = {}
+        self._stamp = _stamp(self.folder)  # what `reopen` compares to tell whether a writer committed
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -109,6 +104,8 @@ class Index(Searchable):
     def _add_bm25(self, documents: Sequence[Document]) -> None:
         from .bm25 import BM25Index
 
+        if self.manifest.get("segments") or self.manifest.get("deleted"):
+            raise T1Error(f"{self.folder}: an updated index gets BM25 from its updates; compact it first")
         BM25Index().index([d.full_text for d in documents]).save(self.folder / BM25_DIR)
         self.manifest["bm25"] = BM25Index().settings
         self.record_files(sorted(p.relative_to(self.folder).as_posix() for p in (self.folder / BM25_DIR).iterdir()))
@@ -124,7 +121,7 @@ class Index(Searchable):
 
     @property
     def has_bm25(self) -> bool:
-        return "bm25" in self.manifest and (self.folder / BM25_DIR).is_dir()
+        return "bm25" in self.manifest and (not len(self) or (self.folder / bm25_dir(self.manifest)).is_dir())
 
     @property
     def no_bm25(self) -> str:
@@ -137,7 +134,9 @@ class Index(Searchable):
 
         if not self.has_bm25:
             raise T1Error(f"hybrid search needs BM25: {self.no_bm25}")
-        folder = self.folder / BM25_DIR
+        if not len(self):
+            return None  # every document deleted: nothing to index, nothing found
+        folder = self.folder / bm25_dir(self.manifest)
         try:
             index = BM25Index.load(folder)
         except (FileNotFoundError, ValueError, KeyError, TypeError, EOFError) as e:
@@ -152,12 +151,51 @@ class Index(Searchable):
         """Open a complete index; with `model`, refuse one built by a different model. Every
         shard file's size and rows are checked against the manifest (no file is read whole)."""
         index = cls._read(folder).check(model, instruction)
-        problems = folder_problems(index.folder, index.manifest)
+        problems = folder_problems(index.folder, index.manifest) + segment_problems(index.folder, index.manifest, False)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise T1Error(f"{folder}: damaged index: {problems[0]}{more}; rebuild it (`t1 index --verify {folder}` "
                           "lists every problem)")
         return index
+
+    def reopen(self) -> "Index":
+        """The folder's newest generation: this object when no writer has committed since it was
+        opened (one `stat` of the manifest, cheap enough for every request), else a new `Index`
+        (opened and checked; its search settings carried over). This object keeps reading its own
+        generation: a writer never rewrites the files a generation names."""
+        if _stamp(self.folder) == self._stamp:
+            return self
+        fresh = type(self).open(self.folder)
+        fresh.chunk_rows, fresh._ann_setting = self.chunk_rows, dict(self._ann_setting)
+        return fresh
+
+    # ---------------------------------------------------------------- updating (`t1.index.update`)
+    def update(self, model, documents: Sequence[Document], batch_size: int = 32, instruction: str | None = None,
+               encode=None):
+        """Add new documents and replace changed ones (by id; a document whose title and text are
+        unchanged is skipped), with the model, instruction and document engine the index was
+        built with (any other is refused), as a new generation. Returns an `UpdateReport`; this
+        object keeps reading its generation (`reopen` for the new one). `encode` (texts ->
+        embeddings) replaces the model's own encoding, for a caller that runs the model elsewhere."""
+        from .update import upsert
+
+        return upsert(self, model, documents, batch_size=batch_size, instruction=instruction, encode=encode)
+
+    upsert = add_documents = update
+
+    def delete(self, ids: Iterable[str]):
+        """Delete documents by id, as a new generation (tombstones). Returns an `UpdateReport`
+        (ids not in the index are its `not_found`)."""
+        from .update import delete
+
+        return delete(self, ids)
+
+    def compact(self):
+        """Merge every segment into one, drop the deleted rows, and rebuild each approximate
+        structure once over the result, as a new generation. Returns an `UpdateReport`."""
+        from .update import compact
+
+        return compact(self)
 
     def check(self, model=None, instruction: str | None = None) -> "Index":
         """Refuse `model` / `instruction` when the index was built with others."""
@@ -190,34 +228,64 @@ class Index(Searchable):
         """Check every shard file of the index in `folder`: presence, size, rows and sha256 (reads
         every byte). Returns a one-line report; a damaged index is a `T1Error` naming its problems."""
         index = cls._read(folder)
-        problems = folder_problems(index.folder, index.manifest, deep=True)
+        problems = folder_problems(index.folder, index.manifest, deep=True) + segment_problems(
+            index.folder, index.manifest, True)
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise T1Error(f"{folder}: damaged index: {shown}")
-        what = (f"{len(index)} documents in {index.manifest['shards']} shards, embedded by the "
+        segments = len(index.manifest.get("segments", []))
+        what = (f"{len(index)} documents in {len(index._table)} shards, embedded by the "
                 f"{index.manifest.get('engine', 'hf')} document engine")
+        if generation(index.manifest):
+            what += (f", generation {generation(index.manifest)} ({segments} segments after the base, "
+                     f"{len(deleted(index.manifest))} deleted rows)")
         if "files" not in index.manifest:
             return (f"{what}: files present, sizes and rows match; no checksums to compare (the index was "
                     "written before t1 recorded them)")
         return f"{what}: files present, sizes, rows and sha256 checksums match"
 
+    @cached_property
+    def _table(self) -> list[tuple[Path, Path, int]]:
+        """(.npy, docs file, rows) of every shard of every segment, in row order."""
+        return shard_table(self.folder, self.manifest)
+
     def _shard_rows(self, i: int) -> int:
-        return shard_rows(self.manifest, i)
+        return self._table[i][2]
 
     def __len__(self) -> int:
-        return self.manifest["count"]
+        """The live documents (rows of every segment, less the deleted)."""
+        return self.rows - len(self._dead)
+
+    @property
+    def rows(self) -> int:
+        """Row positions in use, deleted rows included (what an ANN structure covers)."""
+        return total_rows(self.manifest)
+
+    @cached_property
+    def _dead(self) -> np.ndarray:
+        return deleted(self.manifest)
+
+    @cached_property
+    def _live(self) -> np.ndarray:
+        """Row positions of the live documents, in order: the rows of this generation's BM25."""
+        return np.arange(self.rows) if not len(self._dead) else live_positions(self.manifest)
+
+    @property
+    def generation(self) -> int:
+        """Which generation of the folder this object reads (0: as built; each update adds 1)."""
+        return generation(self.manifest)
 
     def _shards(self):
-        return shard_paths(self.folder, self.manifest)
+        return ((e, d) for e, d, _ in self._table)
 
     @cached_property
     def _docs(self) -> list[dict]:
         """Every row's {"id", "title", "snippet"} (loads them all; searching does not need this)."""
-        return [row for i in range(self.manifest["shards"]) for row in self._docs_rows(i)]
+        return [row for i in range(len(self._table)) for row in self._docs_rows(i)]
 
     def _docs_rows(self, i: int) -> list[dict]:
         """The rows of shard i's docs file, checked against the manifest's count."""
-        docs_file = self.folder / shard_name(i)[1]
+        docs_file = self._table[i][1]
         with open(docs_file, encoding="utf-8") as f:
             rows = [json.loads(line) for line in f]
         if len(rows) != self._shard_rows(i):
@@ -226,13 +294,20 @@ class Index(Searchable):
         return rows
 
     @cached_property
-    def ids(self) -> list[str]:
+    def _row_ids(self) -> list[str]:
+        """The id of every row, deleted rows included."""
         return [d["id"] for d in self._docs] if "_docs" in self.__dict__ else [
-            row["id"] for i in range(self.manifest["shards"]) for row in self._docs_rows(i)]
+            row["id"] for i in range(len(self._table)) for row in self._docs_rows(i)]
+
+    @cached_property
+    def ids(self) -> list[str]:
+        """The ids of the live documents, in row order (the order of the BM25 rows)."""
+        return self._row_ids if not len(self._dead) else [self._row_ids[p] for p in self._live]
 
     @cached_property
     def _position(self) -> dict[str, int]:
-        return {doc_id: i for i, doc_id in enumerate(self.ids)}
+        """Row position of each live document's id."""
+        return {doc_id: int(p) for doc_id, p in zip(self.ids, self._live)}
 
     def embeddings(self) -> np.ndarray:
         """All embeddings as one float32 array (loads the whole index into memory)."""
@@ -263,7 +338,7 @@ class Index(Searchable):
         out = {}
         shard_of = np.searchsorted(self._shard_starts, positions, side="right") - 1
         for s in sorted(set(shard_of.tolist())):
-            docs_file = self.folder / shard_name(s)[1]
+            docs_file = self._table[s][1]
             offsets = self._line_offsets.get(s)
             if offsets is None:
                 offsets = self._line_offsets[s] = line_offsets(docs_file)
@@ -313,8 +388,14 @@ class Index(Searchable):
     def add_ann(self, kind: str, info: dict) -> None:
         """Enter a structure `t1.index.ann.build` wrote in the manifest (with its file's size and
         checksum) and drop any copy of the old one loaded."""
-        self.manifest.setdefault("ann", {})[kind] = info
-        self.record_files([info["file"]])
+        from .build import hold_lock
+
+        with hold_lock(self.folder):  # no update may commit between this check and the write
+            if generation(read_manifest(self.folder) or {}) != self.generation:
+                raise T1Error(f"{self.folder}: the index was updated while the {kind} structure was built over an "
+                              "older generation; build it again")
+            self.manifest.setdefault("ann", {})[kind] = info
+            self.record_files([info["file"]])
         self._ann_loaded.pop(kind, None)
 
     def ann_index(self, kind: str):
@@ -337,15 +418,25 @@ class Index(Searchable):
             raise T1Error(f"query embeddings have dimension {query_embeddings.shape[1]}, index has {self.manifest['dim']}")
         excluded = self._excluded(exclude, len(query_embeddings))
         kind = self.resolve_ann(ann)
+        rows = self.chunk_rows or (FEW_QUERIES_CHUNK_ROWS if len(query_embeddings) < FEW_QUERIES else None)
         if kind is None:
-            rows = self.chunk_rows or (FEW_QUERIES_CHUNK_ROWS if len(query_embeddings) < FEW_QUERIES else None)
             return exact_search(query_embeddings, self.chunks(rows), k, excluded, backend)
         from .ann import search as ann_search
 
-        setting = self._ann_setting
-        return ann_search(self.ann_index(kind), self.manifest["ann"][kind], query_embeddings, k, excluded,
-                          ef_search=ef_search or setting["ef_search"], nprobe=nprobe or setting["nprobe"],
-                          refine=refine or setting["refine"])
+        setting, info = self._ann_setting, self.manifest["ann"][kind]
+        covered = info["count"]  # rows added by later updates are searched exactly, then merged
+        scores, positions = ann_search(self.ann_index(kind), info, query_embeddings, k,
+                                       None if excluded is None else [e[e < covered] for e in excluded],
+                                       ef_search=ef_search or setting["ef_search"], nprobe=nprobe or setting["nprobe"],
+                                       refine=refine or setting["refine"])
+        if covered == self.rows:
+            return scores, positions
+        tail = ((o, c) for o, c in self.chunks(rows) if o + len(c) > covered)
+        tail = ((max(o, covered), c[max(0, covered - o):]) for o, c in tail)
+        more_s, more_p = exact_search(query_embeddings, tail, k, excluded, backend)
+        scores, positions = best_first(np.concatenate([scores, more_s], 1), np.concatenate([positions, more_p], 1), k)
+        positions[~np.isfinite(scores)] = -1
+        return scores, positions
 
     def search(
         self,
@@ -371,11 +462,21 @@ class Index(Searchable):
         return _make_hit(self._records([position])[position], score)
 
     def _excluded(self, exclude, n_queries: int) -> list[np.ndarray] | None:
-        """Per-query row positions of the excluded ids (ids not in the index are ignored)."""
+        """Per-query row positions of the excluded ids (ids not in the index are ignored), and
+        of the deleted rows (tombstones), which no query gets."""
+        exclude = exclusion_sets(exclude, n_queries)
+        if exclude is None or not any(exclude):
+            return None if not len(self._dead) else [self._dead] * n_queries
+        out = [np.array(sorted(self._position[i] for i in ex if i in self._position), dtype=np.int64) for ex in exclude]
+        return out if not len(self._dead) else [np.union1d(e, self._dead) for e in out]
+
+    def _excluded_live(self, exclude, n_queries: int) -> list[np.ndarray] | None:
+        """The excluded ids as rows of this generation's BM25 (the live documents, in order)."""
         exclude = exclusion_sets(exclude, n_queries)
         if exclude is None or not any(exclude):
             return None
-        return [np.array(sorted(self._position[i] for i in ex if i in self._position), dtype=np.int64) for ex in exclude]
+        return [np.searchsorted(self._live, sorted(self._position[i] for i in ex if i in self._position)).astype(
+            np.int64) for ex in exclude]
 
     def search_hybrid(self, query_embeddings: np.ndarray, query_texts: Sequence[str], k: int = 10, exclude=None,
                       fusion: str = "rrf", weight: float = 0.5, depth: int = 100) -> list[list[Hit]]:
@@ -391,8 +492,9 @@ class Index(Searchable):
             dense = self.search_traces(query_embeddings, k=depth, exclude=exclude, depth=depth)
         else:
             dense = self.search(query_embeddings, k=depth, exclude=exclude)
-        excluded = self._excluded(exclude, len(query_texts))
-        sparse = self.bm25.search(list(query_texts), depth, excluded)
+        excluded = self._excluded_live(exclude, len(query_texts))
+        bm25 = self.bm25
+        sparse = bm25.search(list(query_texts), min(depth, len(self)), excluded) if bm25 else [[]] * len(dense)
         out = []
         for d_hits, s_hits in zip(dense, sparse):
             fused = fuse([{h.id: h.score for h in d_hits}, {self.ids[i]: s for i, s in s_hits}], fusion,
@@ -400,6 +502,15 @@ class Index(Searchable):
             records = self._records(self._position[i] for i, _ in fused)
             out.append([_make_hit(records[self._position[i]], s) for i, s in fused])
         return out
+
+
+def _stamp(folder: Path) -> tuple | None:
+    """What changes when a writer replaces the manifest (a rename gives it a new inode)."""
+    try:
+        st = (folder / MANIFEST).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _damaged_bm25(folder: Path, why: str) -> T1Error:

@@ -9,6 +9,8 @@ Layout of an index folder::
     bm25/                a BM25 index of the same rows, for hybrid search (`bm25=False`: none)
     ann-hnsw.faiss       optional approximate-search structures (`t1.index.ann`, `t1 ann build`), listed
     ann-ivf-pq.faiss     in the manifest's "ann" entry
+    seg-000001/          after `t1 index --update` / `--delete` / `--compact`: segments, their BM25 and
+    bm25-000001/         tombstones (`t1.index.segments`); a fresh build is generation 0, this layout alone
 
 A shard's .npy is read with plain reads (`NpyShard`), so what a search reads is all that is
 resident; every shard file's bytes, rows and sha256 go into the manifest ("files").
@@ -59,8 +61,15 @@ def shard_name(i: int) -> tuple[str, str]:
     return f"emb-{i:05d}.npy", f"docs-{i:05d}.jsonl"
 
 
+def content_hash(d: Document) -> str:
+    """What an update compares to tell a changed document from an unchanged one (title and text)."""
+    return hashlib.sha256(f"{d.title}\0{d.text}".encode()).hexdigest()[:16]
+
+
 def doc_row(d: Document) -> dict:
-    return {"id": d.id, "title": d.title, "snippet": d.text[:SNIPPET_CHARS]}
+    """A row of a docs file; "hash" (`content_hash`) lets `t1 index --update` skip unchanged
+    documents (rows written before t1 recorded it count as changed)."""
+    return {"id": d.id, "title": d.title, "snippet": d.text[:SNIPPET_CHARS], "hash": content_hash(d)}
 
 
 def shard_rows(manifest: dict, i: int) -> int:

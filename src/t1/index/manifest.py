@@ -21,11 +21,12 @@ TYPES: dict[str, tuple] = {
     "format_version": (int,), "model": (dict,), "instruction": (str, None), "max_length": (int, None),
     "dim": (int,), "dtype": (str,), "count": (int,), "shard_size": (int,), "shards": (int,),
     "corpus_hash": (str,), "complete": (bool,), "files": (dict,), "bm25": (dict,), "ann": (dict,),
-    "built_by": (dict,),
+    "built_by": (dict,), "generation": (int,), "segments": (list,), "deleted": (list,), "retired": (dict,),
+    "rows": (int,),
 }
-AT_LEAST = {"dim": 1, "shard_size": 1, "max_length": 1, "count": 0, "shards": 0}
+AT_LEAST = {"generation": 0, "dim": 1, "shard_size": 1, "max_length": 1, "count": 0, "shards": 0}
 DTYPES = ("float16", "float32")
-_NAMES = {int: "an integer", str: "a string", dict: "an object", bool: "true or false", None: "null"}
+_NAMES = {int: "an integer", str: "a string", dict: "an object", list: "a list", bool: "true or false", None: "null"}
 
 
 def _is(value, kind) -> bool:
@@ -52,6 +53,11 @@ def _entry_problem(key: str, value) -> str | None:
         bad = next((n for n, f in value.items() if not (isinstance(f, dict) and _is(f.get("bytes"), int)
                                                         and isinstance(f.get("sha256"), str))), None)
         return None if bad is None else f"'files' entry {bad!r} must hold its 'bytes' and 'sha256'"
+    if key == "segments" and not all(isinstance(g, dict) and isinstance(g.get("name"), str)
+                                     and _is(g.get("count"), int) and _is(g.get("shards"), int) for g in value):
+        return "'segments' entries must hold their 'name', 'count' and 'shards'"
+    if key == "deleted" and not all(_is(p, int) for p in value):
+        return "'deleted' must list row positions (integers)"
     if key == "ann":
         bad = next((k for k, a in value.items() if not (isinstance(a, dict) and isinstance(a.get("file"), str)
                                                         and _is(a.get("count"), int)

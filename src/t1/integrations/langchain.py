@@ -1,4 +1,5 @@
-"""T1 as a LangChain `Embeddings`: `T1Embeddings`.
+"""T1 as a LangChain `Embeddings` (`T1Embeddings`), and a t1 index folder as a LangChain
+`VectorStore` (`T1VectorStore`: add, delete and search without rebuilding).
 
 `embed_documents` is `T1Model.encode_document` (one pass each); `embed_query` is
 `T1Model.encode_query` (the model reasons, then embeds), so any LangChain vector store or
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 try:
     from langchain_core.embeddings import Embeddings
+    from langchain_core.vectorstores import VectorStore
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("langchain-core is not installed: pip install 't1[langchain]'") from e
 
@@ -64,3 +66,77 @@ class T1Embeddings(Embeddings):
                                       batch_size=self.query_batch_size)
         self.last_reasoning = out.reasoning
         return out.embeddings.tolist()
+
+
+class T1VectorStore(VectorStore):
+    """A LangChain `VectorStore` over a t1 index folder (`t1.index.Index`), thin over its update
+    API: `add_texts` / `add_documents` upsert by id (a new generation; unchanged texts are
+    skipped), `delete(ids)` tombstones, `similarity_search` embeds the query with
+    `embedding` (reasoning first) and searches the newest generation. A missing folder is built
+    by the first `add_texts`. The folder keeps each document's title (from metadata "title")
+    and a snippet, not the rest of the metadata: hits carry `page_content` = the snippet."""
+
+    def __init__(self, folder, embedding: T1Embeddings) -> None:
+        from pathlib import Path
+
+        from ..index import Index
+
+        self.folder = Path(folder)
+        self.embedding = embedding
+        self._index = Index.open(self.folder) if (self.folder / "manifest.json").is_file() else None
+
+    @property
+    def embeddings(self) -> T1Embeddings:
+        return self.embedding
+
+    @property
+    def index(self):
+        """The newest generation of the index (None before anything was added)."""
+        if self._index is not None:
+            self._index = self._index.reopen()
+        return self._index
+
+    def add_texts(self, texts, metadatas: list[dict] | None = None, *, ids: list[str] | None = None,
+                  **kwargs: Any) -> list[str]:
+        import uuid
+
+        from ..data import Document
+        from ..index import Index
+
+        texts = list(texts)
+        ids = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in texts]
+        metadatas = metadatas or [{} for _ in texts]
+        docs = [Document(i, t, str((m or {}).get("title", ""))) for i, t, m in zip(ids, texts, metadatas, strict=True)]
+        model = self.embedding.model
+        if self.index is None:
+            self._index = Index.build(model, docs, self.folder, instruction=self.embedding.document_instruction,
+                                      show_progress_bar=False)
+        else:
+            self._index.update(model, docs)
+        return ids
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
+        if not ids or self.index is None:
+            return False
+        return bool(self._index.delete(ids).deleted)
+
+    def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any):
+        from langchain_core.documents import Document as LCDocument
+
+        if self.index is None or not len(self._index):
+            return []
+        emb = self.embedding.embed_query(query)
+        hits = self._index.search([emb], k=k, exclude=kwargs.get("exclude"))[0]
+        return [(LCDocument(page_content=h.snippet, metadata={"title": h.title}, id=h.id), h.score) for h in hits]
+
+    def similarity_search(self, query: str, k: int = 4, **kwargs: Any):
+        return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
+
+    @classmethod
+    def from_texts(cls, texts, embedding: T1Embeddings, metadatas: list[dict] | None = None, *,
+                   ids: list[str] | None = None, folder=None, **kwargs: Any) -> "T1VectorStore":
+        if folder is None:
+            raise ValueError("T1VectorStore.from_texts needs folder=: the index folder to write")
+        store = cls(folder, embedding)
+        store.add_texts(texts, metadatas, ids=ids)
+        return store

@@ -1,4 +1,5 @@
-"""T1 as a LlamaIndex `BaseEmbedding`: `T1Embedding`.
+"""T1 as a LlamaIndex `BaseEmbedding` (`T1Embedding`), and a t1 index folder as a LlamaIndex
+vector store (`T1VectorStore`: add, delete and query without rebuilding).
 
 Texts (nodes) are embedded by `T1Model.encode_document`, one pass each; queries by
 `T1Model.encode_query`, after the model reasons. The trace of the last query is in
@@ -11,6 +12,7 @@ from typing import Any
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
+    from llama_index.core.vector_stores.types import BasePydanticVectorStore
     from pydantic import Field, PrivateAttr
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("llama-index-core is not installed: pip install 't1[llamaindex]'") from e
@@ -70,3 +72,70 @@ class T1Embedding(BaseEmbedding):
         emb = self._model.encode_document(list(texts), instruction=self.document_instruction,
                                           prompt_name=self.prompt_name, batch_size=self.embed_batch_size)
         return emb.tolist()
+
+
+class T1VectorStore(BasePydanticVectorStore):
+    """A LlamaIndex vector store over a t1 index folder (`t1.index.Index`), thin over its update
+    API: `add(nodes)` upserts each node under its `node_id` (embedded by the T1 model as the
+    index embeds documents: the node's text, its metadata "title" as title), `delete(ref_doc_id)`
+    deletes the document stored under that id, `delete_nodes(node_ids)` several, and `query`
+    searches the newest generation with the query embedding (from `T1Embedding`, reasoning
+    first). A missing folder is built by the first `add`. Nodes come back as `TextNode`s holding
+    the stored snippet and title."""
+
+    stores_text: bool = True
+    folder: str = Field(description="the index folder")
+    _model: Any = PrivateAttr()
+    _index: Any = PrivateAttr(default=None)
+
+    def __init__(self, folder, model: Any, **kwargs: Any) -> None:
+        from pathlib import Path
+
+        from ..index import Index
+
+        super().__init__(folder=str(folder), **kwargs)
+        self._model = model.model if isinstance(model, T1Embedding) else load_t1_model(model)
+        if (Path(folder) / "manifest.json").is_file():
+            self._index = Index.open(folder)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "T1VectorStore"
+
+    @property
+    def client(self):
+        """The newest generation of the index (None before anything was added)."""
+        if self._index is not None:
+            self._index = self._index.reopen()
+        return self._index
+
+    def add(self, nodes, **kwargs: Any) -> list[str]:
+        from ..data import Document
+        from ..index import Index
+
+        docs = [Document(n.node_id, n.get_content(), str(n.metadata.get("title", ""))) for n in nodes]
+        if self.client is None:
+            self._index = Index.build(self._model, docs, self.folder, show_progress_bar=False)
+        else:
+            self._index.update(self._model, docs)
+        return [d.id for d in docs]
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        if self.client is not None:
+            self._index.delete([ref_doc_id])
+
+    def delete_nodes(self, node_ids: list[str] | None = None, filters=None, **delete_kwargs: Any) -> None:
+        if filters is not None:
+            raise NotImplementedError("T1VectorStore deletes by id only")
+        if node_ids and self.client is not None:
+            self._index.delete(node_ids)
+
+    def query(self, query, **kwargs: Any):
+        from llama_index.core.schema import TextNode
+        from llama_index.core.vector_stores.types import VectorStoreQueryResult
+
+        if self.client is None or not len(self._index) or query.query_embedding is None:
+            return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+        hits = self._index.search([query.query_embedding], k=query.similarity_top_k)[0]
+        nodes = [TextNode(id_=h.id, text=h.snippet, metadata={"title": h.title}) for h in hits]
+        return VectorStoreQueryResult(nodes=nodes, similarities=[h.score for h in hits], ids=[h.id for h in hits])

@@ -2,6 +2,7 @@
 
 Routes: `POST /search`, `POST /search/stream` (server-sent events: the reasoning as it is
 generated, then the hits), `POST /encode`, `GET /health`, `GET /info`, the search page at `/`,
+`POST /documents` and `DELETE /documents/{id}` (updating the index, one writer: `documents`),
 and FastAPI's own `/docs`, `/redoc` and `/openapi.json`; the embedding APIs other tools speak
 (OpenAI's `/v1/embeddings`, Ollama's `/api/embed`) are added by `openai_api`. Every request is
 logged on one line; a bad request gets a 4xx whose body is `{"detail": "one line"}` (on the
@@ -43,6 +44,7 @@ from ..settings import (
     QuerySettings,
 )
 from .batcher import Batcher, Busy, Job
+from .documents import DocumentWriter, add_document_routes
 from .engine import Engine, Plan, Work
 from .error_shapes import error_response
 from .gate import BODY_TIMEOUT_S, NOTE, Gate
@@ -417,12 +419,13 @@ def describe(engine: Engine, settings: ServeSettings, batcher: Batcher) -> dict:
     """What /info answers: the model, the index, the ranking and the limits (never the key)."""
     from .. import __version__
 
-    index = engine.index
+    index = engine.index.reopen() if hasattr(engine.index, "reopen") else engine.index  # the newest generation
     return {
         "model": {"name": engine.model.name_or_path, "fingerprint": engine.fingerprint, "dim": engine.model.dim,
                   "max_new_tokens": engine.model.config.max_new_tokens,
                   "document_engine": engine.model.document_engine.name},  # what /encode embeds documents with
         "index": {"folder": str(index.folder), "documents": len(index), "dim": index.manifest["dim"],
+                  "generation": index.manifest.get("generation", 0),
                   "dtype": index.manifest.get("dtype"), "bm25": index.has_bm25,
                   "document_engine": index.manifest.get("engine", "hf"),
                   "built_with": index.manifest["model"]["name"]},
@@ -487,6 +490,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     batcher = Batcher(engine.run, settings.max_batch, settings.max_wait_ms, settings.max_queue,
                       in_flight=(lambda: in_flight[0]) if settings.adaptive_wait else None)
     page = files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+    writer = DocumentWriter()
 
     @asynccontextmanager
     async def lifespan(app):
@@ -495,6 +499,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         await batcher.call(engine.warm_up)
         yield
         await batcher.stop()  # after uvicorn has drained the requests in flight
+        await asyncio.get_running_loop().run_in_executor(None, writer.stop)
 
     from .. import __version__
 
@@ -528,7 +533,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
     @app.get("/info", summary="model, index and limits")
     async def info():
-        return describe(engine, settings, batcher)
+        return describe(engine, settings, batcher) | {"updates": {**writer.state, "pending": writer.pending}}
 
     @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True,
               summary="reason about one query or a list, and search the index")
@@ -586,6 +591,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                                            "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
 
     add_embedding_routes(app, responder)
+    add_document_routes(app, responder, writer)
     _document_api_key(app, settings)
     return app
 

@@ -35,10 +35,12 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="serve an index over HTTP: search API, streaming reasoning, search page",
                        description="Serve a t1 index over HTTP (FastAPI + uvicorn): POST /search, "
                                    "POST /search/stream (server-sent events), POST /encode, GET /health, GET /info, "
+                                   "POST /documents and DELETE /documents/{id} (updating the index), "
                                    "the search page at /, API docs at /docs; and the embedding APIs of OpenAI "
                                    "(POST /v1/embeddings, GET /v1/models) and Ollama (POST /api/embed, GET /api/tags).")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--index", help="index folder built by `t1 index` (opened read-only)")
+    where.add_argument("--index", help="index folder built by `t1 index` (written only by POST /documents and "
+                                       "DELETE /documents/{id})")
     where.add_argument("--store", help="Qdrant store built by `t1 index --store`: qdrant://HOST:PORT/COLLECTION or a "
                                        "local Qdrant folder PATH[#COLLECTION] (only queried)")
     p.add_argument("--model", default=None, help="T1 model (default: the one the index was built with)")

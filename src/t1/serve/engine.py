@@ -50,20 +50,43 @@ class Work:
 
 
 class Engine:
-    """The model and the (read-only) index, used from the worker thread only."""
+    """The model and the index, used from the worker thread only. Each batch searches the
+    newest generation of an index folder (`refresh`: one `stat` of its manifest), so that what
+    `POST /documents` or `t1 index --update` committed is served without a restart."""
 
     def __init__(self, model, index, reasoning_cache: str | Path | None = None, batch_size: int = 16):
         self.model = model
         self.index = index
         self.fingerprint = model.fingerprint()
-        ids = index.ids  # a list (index folder), or a store's id lookup (`t1.stores.qdrant.StoreIds`)
-        self.ids = frozenset(ids) if isinstance(ids, (list, tuple)) else ids
+        self._ids: tuple = (None, None)  # (index object, its ids as a set)
         self.batch_size = max(1, batch_size)
         self.cache_path = None if reasoning_cache is None else Path(reasoning_cache)
         self.cache = None  # opened on the worker thread (SQLite connections stay on their thread)
         self.doc_instruction = index.manifest.get("instruction")
         self.doc_max_length = index.manifest.get("max_length")
         self.ranking = index.ranking(model)  # what a search without hybrid settings uses
+
+    @property
+    def ids(self):
+        """The served documents' ids: a set (index folder), or a store's id lookup
+        (`t1.stores.qdrant.StoreIds`)."""
+        index = self.index
+        if self._ids[0] is not index:
+            ids = index.ids
+            self._ids = (index, frozenset(ids) if isinstance(ids, (list, tuple)) else ids)
+        return self._ids[1]
+
+    def refresh(self):
+        """The newest generation of the index (this one when nothing was committed since)."""
+        reopen = getattr(self.index, "reopen", None)
+        if reopen is not None:
+            self.index = reopen()
+        return self.index
+
+    def encode_documents(self, texts: list[str]):
+        """Documents embedded as the index embeds them (for an update; on the worker thread)."""
+        return self.model.encode_document(texts, instruction=self.doc_instruction, max_length=self.doc_max_length,
+                                          batch_size=self.batch_size, show_progress_bar=False)
 
     def open_cache(self) -> None:
         if self.cache_path is not None and self.cache is None:
@@ -112,6 +135,7 @@ class Engine:
     def run(self, plan: Plan, jobs: list) -> list[dict]:
         """Results of `jobs` (batcher `Job`s whose payload is a `Work`), in order."""
         works: list[Work] = [j.payload for j in jobs]
+        index = self.refresh() if plan.kind == "search" else self.index  # one generation for the batch
         texts = [t for w in works for t in w.texts]
         owner = [i for i, w in enumerate(works) for _ in w.texts]  # row -> job
         start = time.perf_counter()
@@ -129,7 +153,7 @@ class Engine:
             return self._counted(works, [{"embeddings": out.embeddings[rows],
                                           "reasoning": [out.reasoning[r] for r in rows],
                                           "timings": {"encode_ms": _ms(start)}} for rows in per_job])
-        results = search(self.model, self.index, texts, plan.query, k=max(w.k for w in works),
+        results = search(self.model, index, texts, plan.query, k=max(w.k for w in works),
                          exclude=self._exclusions(works), ranking=plan.ranking, **run)
         per_query = []
         for row, q in enumerate(texts):

@@ -13,6 +13,10 @@
 - **Building** goes shard by shard, as for an index folder (`t1.index.build_shards`): a shard
   whose points all exist is skipped, so an interrupted build resumes, and under torchrun the
   ranks upsert disjoint shards (a server only).
+- **Updating** (`update` / `upsert`, `delete`): a document is re-encoded only when its title or
+  text changed (the payload's "hash"), and written as a point under the same id, so Qdrant
+  replaces it; deletes remove points by id. The manifest's count follows (and "generation" counts
+  the updates). Qdrant applies each batch itself; there are no segments or tombstones to keep.
 - **Searching** sends one batched query per batch of query embeddings; excluded documents are a
   `must_not` `HasIdCondition` filter, so they are removed before the top-k cut. Scores are inner
   products; ties are ordered by position, as in an index folder. A server searches its HNSW
@@ -264,6 +268,84 @@ class QdrantIndex(Searchable):
                                                with_vectors=False)
             found.update(by_point[str(r.id)] for r in records)
         return set(doc_ids) - found
+
+    # ---------------------------------------------------------------- updating
+    def update(self, model, documents: Sequence[Document], batch_size: int = 32, instruction: str | None = None,
+               encode=None):
+        """Add new documents and replace changed ones by id (unchanged ones are skipped), with
+        the model, instruction and document engine the store was built with. Returns an
+        `UpdateReport` (`t1.index.update`). `encode` (texts -> embeddings) replaces the model's
+        own encoding, for a caller that runs the model elsewhere (`t1 serve`)."""
+        from ..data import check_documents
+        from ..index.format import content_hash
+        from ..index.update import UpdateReport, _duplicates, check_same_build
+
+        check_documents(documents)
+        _duplicates(documents)
+        check_same_build(self.manifest, self.spec, model, instruction)
+        known = self._hashes([d.id for d in documents])
+        report = UpdateReport(self.manifest.get("generation", 0), len(self))
+        new = []
+        for d in documents:
+            outcome = "added" if d.id not in known else "unchanged" if known[d.id] == content_hash(d) else "replaced"
+            getattr(report, outcome).append(d.id)
+            if outcome != "unchanged":
+                new.append(d)
+        if new:
+            m, models = self.manifest, _models()
+            texts = [d.full_text for d in new]
+            emb = np.asarray(encode(texts) if encode is not None else model.encode_document(
+                texts, instruction=m["instruction"], max_length=m["max_length"], batch_size=batch_size,
+                show_progress_bar=False))
+            first = m.get("rows", m["count"])  # positions keep growing: ties rank older documents first
+            for start in range(0, len(new), UPSERT_BATCH):
+                part = new[start : start + UPSERT_BATCH]
+                batch = models.Batch(ids=[point_id(d.id) for d in part],
+                                     vectors=emb[start : start + len(part)].astype(np.float32).tolist(),
+                                     payloads=[{**doc_row(d), "position": first + start + j}
+                                               for j, d in enumerate(part)])
+                with self._lock:
+                    self.client.upsert(self.collection, points=batch, wait=True)
+            self._commit(report, added=len(report.added), rows=first + len(new))
+        return report
+
+    upsert = add_documents = update
+
+    def delete(self, ids) -> "object":
+        """Delete documents by id; returns an `UpdateReport` (ids not in the store: `not_found`)."""
+        from ..index.update import UpdateReport
+
+        ids = list(dict.fromkeys(ids))
+        missing = self._missing(ids)
+        report = UpdateReport(self.manifest.get("generation", 0), len(self),
+                              deleted=[i for i in ids if i not in missing], not_found=[i for i in ids if i in missing])
+        if report.deleted:
+            models = _models()
+            with self._lock:
+                self.client.delete(self.collection, points_selector=models.PointIdsList(
+                    points=[point_id(i) for i in report.deleted]), wait=True)
+            self._commit(report, added=-len(report.deleted))
+        return report
+
+    def _hashes(self, doc_ids: Sequence[str]) -> dict[str, str | None]:
+        """The payload "hash" of each of these ids the store holds."""
+        out = {}
+        for start in range(0, len(doc_ids), RETRIEVE_BATCH):
+            with self._lock:
+                records = self.client.retrieve(self.collection, [point_id(d) for d in doc_ids[start : start +
+                                               RETRIEVE_BATCH]], with_payload=["id", "hash"], with_vectors=False)
+            out.update({r.payload["id"]: r.payload.get("hash") for r in records})
+        return out
+
+    def _commit(self, report, added: int, rows: int | None = None) -> None:
+        manifest = {**self.manifest, "count": self.manifest["count"] + added,
+                    "generation": self.manifest.get("generation", 0) + 1}
+        if rows is not None:
+            manifest["rows"] = rows
+        with self._lock:
+            self.client.update_collection(self.collection, metadata={METADATA_KEY: manifest})
+        self.manifest = manifest
+        report.generation, report.documents = manifest["generation"], manifest["count"]
 
     # ---------------------------------------------------------------- searching
     def use_ann(self, ann: str = "auto", ef_search: int | None = None, nprobe=None, refine=None) -> "QdrantIndex":
