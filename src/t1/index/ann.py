@@ -169,7 +169,6 @@ def _write_index(structure, path: Path) -> None:
 
 def load(index, kind: str):
     """Read structure `kind` of `index`, refusing one built over other vectors."""
-    faiss = _faiss()
     info = index.manifest.get("ann", {}).get(kind)
     if info is None or not (index.folder / info["file"]).exists():
         raise T1Error(f"{index.folder}: no {kind} structure; build it with `t1 ann build --index {index.folder} "

@@ -94,7 +94,7 @@ class T1VectorStore(BasePydanticVectorStore):
         from ..index import Index
 
         super().__init__(folder=str(folder), **kwargs)
-        self._model = model.model if isinstance(model, T1Embedding) else load_t1_model(model)
+        self._model = model.model if isinstance(model, T1Embedding) else load_model(model)
         if (Path(folder) / "manifest.json").is_file():
             self._index = Index.open(folder)
 
