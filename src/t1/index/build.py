@@ -184,6 +184,11 @@ def check_unlocked(folder: Path) -> None:
             pass
 
 
+# Documents encoded between two moves of the progress bar: a shard (8,192 by default) takes minutes
+# on a CPU; a piece of this size is still long enough for length-sorted batches.
+PROGRESS_DOCS = 1024
+
+
 def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: dict, *, where: str,
                  encode: Callable[[Sequence[Document]], np.ndarray], group=None,
                  show_progress_bar: bool | None = None) -> tuple[dict, bool]:
@@ -224,9 +229,11 @@ def build_shards(sink: ShardSink, model, documents: Sequence[Document], spec: di
     with tqdm(total=sum(len(shards[i][1]) for i in mine), desc="Indexing", unit="doc",
               disable=show_progress_bar is False or not group.is_main) as bar:  # closed before an error prints
         for i in mine:
-            chunk = shards[i][1]
-            sink.write(i, chunk, encode(chunk))
-            bar.update(len(chunk))
+            chunk, parts = shards[i][1], []
+            for start in range(0, len(chunk), PROGRESS_DOCS):  # the bar moves within a shard too
+                parts.append(encode(chunk[start:start + PROGRESS_DOCS]))
+                bar.update(len(parts[-1]))
+            sink.write(i, chunk, np.concatenate(parts))
     written = group.all_gather(mine)  # every rank has finished its share
     manifest = None
     if group.is_main:

@@ -125,9 +125,14 @@ def _train(args) -> int:
     from .contrastive_trainer import train
     from .model_config import ModelArguments
 
+    from ..distributed import leave
+
     model_args, training_args = parse_config((ModelArguments, T1TrainingArguments), args.argv,
                                              prog=f"t1 train {args.stage}")
-    folder = train(model_args, training_args, reasoning=args.stage == "sft")
+    try:
+        folder = train(model_args, training_args, reasoning=args.stage == "sft")
+    finally:
+        leave()  # under torchrun: join gloo's threads now; left to interpreter exit, one aborted a rank (SIGABRT)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"saved the trained model to {folder}")
     return 0
@@ -158,7 +163,12 @@ def _grpo(args) -> int:
     if plot:
         print(f"wrote {plot_rewards(config.output_dir, plot)}")
         return 0
-    final, trainer = train_grpo(model_args, config)
+    from ..distributed import leave
+
+    try:
+        final, trainer = train_grpo(model_args, config)
+    finally:
+        leave()  # as `_train`
     if trainer.state.global_step < trainer.state.max_steps:
         print(f"stopped at step {trainer.state.global_step}; re-run the same command to resume")
         return 1
