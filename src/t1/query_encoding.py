@@ -13,6 +13,7 @@ the settings leave unset, the decoding), and read from it after.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -210,8 +211,6 @@ class QueryEncoder:
 
 def show_bar(flag: bool | None, n_batches: int) -> bool:
     """A progress bar when asked, or by default when there is more than one batch and a terminal."""
-    import sys
-
     return flag if flag is not None else (n_batches > 1 and sys.stderr.isatty())
 
 

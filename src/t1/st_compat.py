@@ -56,8 +56,6 @@ def query_call(model, settings: QuerySettings | None, options: dict, method: str
     given = None
     if options.get("reasoning") is not None and not isinstance(options["reasoning"], str):
         given, options["reasoning"] = list(options["reasoning"]), GIVEN
-    elif options.get("reasoning") == "auto":
-        raise T1Error("reasoning 'auto' decides by searching: it needs an index (t1.query.search)")
     unknown = sorted(set(options) - QUERY_FIELDS)
     if unknown:
         raise TypeError(f"{method}() got an unexpected keyword argument {unknown[0]!r}")

@@ -2,7 +2,7 @@
 sentence-transformers' `InformationRetrievalEvaluator`: built once with the data and the
 settings, then called on a model, `evaluator(model, output_path=None) -> {metric: value}`, with
 a `primary_metric`. `t1 eval`, `t1 bright` (one evaluator per task), the curriculum's table and
-the trainers' `evaluate()` (`t1.training.modeling.EvaluatorMixin`) all call it.
+the trainers' `evaluate()` (`t1.training.evaluate_hook.EvaluatorMixin`) all call it.
 
 It wraps the existing machinery: `retrievers.make_retriever` builds what searches, `runs`
 retrieves and, given an `output_path`, writes the run folder, and `metrics` scores through

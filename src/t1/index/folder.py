@@ -181,8 +181,6 @@ class Index(Searchable):
 
         return upsert(self, model, documents, batch_size=batch_size, instruction=instruction, encode=encode)
 
-    upsert = add_documents = update
-
     def delete(self, ids: Iterable[str]):
         """Delete documents by id, as a new generation (tombstones). Returns an `UpdateReport`
         (ids not in the index are its `not_found`)."""
@@ -502,6 +500,21 @@ class Index(Searchable):
             records = self._records(self._position[i] for i, _ in fused)
             out.append([_make_hit(records[self._position[i]], s) for i, s in fused])
         return out
+
+
+def open_built(folder: str | Path):
+    """The index in `folder`, or None where none was built yet (the vector stores' first add
+    builds it)."""
+    return Index.open(folder) if (Path(folder) / MANIFEST).is_file() else None
+
+
+def upsert_or_build(index, model, documents: Sequence[Document], folder: str | Path, instruction: str | None = None):
+    """`index` with `documents` upserted; where there is no index yet (None), one built from them
+    in `folder`. What the LangChain and LlamaIndex vector stores' add does."""
+    if index is None:
+        return Index.build(model, documents, folder, instruction=instruction, show_progress_bar=False)
+    index.update(model, documents)
+    return index
 
 
 def _stamp(folder: Path) -> tuple | None:

@@ -48,9 +48,11 @@ import numpy as np
 from ..atomic import atomic_folder, remove_temporaries, save_npy, write_json, write_jsonl
 from ..data import Document, check_documents
 from ..errors import T1Error
+from .ann import MIN_IVF_ROWS
+from .ann import build as build_ann
 from .build import hold_lock, is_own
 from .format import check_built_with, content_hash, corpus_hash, describe_shard_file, doc_row, shard_name
-from .manifest import MANIFEST
+from .manifest import MANIFEST, describe_file
 from .segments import (
     bm25_dir,
     deleted,
@@ -111,12 +113,39 @@ def check_same_build(manifest: dict, where, model, instruction: str | None = Non
                       f"--engine {built}")
 
 
-def _duplicates(documents: Sequence[Document]) -> None:
+def check_batch(documents: Sequence[Document]) -> None:
+    """`documents` are `Document`s, each id once."""
+    check_documents(documents)
     first: dict[str, int] = {}
     for i, d in enumerate(documents):
         if d.id in first:
             raise T1Error(f"documents[{i}]: id {d.id!r} is given twice (first at documents[{first[d.id]}])")
         first[d.id] = i
+
+
+def sort_changes(documents: Sequence[Document], known: dict[str, str | None], report: UpdateReport) -> list[Document]:
+    """The documents to encode: those whose id is not `known` (added) and those whose content
+    hash differs from the known one (replaced); the others are unchanged. Fills `report`."""
+    new = []
+    for d in documents:
+        if d.id not in known:
+            report.added.append(d.id)
+        elif known[d.id] == content_hash(d):
+            report.unchanged.append(d.id)
+            continue
+        else:
+            report.replaced.append(d.id)
+        new.append(d)
+    return new
+
+
+def document_encoder(model, manifest: dict, batch_size: int) -> Callable[[list[str]], np.ndarray]:
+    """texts -> embeddings as the index (or store) of `manifest` embedded its documents."""
+    def encode(texts: list[str]) -> np.ndarray:
+        return model.encode_document(texts, instruction=manifest["instruction"], max_length=manifest["max_length"],
+                                     batch_size=batch_size, show_progress_bar=False)
+
+    return encode
 
 
 # ---------------------------------------------------------------- the three changes
@@ -125,32 +154,18 @@ def upsert(index, model, documents: Sequence[Document], batch_size: int = 32, in
     """Add the documents whose ids are new, re-encode those whose title or text changed, skip
     the unchanged; one new generation (none when nothing changed)."""
     start = time.perf_counter()
-    check_documents(documents)
-    _duplicates(documents)
-    check_same_build(index.manifest, index.folder, model, instruction)
+    check_batch(documents)
     with hold_lock(index.folder):
         cur = _newest(index)
         check_same_build(cur.manifest, cur.folder, model, instruction)
         _words_of(cur)  # refuse an old BM25 before anything is encoded
         known = {row["id"]: row.get("hash") for row in (cur._docs[p] for p in cur._live)}
         report = UpdateReport(cur.generation, len(cur))
-        new = []
-        for d in documents:
-            if d.id not in known:
-                report.added.append(d.id)
-            elif known[d.id] == content_hash(d):
-                report.unchanged.append(d.id)
-                continue
-            else:
-                report.replaced.append(d.id)
-            new.append(d)
+        new = sort_changes(documents, known, report)
         if not new:
             return _done(report, start)
         m = cur.manifest
-        if encode is None:
-            def encode(texts):
-                return model.encode_document(texts, instruction=m["instruction"], max_length=m["max_length"],
-                                             batch_size=batch_size, show_progress_bar=False)
+        encode = encode or document_encoder(model, m, batch_size)
         rows = [doc_row(d) for d in new]
         embeddings = [np.asarray(encode([d.full_text for d in new]), dtype=m["dtype"])]
         words = _tokenize(cur, new)
@@ -202,18 +217,14 @@ def compact(index) -> UpdateReport:
         if "files" in m:  # what the compacted generation holds: its segment and its BM25
             m["files"] = {**{n: f for n, f in m["files"].items() if n.split("/")[0] == bm25_dir(m)},
                           **_segment_files(cur.folder, seg)}
-        kinds = [k for k in cur.manifest.get("ann", {}) if k != "ivf-pq" or len(rows) >= _min_ivf_rows()]
+        kinds = [k for k in cur.manifest.get("ann", {}) if k != "ivf-pq" or len(rows) >= MIN_IVF_ROWS]
         for kind in kinds:  # built before the switch: the new generation has its structures at once
-            from .ann import build
-
             params = cur.manifest["ann"][kind].get("params", {})
-            info = build(type(cur)(cur.folder, m), kind, record=False,
-                         **{k: v for k, v in params.items() if k in ("m", "ef_construction")},
-                         show_progress_bar=False)
+            info = build_ann(type(cur)(cur.folder, m), kind, record=False,
+                             **{k: v for k, v in params.items() if k in ("m", "ef_construction")},
+                             show_progress_bar=False)
             m["ann"][kind] = info
             if "files" in m:
-                from .manifest import describe_file
-
                 m["files"][info["file"]] = describe_file(cur.folder / info["file"])
         report = _switch(cur, m, report)
         return _done(report, start)
@@ -248,10 +259,12 @@ def _words_of(cur) -> list[list[str]] | None:
 
 
 def _bm25(cur):
+    """A BM25 index with the settings the generation's was built with (the defaults for those it
+    does not record)."""
     from .bm25 import BM25Index
 
     s = cur.manifest["bm25"]
-    return BM25Index(s.get("k1", 0.9), s.get("b", 0.4), s.get("stemmer", "english"), s.get("stopwords", "en"))
+    return BM25Index(**{k: s[k] for k in ("k1", "b", "stemmer", "stopwords") if k in s})
 
 
 def _tokenize(cur, documents: Sequence[Document]) -> list[list[str]]:
@@ -307,8 +320,6 @@ def _commit(cur, rows, embeddings, words, gone: list[int], report: UpdateReport)
         if "files" in m:
             m["files"] = {n: f for n, f in m["files"].items() if n.split("/")[0] != bm25_dir(cur.manifest)}
             if live:
-                from .manifest import describe_file
-
                 m["files"].update({p.relative_to(cur.folder).as_posix(): describe_file(p)
                                    for p in sorted((cur.folder / name).iterdir())})
         _die_at("after-bm25")
@@ -332,12 +343,6 @@ def _switch(cur, m: dict, report: UpdateReport) -> UpdateReport:
 def _done(report: UpdateReport, start: float) -> UpdateReport:
     report.seconds = round(time.perf_counter() - start, 3)
     return report
-
-
-def _min_ivf_rows() -> int:
-    from .ann import MIN_IVF_ROWS
-
-    return MIN_IVF_ROWS
 
 
 __all__ = ["UpdateReport", "compact", "delete", "generation", "retire_grace_s", "upsert"]

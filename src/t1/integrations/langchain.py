@@ -79,11 +79,11 @@ class T1VectorStore(VectorStore):
     def __init__(self, folder, embedding: T1Embeddings) -> None:
         from pathlib import Path
 
-        from ..index import Index
+        from ..index.folder import open_built
 
         self.folder = Path(folder)
         self.embedding = embedding
-        self._index = Index.open(self.folder) if (self.folder / "manifest.json").is_file() else None
+        self._index = open_built(self.folder)
 
     @property
     def embeddings(self) -> T1Embeddings:
@@ -101,18 +101,14 @@ class T1VectorStore(VectorStore):
         import uuid
 
         from ..data import Document
-        from ..index import Index
+        from ..index.folder import upsert_or_build
 
         texts = list(texts)
         ids = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in texts]
         metadatas = metadatas or [{} for _ in texts]
         docs = [Document(i, t, str((m or {}).get("title", ""))) for i, t, m in zip(ids, texts, metadatas, strict=True)]
-        model = self.embedding.model
-        if self.index is None:
-            self._index = Index.build(model, docs, self.folder, instruction=self.embedding.document_instruction,
-                                      show_progress_bar=False)
-        else:
-            self._index.update(model, docs)
+        self._index = upsert_or_build(self.index, self.embedding.model, docs, self.folder,
+                                      self.embedding.document_instruction)
         return ids
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:

@@ -89,14 +89,11 @@ class T1VectorStore(BasePydanticVectorStore):
     _index: Any = PrivateAttr(default=None)
 
     def __init__(self, folder, model: Any, **kwargs: Any) -> None:
-        from pathlib import Path
-
-        from ..index import Index
+        from ..index.folder import open_built
 
         super().__init__(folder=str(folder), **kwargs)
         self._model = model.model if isinstance(model, T1Embedding) else load_model(model)
-        if (Path(folder) / "manifest.json").is_file():
-            self._index = Index.open(folder)
+        self._index = open_built(folder)
 
     @classmethod
     def class_name(cls) -> str:
@@ -111,13 +108,10 @@ class T1VectorStore(BasePydanticVectorStore):
 
     def add(self, nodes, **kwargs: Any) -> list[str]:
         from ..data import Document
-        from ..index import Index
+        from ..index.folder import upsert_or_build
 
         docs = [Document(n.node_id, n.get_content(), str(n.metadata.get("title", ""))) for n in nodes]
-        if self.client is None:
-            self._index = Index.build(self._model, docs, self.folder, show_progress_bar=False)
-        else:
-            self._index.update(self._model, docs)
+        self._index = upsert_or_build(self.client, self._model, docs, self.folder)
         return [d.id for d in docs]
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:

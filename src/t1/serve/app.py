@@ -419,7 +419,7 @@ def describe(engine: Engine, settings: ServeSettings, batcher: Batcher) -> dict:
     """What /info answers: the model, the index, the ranking and the limits (never the key)."""
     from .. import __version__
 
-    index = engine.index.reopen() if hasattr(engine.index, "reopen") else engine.index  # the newest generation
+    index = engine.newest()
     return {
         "model": {"name": engine.model.name_or_path, "fingerprint": engine.fingerprint, "dim": engine.model.dim,
                   "max_new_tokens": engine.model.config.max_new_tokens,

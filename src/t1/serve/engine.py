@@ -76,11 +76,15 @@ class Engine:
             self._ids = (index, frozenset(ids) if isinstance(ids, (list, tuple)) else ids)
         return self._ids[1]
 
-    def refresh(self):
-        """The newest generation of the index (this one when nothing was committed since)."""
+    def newest(self):
+        """The newest generation of the index (this one when nothing was committed since; a
+        store, which has no generations, as it is). Reads only: safe from any thread."""
         reopen = getattr(self.index, "reopen", None)
-        if reopen is not None:
-            self.index = reopen()
+        return self.index if reopen is None else reopen()
+
+    def refresh(self):
+        """Serve the newest generation from now on (on the worker thread)."""
+        self.index = self.newest()
         return self.index
 
     def encode_documents(self, texts: list[str]):

@@ -13,7 +13,7 @@
 - **Building** goes shard by shard, as for an index folder (`t1.index.build_shards`): a shard
   whose points all exist is skipped, so an interrupted build resumes, and under torchrun the
   ranks upsert disjoint shards (a server only).
-- **Updating** (`update` / `upsert`, `delete`): a document is re-encoded only when its title or
+- **Updating** (`update`, `delete`): a document is re-encoded only when its title or
   text changed (the payload's "hash"), and written as a point under the same id, so Qdrant
   replaces it; deletes remove points by id. The manifest's count follows (and "generation" counts
   the updates). Qdrant applies each batch itself; there are no segments or tombstones to keep.
@@ -259,15 +259,16 @@ class QdrantIndex(Searchable):
 
     def _missing(self, doc_ids: Sequence[str]) -> set[str]:
         doc_ids = list(dict.fromkeys(doc_ids))
-        found: set[str] = set()
+        return set(doc_ids) - {doc_id for doc_id, _ in self._points(doc_ids, with_payload=False)}
+
+    def _points(self, doc_ids: Sequence[str], with_payload):
+        """(id, record) of each of these documents the store holds, fetched `RETRIEVE_BATCH` at a time."""
         for start in range(0, len(doc_ids), RETRIEVE_BATCH):
-            part = doc_ids[start : start + RETRIEVE_BATCH]
-            by_point = {point_id(d): d for d in part}
+            by_point = {point_id(d): d for d in doc_ids[start : start + RETRIEVE_BATCH]}
             with self._lock:
-                records = self.client.retrieve(self.collection, list(by_point), with_payload=False,
+                records = self.client.retrieve(self.collection, list(by_point), with_payload=with_payload,
                                                with_vectors=False)
-            found.update(by_point[str(r.id)] for r in records)
-        return set(doc_ids) - found
+            yield from ((by_point[str(r.id)], r) for r in records)
 
     # ---------------------------------------------------------------- updating
     def update(self, model, documents: Sequence[Document], batch_size: int = 32, instruction: str | None = None,
@@ -276,27 +277,17 @@ class QdrantIndex(Searchable):
         the model, instruction and document engine the store was built with. Returns an
         `UpdateReport` (`t1.index.update`). `encode` (texts -> embeddings) replaces the model's
         own encoding, for a caller that runs the model elsewhere (`t1 serve`)."""
-        from ..data import check_documents
-        from ..index.format import content_hash
-        from ..index.update import UpdateReport, _duplicates, check_same_build
+        from ..index.update import UpdateReport, check_batch, check_same_build, sort_changes
 
-        check_documents(documents)
-        _duplicates(documents)
+        check_batch(documents)
         check_same_build(self.manifest, self.spec, model, instruction)
-        known = self._hashes([d.id for d in documents])
         report = UpdateReport(self.manifest.get("generation", 0), len(self))
-        new = []
-        for d in documents:
-            outcome = "added" if d.id not in known else "unchanged" if known[d.id] == content_hash(d) else "replaced"
-            getattr(report, outcome).append(d.id)
-            if outcome != "unchanged":
-                new.append(d)
+        new = sort_changes(documents, self._hashes([d.id for d in documents]), report)
         if new:
+            from ..index.update import document_encoder
+
             m, models = self.manifest, _models()
-            texts = [d.full_text for d in new]
-            emb = np.asarray(encode(texts) if encode is not None else model.encode_document(
-                texts, instruction=m["instruction"], max_length=m["max_length"], batch_size=batch_size,
-                show_progress_bar=False))
+            emb = np.asarray((encode or document_encoder(model, m, batch_size))([d.full_text for d in new]))
             first = m.get("rows", m["count"])  # positions keep growing: ties rank older documents first
             for start in range(0, len(new), UPSERT_BATCH):
                 part = new[start : start + UPSERT_BATCH]
@@ -308,8 +299,6 @@ class QdrantIndex(Searchable):
                     self.client.upsert(self.collection, points=batch, wait=True)
             self._commit(report, added=len(report.added), rows=first + len(new))
         return report
-
-    upsert = add_documents = update
 
     def delete(self, ids) -> "object":
         """Delete documents by id; returns an `UpdateReport` (ids not in the store: `not_found`)."""
@@ -329,13 +318,7 @@ class QdrantIndex(Searchable):
 
     def _hashes(self, doc_ids: Sequence[str]) -> dict[str, str | None]:
         """The payload "hash" of each of these ids the store holds."""
-        out = {}
-        for start in range(0, len(doc_ids), RETRIEVE_BATCH):
-            with self._lock:
-                records = self.client.retrieve(self.collection, [point_id(d) for d in doc_ids[start : start +
-                                               RETRIEVE_BATCH]], with_payload=["id", "hash"], with_vectors=False)
-            out.update({r.payload["id"]: r.payload.get("hash") for r in records})
-        return out
+        return {doc_id: r.payload.get("hash") for doc_id, r in self._points(doc_ids, with_payload=["hash"])}
 
     def _commit(self, report, added: int, rows: int | None = None) -> None:
         manifest = {**self.manifest, "count": self.manifest["count"] + added,

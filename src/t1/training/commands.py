@@ -120,12 +120,11 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
+    from ..distributed import leave
     from .config_parser import parse_config
     from .contrastive_config import T1TrainingArguments
     from .contrastive_trainer import train
     from .model_config import ModelArguments
-
-    from ..distributed import leave
 
     model_args, training_args = parse_config((ModelArguments, T1TrainingArguments), args.argv,
                                              prog=f"t1 train {args.stage}")
